@@ -1,0 +1,73 @@
+# fbocc: `make demo` runs the whole chain here; `make test` runs every suite. Both install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+# The virtual environment is cached outside the checkout, keyed by the dependency list, so a fresh clone
+# (CI) reuses it; the package itself is re-linked into it from this checkout every time.
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/fbocc
+DEPS_KEY := $(shell sha256sum pyproject.toml | cut -c1-16)
+VENV ?= $(CACHE_DIR)/venv-$(DEPS_KEY)
+PY := $(VENV)/bin/python
+SYSTEM_PACKAGES := docker.io openssh-server openssh-client g++-aarch64-linux-gnu debootstrap ca-certificates
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps services venv test test-gpu lint demo clean
+
+help:
+	@echo "make demo   - the whole chain on this machine against an embedded local target"
+	@echo "make test   - every test suite (installs what it needs first)"
+	@echo "make setup  - system packages (as root on Debian), services, virtual environment"
+	@echo "make lint   - ruff, mypy, Python 3.8 check of deploy/"
+
+setup: system-deps services venv
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "setup: installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "setup: not root or not Debian: install $(SYSTEM_PACKAGES) yourself"; fi
+
+services:
+	@if command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "setup: starting dockerd (--bridge=none --iptables=false)"; \
+	    setsid dockerd --bridge=none --iptables=false >/tmp/fbocc-dockerd.log 2>&1 < /dev/null & \
+	    for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	    docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start, see /tmp/fbocc-dockerd.log"; exit 1; }; \
+	  else echo "setup: no Docker daemon answers; start one (e.g. sudo systemctl start docker)"; fi; \
+	fi
+
+$(VENV)/.complete: pyproject.toml
+	@echo "setup: creating $(VENV)"
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch pinned to the CPU build that lies on this machine's disk; an unpinned torch pulls GBs of CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,export]'
+	touch $@
+
+venv: $(VENV)/.complete
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || $(PY) -m pip install -q --no-deps -e .
+	@ln -sfn $(VENV) .venv
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# On the GPU machine (no network): the system python there already has torch with CUDA.
+test-gpu:
+	$(PYTHON) -m pytest -m gpu -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check fbocc tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/vermin --no-tips --violations -t=3.8- deploy
+
+demo: setup
+	$(PY) -m fbocc.demo
+
+clean:
+	rm -rf build dist out .pytest_cache .mypy_cache .ruff_cache
