@@ -3,10 +3,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-# The virtual environment is cached outside the checkout, keyed by the dependency list, so a fresh clone
-# (CI) reuses it; the package itself is re-linked into it from this checkout every time.
+# The virtual environment is cached outside the checkout, keyed by the dependency lists in pyproject.toml
+# (not by file time), so a fresh clone (CI) reuses it; the package itself is re-linked from this checkout.
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/fbocc
-DEPS_KEY := $(shell sha256sum pyproject.toml | cut -c1-16)
+DEPS_KEY := $(shell $(PYTHON) -c "import tomllib,hashlib,json; p=tomllib.load(open('pyproject.toml','rb'))['project']; print(hashlib.sha256(json.dumps([p['dependencies'], p['optional-dependencies']]).encode()).hexdigest()[:16])")
 VENV ?= $(CACHE_DIR)/venv-$(DEPS_KEY)
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := docker.io openssh-server openssh-client g++-aarch64-linux-gnu debootstrap ca-certificates
@@ -41,7 +41,7 @@ services:
 	  else echo "setup: no Docker daemon answers; start one (e.g. sudo systemctl start docker)"; fi; \
 	fi
 
-$(VENV)/.complete: pyproject.toml
+$(VENV)/.complete:
 	@echo "setup: creating $(VENV)"
 	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from fbocc.assets import asset_dir
 from fbocc.errors import ConfigError
@@ -229,11 +230,11 @@ def load_config(
     if cli_layer:
         layers.append(("command line", None, cli_layer))
 
-    merged: dict[str, Any] = {}
+    merged: dict[tuple[str, ...], Any] = {}
     origins: dict[str, str] = {}
     for label, path, data in layers:
         _check_layer(data, label)
-        _merge(merged, origins, data, label, path, prefix="")
+        _merge(merged, origins, data, label, path, prefix=())
     return _build(merged, origins, files)
 
 
@@ -308,38 +309,36 @@ def _check_keys(body: dict[str, Any], cls: type, where_key: str, label: str, ski
                               fix=f"valid keys in [{where_key}]: {', '.join(known)}")
 
 
-def _merge(merged: dict[str, Any], origins: dict[str, str], data: dict[str, Any], label: str,
-           path: Path | None, prefix: str) -> None:
+def _merge(merged: dict[tuple[str, ...], Any], origins: dict[str, str], data: dict[str, Any], label: str,
+           path: Path | None, prefix: tuple[str, ...]) -> None:
     for key, value in data.items():
-        dotted = f"{prefix}{key}"
+        keypath = (*prefix, key)
         if isinstance(value, dict):
-            _merge(merged, origins, value, label, path, prefix=f"{dotted}.")
+            _merge(merged, origins, value, label, path, prefix=keypath)
         else:
-            merged[dotted] = (value, path)
-            origins[dotted] = label
+            merged[keypath] = (value, path)
+            origins[".".join(keypath)] = label
 
 
-def _build(merged: dict[str, Any], origins: dict[str, str], files: list[Path]) -> Config:
+def _build(merged: dict[tuple[str, ...], Any], origins: dict[str, str], files: list[Path]) -> Config:
+    # Keys are tuples, not dotted strings: profile names such as "drive-os-6.0.10" contain dots.
     def section(name: str) -> Any:
-        cls = SECTIONS[name]
-        values = {k.split(".", 1)[1]: v for k, v in merged.items() if k.startswith(f"{name}.")}
-        return _instantiate(cls, values, name, origins)
+        values = {k[1]: v for k, v in merged.items() if k[0] == name and len(k) == 2}
+        return _instantiate(SECTIONS[name], values, name, origins)
 
     tables: dict[str, dict[str, Any]] = {}
     for table, cls in TABLES.items():
         entries: dict[str, dict[str, Any]] = {}
-        for dotted, value in merged.items():
-            parts = dotted.split(".")
-            if parts[0] == table and len(parts) == 3:
-                entries.setdefault(parts[1], {})[parts[2]] = value
+        for keypath, value in merged.items():
+            if keypath[0] == table and len(keypath) == 3:
+                entries.setdefault(keypath[1], {})[keypath[2]] = value
         tables[table] = {name: _instantiate(cls, {**vals, "name": (name, None)}, f"{table}.{name}", origins)
                          for name, vals in entries.items()}
-    groups = {k.split(".", 1)[1]: v[0] for k, v in merged.items() if k.startswith("groups.")}
-    for group, members in groups.items():
+    groups = {k[1]: v[0] for k, v in merged.items() if k[0] == "groups" and len(k) == 2}
+    for group in groups:
         if group in tables["targets"]:
             raise ConfigError(f"groups.{group} has the same name as [targets.{group}]",
                               where=origins.get(f"groups.{group}"), fix="rename the group or the target")
-        del members  # members may also be ssh_config aliases: resolved when used
     return Config(
         project=section("project"), build=section("build"), bench=section("bench"),
         profiles=tables["profiles"], targets=tables["targets"], groups=groups,

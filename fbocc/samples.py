@@ -26,15 +26,15 @@ def _load_deploy_manifest() -> ModuleType:
 
 manifest_format: Any = _load_deploy_manifest()
 MANIFEST_NAME: str = manifest_format.MANIFEST_NAME
-ManifestError: type[Exception] = manifest_format.ManifestError
+ManifestError: Any = manifest_format.ManifestError
 
 
 def load_manifest(samples_dir: Path, *, verify_hashes: bool = False) -> dict[str, Any]:
     """Read and validate `samples_dir/manifest.json` against its files; raise ValidationError if off."""
     try:
-        return manifest_format.load(str(samples_dir), verify_hashes=verify_hashes)  # type: ignore[no-any-return]
+        return manifest_format.load(str(samples_dir), verify_hashes=verify_hashes)
     except ManifestError as exc:
-        raise ValidationError(exc.message, fix=exc.fix) from exc  # type: ignore[attr-defined]
+        raise ValidationError(exc.message, fix=exc.fix) from exc
 
 
 def save_manifest(samples_dir: Path, manifest: dict[str, Any]) -> Path:
@@ -44,7 +44,7 @@ def save_manifest(samples_dir: Path, manifest: dict[str, Any]) -> Path:
 
 def write_tensor(samples_dir: Path, relfile: str, array: Any) -> dict[str, Any]:
     """Write one `.dat` (atomically) and return its manifest entry."""
-    return manifest_format.write_tensor(str(samples_dir), relfile, array)  # type: ignore[no-any-return]
+    return manifest_format.write_tensor(str(samples_dir), relfile, array)
 
 
 def read_tensor(samples_dir: Path, tensor: dict[str, Any]) -> Any:
@@ -52,4 +52,4 @@ def read_tensor(samples_dir: Path, tensor: dict[str, Any]) -> Any:
     try:
         return manifest_format.read_tensor(str(samples_dir), tensor)
     except ManifestError as exc:
-        raise ValidationError(exc.message, fix=exc.fix) from exc  # type: ignore[attr-defined]
+        raise ValidationError(exc.message, fix=exc.fix) from exc

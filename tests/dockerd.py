@@ -35,4 +35,4 @@ def ensure_daemon(timeout: float = 60.0) -> str | None:
         if docker_ping():
             return None
         time.sleep(0.5)
-    return "dockerd did not answer within %ds (see /tmp/fbocc-dockerd.log)" % timeout
+    return f"dockerd did not answer within {timeout:.0f}s (see /tmp/fbocc-dockerd.log)"

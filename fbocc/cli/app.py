@@ -12,10 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.text import Text
-
-from fbocc import __version__
 from typer.exceptions import TyperException
 
+from fbocc import __version__
 from fbocc.errors import FboccError
 
 app = typer.Typer(

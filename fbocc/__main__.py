@@ -1,0 +1,3 @@
+from fbocc.cli import main
+
+main()
