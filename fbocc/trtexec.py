@@ -1,0 +1,428 @@
+"""trtexec, the target's TensorRT benchmark tool: command lines per TensorRT version, and its output parsed.
+
+Pure functions only (no SSH, no files but what is passed in), so every rule here is tested without a
+target. Version differences handled here:
+
+| flag / behaviour              | 8.6                      | 10.x                               | 11.x                 |
+| ----------------------------- | ------------------------ | ---------------------------------- | -------------------- |
+| plugin library for the parser | `--plugins=` (static)    | `--staticPlugins=` (`--plugins` deprecated) | `--staticPlugins=` (`--plugins` gone) |
+| build without inference       | `--skipInference`        | `--skipInference`                  | `--skipInference`    |
+| workspace                     | `--memPoolSize=workspace:N` (`--workspace` deprecated since 8.4) | same | same |
+| `--explicitBatch`             | no-op (never emitted)    | removed                            | removed              |
+| version tag in `&&&&` lines   | `v8603` = 8.6.3          | `v100200` = 10.2.0                 | `v110000`            |
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+PRECISIONS = ("fp32", "fp16", "best")
+METRICS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class TrtVersion:
+    """A TensorRT version (major, minor, patch)."""
+
+    major: int
+    minor: int
+    patch: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+    @classmethod
+    def parse(cls, text: str) -> TrtVersion:
+        """'8.6.13.3', '10.8', 'v8603' or 'v100200' (the tag trtexec prints) -> TrtVersion."""
+        text = text.strip()
+        tag = re.fullmatch(r"v?(\d{4}|\d{6})", text)
+        if tag and "." not in text:
+            digits = tag.group(1)
+            if len(digits) == 4:  # TensorRT < 10: M m pp
+                return cls(int(digits[0]), int(digits[1]), int(digits[2:]))
+            return cls(int(digits[:2]), int(digits[2:4]), int(digits[4:]))  # TensorRT >= 10: MM mm pp
+        dotted = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)*", text)
+        if dotted:
+            return cls(int(dotted.group(1)), int(dotted.group(2)), int(dotted.group(3) or 0))
+        raise ValueError(f"not a TensorRT version: {text!r}")
+
+
+def supported(version: TrtVersion) -> bool:
+    """Command lines are generated for TensorRT 8.6 and every later major version we know (10, 11)."""
+    return version >= TrtVersion(8, 6) and version.major in (8, 10, 11)
+
+
+# --- command lines ------------------------------------------------------------------------------
+
+
+Shape = list[int]
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What one engine build needs: all paths are as seen on the target."""
+
+    onnx: str
+    engine: str
+    plugin: str | None
+    precision: str
+    profile: dict[str, dict[str, Shape]]  # input -> {"min","opt","max"}; dynamic inputs only
+    timing_cache: str | None = None
+    workspace_mib: int | None = None
+    profile_layers: bool = True
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What one benchmark run needs: engine, inputs of one frame, timing options, export paths."""
+
+    engine: str
+    plugin: str | None
+    inputs: dict[str, str]  # every network input -> its .dat file
+    shapes: dict[str, Shape]  # dynamic inputs -> the frame's shape
+    iterations: int = 0
+    duration_s: float = 10.0
+    warmup_ms: int = 500
+    cuda_graph: bool = False
+    export_times: str | None = None
+    export_profile: str | None = None
+
+
+def _dims(shape: Shape) -> str:
+    return "x".join(str(int(d)) for d in shape) if shape else "scalar"
+
+
+def _tensor_name(name: str) -> str:
+    # trtexec splits specs at ',' and ':'; a name containing them must be single-quoted
+    return f"'{name}'" if re.search(r"[,:']", name) else name
+
+
+def _shape_spec(shapes: dict[str, Shape]) -> str:
+    return ",".join(f"{_tensor_name(n)}:{_dims(s)}" for n, s in shapes.items())
+
+
+def plugin_flags(version: TrtVersion, plugin: str | None) -> list[str]:
+    """How to load our plugin library so the ONNX parser and the runtime both find its creators."""
+    if plugin is None:
+        return []
+    if version.major >= 10:
+        return [f"--staticPlugins={plugin}"]
+    return [f"--plugins={plugin}"]
+
+
+def build_command(trtexec: str, version: TrtVersion, spec: BuildSpec) -> list[str]:
+    """trtexec argv that builds and saves an engine (no inference) from the ONNX and the samples' profile."""
+    if not supported(version):
+        raise ValueError(f"TensorRT {version} is not supported (8.6, 10.x, 11.x are)")
+    if spec.precision not in PRECISIONS:
+        raise ValueError(f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}")
+    argv = [trtexec, f"--onnx={spec.onnx}", f"--saveEngine={spec.engine}", *plugin_flags(version, spec.plugin)]
+    if spec.profile:
+        for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
+            argv.append(f"{flag}={_shape_spec({n: p[key] for n, p in spec.profile.items()})}")
+    if spec.precision == "fp16":
+        argv.append("--fp16")
+    elif spec.precision == "best":
+        argv.append("--best")
+    if spec.timing_cache:
+        argv.append(f"--timingCacheFile={spec.timing_cache}")
+    if spec.workspace_mib:
+        argv.append(f"--memPoolSize=workspace:{int(spec.workspace_mib)}")
+    if spec.profile_layers:
+        argv.append("--profilingVerbosity=detailed")  # layer names in --exportProfile later
+    argv.append("--skipInference")
+    return argv
+
+
+def bench_command(trtexec: str, version: TrtVersion, spec: BenchSpec) -> list[str]:
+    """trtexec argv that loads an engine and times it on one frame's real inputs (every input loaded)."""
+    if not supported(version):
+        raise ValueError(f"TensorRT {version} is not supported (8.6, 10.x, 11.x are)")
+    if not spec.inputs:
+        raise ValueError("no network inputs to load: trtexec would feed random data")
+    argv = [trtexec, f"--loadEngine={spec.engine}", *plugin_flags(version, spec.plugin)]
+    if spec.shapes:
+        argv.append(f"--shapes={_shape_spec(spec.shapes)}")
+    argv.append("--loadInputs=" + ",".join(f"{_tensor_name(n)}:{f}" for n, f in spec.inputs.items()))
+    if spec.iterations > 0:
+        argv += [f"--iterations={int(spec.iterations)}", "--duration=0"]
+    else:
+        argv.append(f"--duration={_num(spec.duration_s)}")
+    argv.append(f"--warmUp={int(spec.warmup_ms)}")
+    if spec.cuda_graph:
+        argv.append("--useCudaGraph")
+    argv.append("--useSpinWait")  # steadier timings on Orin, as trtexec's own warning advises
+    if spec.export_times:
+        argv.append(f"--exportTimes={spec.export_times}")
+    if spec.export_profile:
+        argv += [f"--exportProfile={spec.export_profile}", "--separateProfileRun"]
+    return argv
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# --- parsing the performance summary ------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    """min/max/mean/median and percentiles of one timing metric, in milliseconds."""
+
+    min: float
+    max: float
+    mean: float
+    median: float
+    percentiles: dict[str, float] = field(default_factory=dict)  # "90" -> ms
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"min": self.min, "max": self.max, "mean": self.mean, "median": self.median,
+                "percentiles": dict(self.percentiles)}
+
+
+@dataclass
+class TrtexecSummary:
+    """What trtexec's `=== Performance summary ===` (and its first and last lines) say."""
+
+    version: TrtVersion | None = None
+    status: str | None = None  # "PASSED" / "FAILED" / None when the run did not finish
+    command: str | None = None
+    throughput_qps: float | None = None
+    metrics: dict[str, Stats] = field(default_factory=dict)  # METRICS names
+    total_host_walltime_s: float | None = None
+    total_gpu_compute_s: float | None = None
+    cv_percent: float | None = None  # "GPU compute time is unstable, with coefficient of variance = X%"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.throughput_qps is not None and "GPU Compute Time" in self.metrics
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tensorrt_version": str(self.version) if self.version else None, "status": self.status,
+            "command": self.command, "throughput_qps": self.throughput_qps,
+            "metrics_ms": {k: v.as_dict() for k, v in self.metrics.items()},
+            "total_host_walltime_s": self.total_host_walltime_s, "total_gpu_compute_s": self.total_gpu_compute_s,
+            "gpu_compute_cv_percent": self.cv_percent, "warnings": list(self.warnings),
+        }
+
+
+_PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[([IWEVF])\]\s*)?")
+_STATUS = re.compile(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT (v\d+)\](?: \[b\d+\])?(?: # (.*))?")
+_VERSION_LINE = re.compile(r"TensorRT version: (\d+\.\d+(?:\.\d+)*)")
+_NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+_METRIC = re.compile(r"^(" + "|".join(re.escape(m) for m in METRICS) + r"): (.*)$")
+_FIELD = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=?\s*" + _NUM + r" ms")
+_CV = re.compile(r"coefficient of variance = " + _NUM + "%")
+
+
+def _line_body(line: str) -> tuple[str | None, str]:
+    m = _PREFIX.match(line)
+    level = m.group(1) if m else None
+    return level, line[m.end():].rstrip() if m else line.rstrip()
+
+
+def parse_summary(text: str) -> TrtexecSummary:
+    """Parse trtexec's console output (8.6 and 10.x formats; timestamps optional)."""
+    summary = TrtexecSummary()
+    for raw in text.splitlines():
+        level, body = _line_body(raw)
+        status = _STATUS.search(raw)
+        if status:
+            summary.version = TrtVersion.parse(status.group(2))
+            if status.group(1) != "RUNNING":
+                summary.status = status.group(1)
+            summary.command = (status.group(3) or "").strip() or summary.command
+            continue
+        vline = _VERSION_LINE.search(body)
+        if vline and summary.version is None:
+            summary.version = TrtVersion.parse(vline.group(1))
+        if body.startswith("Throughput:"):
+            m = re.search(_NUM + r" qps", body)
+            if m:
+                summary.throughput_qps = float(m.group(1))
+            continue
+        metric = _METRIC.match(body)
+        if metric:
+            values: dict[str, float] = {}
+            pct: dict[str, float] = {}
+            for fm in _FIELD.finditer(metric.group(2)):
+                if fm.group(2):
+                    pct[_pct_key(fm.group(2))] = float(fm.group(3))
+                else:
+                    values[fm.group(1)] = float(fm.group(3))
+            if all(k in values for k in ("min", "max", "mean", "median")):
+                summary.metrics[metric.group(1)] = Stats(values["min"], values["max"], values["mean"],
+                                                         values["median"], pct)
+            continue
+        wall = re.match(r"Total Host Walltime: " + _NUM + " s", body)
+        if wall:
+            summary.total_host_walltime_s = float(wall.group(1))
+            continue
+        gpu = re.match(r"Total GPU Compute Time: " + _NUM + " s", body)
+        if gpu:
+            summary.total_gpu_compute_s = float(gpu.group(1))
+            continue
+        cv = _CV.search(body)
+        if cv:
+            summary.cv_percent = float(cv.group(1))
+        if level == "W" and body.startswith("* "):
+            summary.warnings.append(body[2:].strip())
+    return summary
+
+
+def _pct_key(text: str) -> str:
+    value = float(text)
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+# --- exportTimes / exportProfile JSON -----------------------------------------------------------
+
+
+@dataclass
+class LayerTime:
+    """One layer of `--exportProfile`: average time per run and share of the total."""
+
+    name: str
+    average_ms: float
+    median_ms: float | None
+    percentage: float | None
+
+
+def parse_export_times(text: str) -> list[dict[str, float]]:
+    """`--exportTimes` JSON -> one dict per timed query (keys like computeMs, latencyMs, h2dMs, d2hMs)."""
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError("exportTimes JSON is not a list of queries")
+    queries = []
+    for item in data:
+        if isinstance(item, dict):
+            queries.append({k: float(v) for k, v in item.items() if isinstance(v, int | float)})
+    return queries
+
+
+def parse_export_profile(text: str) -> tuple[int | None, list[LayerTime]]:
+    """`--exportProfile` JSON -> (profiled run count, layers sorted by average time, slowest first)."""
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError("exportProfile JSON is not a list")
+    count: int | None = None
+    layers: list[LayerTime] = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        if "count" in item and "name" not in item:
+            count = int(item["count"])
+            continue
+        if "name" in item:
+            avg = item.get("averageMs")
+            if avg is None and item.get("timeMs") is not None and count:
+                avg = float(item["timeMs"]) / count
+            layers.append(LayerTime(str(item["name"]), float(avg or 0.0),
+                                    float(item["medianMs"]) if item.get("medianMs") is not None else None,
+                                    float(item["percentage"]) if item.get("percentage") is not None else None))
+    layers.sort(key=lambda layer: layer.average_ms, reverse=True)
+    return count, layers
+
+
+def query_stats(queries: list[dict[str, float]], key: str = "computeMs") -> Stats | None:
+    """Recompute min/max/mean/median/p90/p95/p99 from per-query times (for histograms and checks)."""
+    values = sorted(q[key] for q in queries if key in q)
+    if not values:
+        return None
+    n = len(values)
+
+    def pct(p: float) -> float:
+        # trtexec's own definition: the value at index floor(n * p / 100), clamped
+        return values[min(n - 1, max(0, int(n * p / 100)))]
+
+    median = values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+    return Stats(values[0], values[-1], sum(values) / n, median, {"90": pct(90), "95": pct(95), "99": pct(99)})
+
+
+# --- failures: the decisive lines and a hint ----------------------------------------------------
+
+
+@dataclass
+class FailureDiagnosis:
+    """Why a trtexec run failed, in the user's terms."""
+
+    lines: list[str]
+    hint: str | None
+
+
+_ERROR_MARKERS = ("[E]", "Error", "error:", "FAILED", "Assertion failed", "could not find plugin")
+
+
+def diagnose_failure(text: str, *, plugin: str | None = None,
+                     profile: dict[str, dict[str, Shape]] | None = None,
+                     shapes: dict[str, Shape] | None = None, max_lines: int = 8) -> FailureDiagnosis:
+    """The lines that decide a failed trtexec run, and a hint naming the library or the input at fault."""
+    raw_lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    decisive = [ln for ln in raw_lines if any(m in ln for m in _ERROR_MARKERS)]
+    # keep the first errors (the cause) and the last one (the verdict); drop repeats
+    seen: set[str] = set()
+    unique = []
+    for ln in decisive:
+        key = _line_body(ln)[1]
+        if key not in seen:
+            seen.add(key)
+            unique.append(ln)
+    if len(unique) > max_lines:
+        unique = [*unique[: max_lines - 1], unique[-1]]
+    if not unique:
+        unique = raw_lines[-max_lines:]
+    hint: str | None = None
+    missing = re.search(r"could not find plugin:? (\S+) version:? ?(\S+)", text)
+    if missing or "Plugin not found" in text:
+        op = missing.group(1) if missing else "a custom op"
+        loaded = re.findall(r"Loading (?:supplied |static |dynamic )?plugin library: (\S+)", text)
+        library = loaded[-1] if loaded else plugin
+        if library:
+            hint = (f"plugin {op} is not registered by the library that was loaded ({library}): "
+                    "check that this .so was built from our plugins for this TensorRT version "
+                    "(fbocc cross-build) and pushed (fbocc push-to-target)")
+        else:
+            hint = f"plugin {op} is not registered and no plugin library was loaded: pass the plugin .so"
+    elif re.search(r"does not satisfy any optimization profile|exceed min ~ max range|profileM(?:ax|in)Dims", text):
+        culprit = _outside_profile(profile or {}, shapes or {})
+        named = re.search(r"[Ff]or input:? '?([\w./:-]+?)'?[,:\s]", text)
+        if culprit:
+            name, shape, prof = culprit
+            hint = (f"input {name!r} has shape {_dims(shape)}, outside the engine's profile "
+                    f"min {_dims(prof['min'])} .. max {_dims(prof['max'])}: rebuild with a profile that covers it "
+                    "(re-export the samples, then fbocc remote-bench --rebuild)")
+        elif named:
+            hint = f"input {named.group(1)!r} has a shape outside the engine's optimization profile"
+        else:
+            hint = "an input shape is outside the engine's optimization profile: rebuild the engine (--rebuild)"
+    elif "Cannot find binding of given name" in text or "Cannot find input tensor with name" in text:
+        hint = "a --loadInputs/--shapes name is not an input of the engine: the samples and the ONNX disagree"
+    elif re.search(r"[Oo]ut of memory|OOM|Requested amount of GPU memory", text):
+        hint = "the GPU ran out of memory: close other GPU processes or lower the workspace"
+    return FailureDiagnosis(unique, hint)
+
+
+def _outside_profile(profile: dict[str, dict[str, Shape]],
+                     shapes: dict[str, Shape]) -> tuple[str, Shape, dict[str, Shape]] | None:
+    for name, shape in shapes.items():
+        prof = profile.get(name)
+        if not prof or len(prof["min"]) != len(shape):
+            continue
+        if any(d < lo or d > hi for d, lo, hi in zip(shape, prof["min"], prof["max"], strict=True)):
+            return name, shape, prof
+    return None
+
+
+def shape_outside_profile(profile: dict[str, dict[str, Shape]], shapes: dict[str, Shape]) -> str | None:
+    """Name of the first input whose shape falls outside the profile, or None."""
+    found = _outside_profile(profile, shapes)
+    return found[0] if found else None
