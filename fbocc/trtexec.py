@@ -3,13 +3,12 @@
 Pure functions only (no SSH, no files but what is passed in), so every rule here is tested without a
 target. Version differences handled here:
 
-| flag / behaviour              | 8.6                      | 10.x                               | 11.x                 |
-| ----------------------------- | ------------------------ | ---------------------------------- | -------------------- |
-| plugin library for the parser | `--plugins=` (static)    | `--staticPlugins=` (`--plugins` deprecated) | `--staticPlugins=` (`--plugins` gone) |
-| build without inference       | `--skipInference`        | `--skipInference`                  | `--skipInference`    |
-| workspace                     | `--memPoolSize=workspace:N` (`--workspace` deprecated since 8.4) | same | same |
-| `--explicitBatch`             | no-op (never emitted)    | removed                            | removed              |
-| version tag in `&&&&` lines   | `v8603` = 8.6.3          | `v100200` = 10.2.0                 | `v110000`            |
+- plugin library for the ONNX parser: 8.6 `--plugins=`; 10.x `--staticPlugins=` (`--plugins` is
+  deprecated there); 11.x `--staticPlugins=` (`--plugins` gone).
+- build without inference: `--skipInference` (8.6 and later; `--buildOnly` is the deprecated spelling).
+- workspace: `--memPoolSize=workspace:N` (`--workspace` deprecated since 8.4); `--explicitBatch` is a
+  no-op since 8.x and removed in 10: never emitted.
+- version tag in the `&&&&` lines: `v8603` = 8.6.3, `v100200` = 10.2.0, `v110000` = 11.0.0.
 """
 
 from __future__ import annotations

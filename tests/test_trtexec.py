@@ -100,7 +100,7 @@ def test_build_command_trt10_and_11_use_static_plugins(version: TrtVersion) -> N
 
 def test_unsupported_versions_and_precisions_are_refused() -> None:
     spec = BuildSpec(onnx="m", engine="e", plugin=None, precision="fp16", profile={})
-    with pytest.raises(ValueError, match="8.5.0"):
+    with pytest.raises(ValueError, match=r"8\.5\.0"):
         build_command("trtexec", TrtVersion(8, 5, 0), spec)
     with pytest.raises(ValueError, match="int4"):
         build_command("trtexec", TrtVersion(8, 6, 1), BuildSpec(onnx="m", engine="e", plugin=None,
