@@ -1,0 +1,248 @@
+"""`fbocc doctor`: what is missing on this machine and on a target, and how to fix each piece.
+
+Every check returns a `Check` (never raises for a missing piece); the report is non-zero when a required
+check fails. Docker goes through `fbocc.build_container`, SSH through `fbocc.transport` — the modules that
+own those systems.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fbocc.config import BuildProfile, Config, Target
+from fbocc.errors import FboccError
+
+OK, MISSING, WARN, SKIPPED = "ok", "missing", "warning", "skipped"
+
+
+@dataclass
+class Check:
+    """One line of the doctor's table."""
+
+    area: str
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+    required: bool = True
+
+    @property
+    def failed(self) -> bool:
+        return self.status == MISSING and self.required
+
+
+@dataclass
+class DoctorReport:
+    """All checks, in the order they ran."""
+
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.failed for c in self.checks)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+# --- host ---------------------------------------------------------------------------------------
+
+
+def check_docker() -> Check:
+    from fbocc.build_container import docker_status
+
+    ok, info = docker_status()
+    if ok:
+        return Check("host", "Docker daemon", OK, f"reachable, server {info}")
+    return Check("host", "Docker daemon", MISSING, info,
+                 fix="install docker.io and start the daemon (as root: `make setup`, or "
+                     "`dockerd --bridge=none --iptables=false &`); or set DOCKER_HOST")
+
+
+def check_build_image(cfg: Config, profile: BuildProfile) -> Check:
+    from fbocc.cross_build import image_status
+
+    status = image_status(cfg, profile)
+    state = OK if status.state in ("present", "buildable") else MISSING
+    detail = f"{status.image}: {status.state}" + (f" ({status.detail})" if status.detail else "")
+    return Check("host", f"build image ({profile.name})", state, detail, fix=status.fix)
+
+
+def check_trt_deb(cfg: Config, profile: BuildProfile) -> Check:
+    name = f"TensorRT cross .deb ({profile.name})"
+    if not profile.trt_deb:
+        return Check("host", name, SKIPPED, "this profile needs no TensorRT .deb", required=False)
+    candidates = [cfg.build.trt_deb] if cfg.build.trt_deb else [Path.cwd() / profile.trt_deb]
+    for path in candidates:
+        if path is None:
+            continue
+        if path.is_dir():
+            path = path / profile.trt_deb
+        if path.is_file():
+            if not os.access(path, os.R_OK):
+                return Check("host", name, MISSING, f"{path} is not readable",
+                             fix=f"chmod a+r {path}")
+            return Check("host", name, OK, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")
+    return Check("host", name, MISSING, f"{profile.trt_deb} not found (looked at {', '.join(map(str, candidates))})",
+                 fix="download it from NVIDIA's DRIVE OS / NVONLINE portal and pass --trt-deb PATH "
+                     "or set [build] trt_deb in fbocc.toml")
+
+
+def _tool_version(cmd: list[str], pattern: str) -> str | None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(pattern, proc.stdout + proc.stderr)
+    return match.group(1) if match else None
+
+
+def check_nvcc() -> Check:
+    nvcc = shutil.which("nvcc") or next((str(p) for p in [Path("/usr/local/cuda/bin/nvcc")] if p.exists()), None)
+    if nvcc is None:
+        return Check("host", "nvcc (local kernel builds)", MISSING, "not on PATH or in /usr/local/cuda/bin",
+                     fix="install the CUDA toolkit, or build in the container with `fbocc cross-build`",
+                     required=False)
+    version = _tool_version([nvcc, "--version"], r"release ([\d.]+)")
+    return Check("host", "nvcc (local kernel builds)", OK, f"{nvcc} (CUDA {version or '?'})", required=False)
+
+
+def check_cross_compiler() -> Check:
+    cxx = shutil.which("aarch64-linux-gnu-g++")
+    if cxx is None:
+        return Check("host", "aarch64 cross compiler", MISSING, "aarch64-linux-gnu-g++ not on PATH",
+                     fix="apt-get install g++-aarch64-linux-gnu (or build in the container)", required=False)
+    version = _tool_version([cxx, "--version"], r"\) ([\d.]+)")
+    return Check("host", "aarch64 cross compiler", OK, f"{cxx} {version or ''}".strip(), required=False)
+
+
+def check_ssh_credentials(targets: list[Target]) -> Check:
+    keys = [t.identity_file for t in targets if t.identity_file]
+    missing = [k for k in keys if not k.is_file()]
+    if missing:
+        return Check("host", "SSH key or agent", MISSING, f"identity file {missing[0]} does not exist",
+                     fix="fix identity_file in [targets.NAME] or create the key with ssh-keygen")
+    if keys:
+        return Check("host", "SSH key or agent", OK, ", ".join(str(k) for k in keys))
+    if os.environ.get("SSH_AUTH_SOCK"):
+        return Check("host", "SSH key or agent", OK, f"agent at {os.environ['SSH_AUTH_SOCK']}")
+    default = [p for p in (Path.home() / ".ssh").glob("id_*") if not p.name.endswith(".pub")]
+    if default:
+        return Check("host", "SSH key or agent", OK, ", ".join(str(p) for p in sorted(default)))
+    return Check("host", "SSH key or agent", MISSING, "no identity file configured, no agent, no ~/.ssh/id_*",
+                 fix="ssh-keygen -t ed25519, then ssh-copy-id to the target (or set identity_file)",
+                 required=bool(targets))
+
+
+# --- target -------------------------------------------------------------------------------------
+
+TRT_BANNER = re.compile(r"TensorRT v(\d+)")
+
+
+def tensorrt_version_from_banner(text: str) -> str | None:
+    """'[TensorRT v8613]' -> '8.6.13', '[TensorRT v100800]' -> '10.8.0' (trtexec's first line)."""
+    match = TRT_BANNER.search(text)
+    if not match:
+        return None
+    digits = match.group(1)
+    if len(digits) >= 6:  # 10.x and later: MMmmpp
+        return f"{int(digits[:-4])}.{int(digits[-4:-2])}.{int(digits[-2:])}"
+    return f"{digits[0]}.{digits[1]}.{int(digits[2:])}"
+
+
+def check_target(cfg: Config, target: Target, *, accept_new: bool = False) -> list[Check]:
+    """Connect (strict host keys), then look at trtexec, TensorRT, CUDA, disk, Python and numpy."""
+    from fbocc.transport import TargetSession
+
+    area = f"target {target.name}"
+    checks: list[Check] = []
+    try:
+        session = TargetSession(target, known_hosts=cfg.project.known_hosts, accept_new=accept_new)
+        session.__enter__()
+    except FboccError as exc:
+        # The transport's message already says which of reachable / host key / login failed.
+        checks.append(Check(area, "reachable, host key known, login", MISSING, exc.message, fix=exc.fix))
+        return checks
+    try:
+        checks.append(Check(area, "reachable, host key known, login", OK,
+                            f"{session.describe()}"))
+        checks.extend(_remote_checks(session, target, area))
+    finally:
+        session.__exit__(None, None, None)
+    return checks
+
+
+def _remote_checks(session: object, target: Target, area: str) -> list[Check]:
+    run: Callable[..., object] = session.run  # type: ignore[attr-defined]
+    quote: Callable[[str], str] = session.quote  # type: ignore[attr-defined]
+
+    def sh(command: str) -> tuple[int, str]:
+        result = run(command, check=False, timeout=60)
+        return result.exit_code, (result.stdout + result.stderr).strip()  # type: ignore[attr-defined]
+
+    checks: list[Check] = []
+    code, text = sh(f"test -x {quote(target.trtexec)} && {quote(target.trtexec)} --help 2>&1 | head -n 5")
+    if code != 0:
+        checks.append(Check(area, "trtexec", MISSING, f"{target.trtexec} not found or not executable",
+                            fix=f"install TensorRT on the target or set trtexec = \"...\" in [targets.{target.name}]"))
+    else:
+        version = tensorrt_version_from_banner(text)
+        checks.append(Check(area, "trtexec", OK, target.trtexec))
+        checks.append(Check(area, "TensorRT version", OK if version else WARN,
+                            version or "trtexec did not print its TensorRT version", required=False))
+    code, text = sh("cat /usr/local/cuda/version.json 2>/dev/null | grep -m1 -A1 '\"cuda\"' | "
+                    "grep -o '[0-9][0-9.]*' | head -n1 || true; "
+                    "cat /usr/local/cuda/version.txt 2>/dev/null; ls -d /usr/local/cuda-* 2>/dev/null")
+    cuda = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
+    checks.append(Check(area, "CUDA", OK if cuda else MISSING,
+                        f"CUDA {cuda.group(1)}" if cuda else "no /usr/local/cuda* on the target",
+                        fix=None if cuda else "install the CUDA runtime (JetPack / DRIVE OS) on the target"))
+    workdir = session.workdir()  # type: ignore[attr-defined]
+    # The workdir may not exist yet: measure the nearest existing parent.
+    code, text = sh(f"d={quote(workdir)}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; "
+                    "df -Pk \"$d\" | tail -n 1")
+    fields = text.split()
+    if code == 0 and len(fields) >= 4 and fields[3].isdigit():
+        free_gb = int(fields[3]) / 1024 / 1024
+        state = OK if free_gb >= 2 else MISSING
+        checks.append(Check(area, "free disk in workdir", state, f"{free_gb:.1f} GB free for {workdir}",
+                            fix=None if state == OK else "free at least 2 GB there or set another workdir"))
+    else:
+        checks.append(Check(area, "free disk in workdir", MISSING, f"df failed: {text[:200]}",
+                            fix="check that the workdir's filesystem is mounted"))
+    probe = "import sys, numpy; print(sys.version.split()[0], numpy.__version__)"
+    code, text = sh(f"{quote(target.python)} -c {quote(probe)}")
+    if code == 0 and len(text.split()) >= 2:
+        py, np_version = text.split()[-2:]
+        checks.append(Check(area, "Python 3 and numpy", OK, f"Python {py}, numpy {np_version}"))
+    else:
+        checks.append(Check(area, "Python 3 and numpy", MISSING, text.splitlines()[-1] if text else "not found",
+                            fix=f"install python3 and python3-numpy on the target (or set python = \"...\" in "
+                                f"[targets.{target.name}])"))
+    return checks
+
+
+def run_doctor(cfg: Config, *, profile: str | None = None, targets: list[str] | None = None,
+               accept_new: bool = False) -> DoctorReport:
+    """Run every host check for the profile and every target check for the named targets."""
+    report = DoctorReport()
+    prof = cfg.profile(profile)
+    resolved = cfg.resolve_targets(targets) if targets else []
+    docker = check_docker()
+    report.checks.append(docker)
+    if docker.status == OK:
+        report.checks.append(check_build_image(cfg, prof))
+    else:
+        report.checks.append(Check("host", f"build image ({prof.name})", SKIPPED, "needs the Docker daemon",
+                                   required=False))
+    report.checks += [check_trt_deb(cfg, prof), check_nvcc(), check_cross_compiler(),
+                      check_ssh_credentials(resolved)]
+    for target in resolved:
+        report.checks += check_target(cfg, target, accept_new=accept_new)
+    return report

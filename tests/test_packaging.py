@@ -1,0 +1,77 @@
+"""Packaging and code rules: the wheel works outside the checkout, deploy/ stays Python 3.8 and small,
+the orchestration side never pulls in torch, and the linters are clean."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_deploy_is_python38_compatible() -> None:
+    result = subprocess.run([str(BIN / "vermin"), "--no-tips", "--violations", "-t=3.8-", "deploy"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_deploy_imports_only_stdlib_numpy_tensorrt() -> None:
+    allowed = set(sys.stdlib_module_names) | {"numpy", "tensorrt", "onnx", "onnxruntime", "onnxruntime_extensions"}
+    siblings = {p.stem for p in (REPO / "deploy").glob("*.py")}
+    for path in sorted((REPO / "deploy").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in siblings, f"{path.name} imports {name}: deploy/ runs on the target"
+
+
+def test_lint_ruff_and_mypy_clean() -> None:
+    ruff = subprocess.run([str(BIN / "ruff"), "check", "fbocc", "tests"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert ruff.returncode == 0, ruff.stdout
+    mypy = subprocess.run([str(BIN / "mypy")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert mypy.returncode == 0, mypy.stdout
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO)],
+                   check=True, capture_output=True, timeout=600)
+    wheel = next(dist.glob("fbocc-*.whl"))
+    env_dir = tmp_path / "fresh"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=900,
+                   env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    version = subprocess.run([str(env_dir / "bin" / "fbocc"), "--version"], cwd=elsewhere, capture_output=True,
+                             text=True, check=True, timeout=60)
+    assert version.stdout.startswith("fbocc ")
+    probe = ("from fbocc.assets import asset_dir; import fbocc, sys;"
+             "print(all((asset_dir(n) / f).is_file() for n, f in "
+             "[('deploy', 'manifest.py'), ('cross', 'profiles.toml')]));"
+             "print(fbocc.__file__)")
+    result = subprocess.run([str(py), "-c", probe], cwd=elsewhere, capture_output=True, text=True, check=True,
+                            timeout=60)
+    ok, location = result.stdout.split()
+    assert ok == "True"
+    assert str(env_dir) in location, "the installed wheel, not the checkout, must be imported"
+    assert all((Path(location).parent / "_assets" / name).is_dir() for name in ("plugins", "cross", "docker", "deploy"))
+    shown = subprocess.run([str(env_dir / "bin" / "fbocc"), "config", "show", "--json"], cwd=elsewhere,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert '"profiles.drive-os-6.0.10.cuda_version"' in shown.stdout
