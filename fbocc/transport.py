@@ -1,0 +1,588 @@
+"""The one module that talks SSH to targets: Fabric `Connection`s (paramiko underneath).
+
+What a caller gets:
+
+- `TargetSession(target, known_hosts=..., accept_new=...)`: a context manager holding one connection
+  (through the ProxyJump chain, if any). Verbs: `run`, `put`, `get`, `sftp`, `workdir`, `quote`.
+- `connect_all(targets, fn, ...)`: `fn(session)` for every target in parallel, one `TargetOutcome` each.
+
+Host names, ports, users, identity files and ProxyJump chains come from the `Target` first and from
+`~/.ssh/config` (aliases work as in `ssh`) for anything the target leaves unset.
+
+Host keys are never accepted silently (Fabric's default `AutoAddPolicy` is replaced): a host key must
+be in one of the user's `~/.ssh/known_hosts`, the files named by ssh_config `UserKnownHostsFile` /
+`GlobalKnownHostsFile`, or the project file (`[project] known_hosts`, default `.fbocc/known_hosts`).
+An unknown host is refused unless `accept_new=True` (CLI `--accept-new`), which records the key in the
+project file like OpenSSH's `StrictHostKeyChecking accept-new`; a changed key is always refused, naming
+both fingerprints and the known_hosts line that holds the old one. Every hop of a ProxyJump chain gets
+the same checks.
+
+`run` executes the command under `setsid` in its own process group on the target; on timeout or Ctrl-C
+the whole remote group is sent TERM, then KILL, so no remote process survives an interrupted run.
+Commands run in the remote user's login shell (`$SHELL -c`); quote every path with `quote()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Generic, TypeVar
+
+import paramiko
+from fabric import Config as FabricConfig
+from fabric import Connection
+
+from fbocc.config import ProjectSettings, Target
+from fbocc.errors import ConfigError, FboccError, Interrupted, RemoteError, TransferError
+
+DEFAULT_KNOWN_HOSTS = ProjectSettings().known_hosts
+# Big SSH channel windows keep the pipe full on long links; paramiko's 2 MiB default stalls SFTP.
+WINDOW_SIZE = 64 * 1024 * 1024
+MAX_PACKET = 32768
+_PGID_MARK = b"fbocc-pgid "
+_known_hosts_lock = threading.Lock()
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    """What one remote command did."""
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class TargetOutcome(Generic[T]):
+    """One target's result from `connect_all`: `value` when it worked, `error` when it did not."""
+
+    target: Target
+    value: T | None = None
+    error: FboccError | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def quote(path: str | PurePosixPath) -> str:
+    """Shell-quote one word for a remote command line (every remote path goes through this)."""
+    return shlex.quote(str(path))
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style SHA256 fingerprint of a public key (`SHA256:...`)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """The name OpenSSH writes in known_hosts: `host` on port 22, `[host]:port` otherwise."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("|1|"):
+        salt = pattern.split("|")[2]
+        return paramiko.HostKeys.hash_host(name, salt) == pattern
+    return pattern == name
+
+
+def find_known_host_lines(files: Iterable[Path], name: str) -> list[tuple[Path, int, paramiko.PKey]]:
+    """(file, line number, key) of every known_hosts line naming `name` (hashed names included)."""
+    found: list[tuple[Path, int, paramiko.PKey]] = []
+    for path in files:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith(("#", "@")):
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
+            except Exception:  # unparsable lines are skipped, as OpenSSH does
+                continue
+            if entry is None or entry.key is None:
+                continue
+            if any(_name_matches(pattern, name) for pattern in entry.hostnames):
+                found.append((path, lineno, entry.key))
+    return found
+
+
+class _StrictHostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Unknown host: refuse, or with accept_new record it in the project known_hosts and go on."""
+
+    def __init__(self, files: list[Path], project_file: Path, accept_new: bool, label: str) -> None:
+        self.files = files
+        self.project_file = project_file
+        self.accept_new = accept_new
+        self.label = label
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        others = find_known_host_lines(self.files, hostname)
+        if others:
+            # Keys of another type are known for this host: a server that suddenly offers a different
+            # key type is treated like a changed key, never as a new host.
+            listed = "; ".join(f"{k.get_name()} {fingerprint(k)} ({p}:{n})" for p, n, k in others)
+            raise RemoteError(
+                f"host key for {hostname} does not match: the server offers {key.get_name()} "
+                f"{fingerprint(key)}, known_hosts has {listed}",
+                where=self.label,
+                fix="if the target was re-installed, remove the old lines "
+                f"(ssh-keygen -R {quote(hostname)} -f FILE) and re-run with --accept-new",
+            )
+        if not self.accept_new:
+            raise RemoteError(
+                f"unknown SSH host {hostname}: its {key.get_name()} key fingerprint is {fingerprint(key)}; "
+                f"it is in none of {', '.join(str(f) for f in self.files)}",
+                where=self.label,
+                fix="check the fingerprint on the target (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and "
+                f"re-run with --accept-new to trust it (recorded in {self.project_file})",
+            )
+        record_host_key(self.project_file, hostname, key)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def record_host_key(path: Path, hostname: str, key: paramiko.PKey) -> None:
+    """Append `hostname keytype base64` to a known_hosts file (plain, as OpenSSH's accept-new does)."""
+    with _known_hosts_lock:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def _split_paths(value: Any) -> list[Path]:
+    if not value:
+        return []
+    words: list[str] = []
+    for item in value if isinstance(value, list) else [value]:
+        words.extend(shlex.split(str(item)))
+    return [Path(os.path.expanduser(w)) for w in words if w.lower() != "none"]
+
+
+def _parse_jump(spec: str) -> list[str]:
+    hops = [hop.strip() for hop in spec.split(",") if hop.strip()]
+    if any(hop.lower() == "none" for hop in hops):
+        return []
+    return [hop.removeprefix("ssh://") for hop in hops]
+
+
+class TargetSession:
+    """An open SSH connection to one target; use as a context manager."""
+
+    def __init__(self, target: Target, *, known_hosts: Path | None = None, accept_new: bool = False,
+                 connect_timeout: float = 10.0) -> None:
+        self.target = target
+        self.project_known_hosts = known_hosts if known_hosts is not None else DEFAULT_KNOWN_HOSTS
+        self.accept_new = accept_new
+        self.connect_timeout = connect_timeout
+        self._conn: Connection | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._workdir: str | None = None
+
+    # --- connection -------------------------------------------------------------------------------
+
+    def __enter__(self) -> TargetSession:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def label(self) -> str:
+        """How messages name this target."""
+        return self.target.name
+
+    @property
+    def address(self) -> str:
+        """user@host:port as resolved (ssh_config applied)."""
+        conn = self._conn or self._build()
+        return f"{conn.user}@{conn.host}:{conn.port}"
+
+    def _fabric_config(self) -> FabricConfig:
+        # A fresh Config per session so ~/.ssh/config is read with the HOME of this moment.
+        return FabricConfig(overrides={"load_ssh_configs": True})
+
+    def _build(self) -> Connection:
+        t = self.target
+        cfg = self._fabric_config()
+        connect_kwargs: dict[str, Any] = {"banner_timeout": self.connect_timeout,
+                                          "auth_timeout": self.connect_timeout}
+        if t.identity_file is not None:
+            key = Path(t.identity_file).expanduser()
+            if not key.is_file():
+                raise ConfigError(f"identity file {key} does not exist", where=f"targets.{t.name}.identity_file",
+                                  fix="point identity_file at your private key (or remove it to use ssh_config/agent)")
+            connect_kwargs["key_filename"] = [str(key)]
+        gateway: Connection | None = None
+        if t.proxy_jump:
+            for hop in _parse_jump(t.proxy_jump):
+                gateway = Connection(hop, config=cfg.clone(), gateway=gateway,
+                                     connect_timeout=int(self.connect_timeout))
+        kwargs: dict[str, Any] = {"config": cfg, "connect_kwargs": connect_kwargs,
+                                  "connect_timeout": int(self.connect_timeout)}
+        if t.port is not None:
+            kwargs["port"] = t.port
+        if t.user is not None:
+            kwargs["user"] = t.user
+        if gateway is not None:
+            kwargs["gateway"] = gateway
+        return Connection(t.host, **kwargs)
+
+    def _chain(self, conn: Connection) -> list[Connection]:
+        """The connection and its gateways, outermost jump host first."""
+        chain = [conn]
+        while isinstance(chain[-1].gateway, Connection):
+            chain.append(chain[-1].gateway)
+        return list(reversed(chain))
+
+    def _known_host_files(self, conn: Connection) -> list[Path]:
+        files = [Path.home() / ".ssh" / "known_hosts"]
+        files += _split_paths(conn.ssh_config.get("userknownhostsfile"))
+        files += _split_paths(conn.ssh_config.get("globalknownhostsfile")) or [Path("/etc/ssh/ssh_known_hosts")]
+        files.append(self.project_known_hosts)
+        unique: list[Path] = []
+        for f in files:
+            if f not in unique:
+                unique.append(f)
+        return unique
+
+    def open(self) -> None:
+        """Connect (every hop checked against known_hosts); raise RemoteError naming the failing hop."""
+        if self._conn is not None and self._conn.is_connected:
+            return
+        self.close()
+        conn = self._build()
+        chain = self._chain(conn)
+        try:
+            for hop in chain:
+                files = self._known_host_files(hop)
+                label = self.label if hop is conn else f"{self.label} (jump host {hop.host}:{hop.port})"
+                hop.client.set_missing_host_key_policy(
+                    _StrictHostKeyPolicy(files, self.project_known_hosts, self.accept_new, label))
+                for f in files:
+                    if f.is_file():
+                        hop.client.load_system_host_keys(str(f))
+                self._open_hop(hop, files, label)
+                hop.transport.set_keepalive(15)
+        except BaseException:
+            for hop in reversed(chain):
+                hop.close()
+            raise
+        self._conn = conn
+
+    def _open_hop(self, hop: Connection, files: list[Path], label: str) -> None:
+        where = f"{hop.user}@{hop.host}:{hop.port}"
+        try:
+            hop.open()
+        except FboccError:
+            raise
+        except paramiko.BadHostKeyException as exc:
+            name = known_hosts_name(hop.host, int(hop.port))
+            lines = [f"{p}:{n}" for p, n, k in find_known_host_lines(files, name) if k == exc.expected_key]
+            raise RemoteError(
+                f"host key for {name} has CHANGED: the server offers {exc.key.get_name()} "
+                f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}"
+                f" ({', '.join(lines) or 'loaded known_hosts'}). Someone may be intercepting the "
+                "connection, or the target was re-installed",
+                where=label,
+                fix="verify the new fingerprint on the target; if it is right, remove the old line "
+                f"(ssh-keygen -R {quote(name)} -f FILE) and re-run with --accept-new",
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            raise RemoteError(
+                f"authentication failed for {where}: {exc}", where=label,
+                fix="check identity_file / IdentityFile and that its public key is in the target's "
+                "~/.ssh/authorized_keys (and the user name)",
+            ) from exc
+        except paramiko.ChannelException as exc:
+            raise RemoteError(
+                f"the jump host could not open a connection to {hop.host}:{hop.port}: {exc}", where=label,
+                fix="check the target's host/port as seen from the jump host and that it is up",
+            ) from exc
+        except TimeoutError as exc:
+            raise RemoteError(
+                f"connecting to {where} timed out after {self.connect_timeout:g} s", where=label,
+                fix="check that the target is powered and reachable (network, VPN, ProxyJump)",
+            ) from exc
+        except (OSError, EOFError) as exc:
+            raise RemoteError(
+                f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}", where=label,
+                fix="check host, port and that sshd runs on the target (ssh_config alias, [targets] entry)",
+            ) from exc
+        except paramiko.SSHException as exc:
+            raise RemoteError(
+                f"SSH handshake with {where} failed: {exc}", where=label,
+                fix="check that the port speaks SSH and that a usable key is configured",
+            ) from exc
+
+    def close(self) -> None:
+        """Close the SFTP session, the connection and every jump-host connection."""
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):  # closing a dead channel may fail; nothing to do then
+                self._sftp.close()
+            self._sftp = None
+        if self._conn is not None:
+            for hop in reversed(self._chain(self._conn)):
+                with contextlib.suppress(Exception):
+                    hop.close()
+            self._conn = None
+
+    def reconnect(self) -> None:
+        """Drop the connection (if any) and open a fresh one."""
+        self.close()
+        self.open()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_connected
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        if self._conn is None or self._conn.transport is None:
+            self.open()
+        assert self._conn is not None and self._conn.transport is not None
+        return self._conn.transport
+
+    # --- verbs -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def quote(path: str | PurePosixPath) -> str:
+        """Shell-quote one word for a remote command line."""
+        return quote(path)
+
+    def workdir(self) -> str:
+        """The absolute remote workdir: `target.workdir`, a relative one taken under the remote $HOME."""
+        if self._workdir is None:
+            wd = self.target.workdir
+            if wd.startswith("~/") or wd == "~":
+                wd = wd[2:]
+            if wd.startswith("/"):
+                self._workdir = str(PurePosixPath(wd))
+            else:
+                home = self.run('printf "%s" "$HOME"', timeout=30).stdout.strip()
+                if not home.startswith("/"):
+                    raise RemoteError(f"cannot tell the remote home directory (got {home!r})", where=self.label,
+                                      fix="set an absolute workdir in [targets] for this target")
+                self._workdir = str(PurePosixPath(home) / wd) if wd else home
+        return self._workdir
+
+    def run(self, command: str, *, timeout: float | None = None, check: bool = True,
+            on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> RemoteResult:
+        """Run `command` on the target in its own process group and wait for it.
+
+        `on_line` gets every line of stdout and stderr as it arrives. `check=True` raises RemoteError
+        (naming host, command, exit code and the end of stderr) on a non-zero exit. On timeout or
+        KeyboardInterrupt the remote process group is killed before this returns.
+        """
+        inner = command
+        if env:
+            inner = "".join(f"export {k}={quote(v)}; " for k, v in env.items()) + command
+        script = f'echo "{_PGID_MARK.decode()}$$" >&2; exec "${{SHELL:-/bin/sh}}" -c "$1"'
+        wrapped = (f"if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c {quote(script)} fbocc "
+                   f"{quote(inner)}; else exec /bin/sh -c {quote(script)} fbocc {quote(inner)}; fi")
+        try:
+            chan = self.transport.open_session()
+            chan.exec_command(wrapped)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise RemoteError(f"cannot start a command on {self.address}: {exc}", where=self.label,
+                              fix="check the connection to the target and re-run") from exc
+        out = _LineBuffer(on_line)
+        errb = _LineBuffer(on_line, pgid_mark=True)
+        started = time.monotonic()
+        try:
+            while True:
+                busy = False
+                if chan.recv_ready():
+                    out.feed(chan.recv(65536))
+                    busy = True
+                if chan.recv_stderr_ready():
+                    errb.feed(chan.recv_stderr(65536))
+                    busy = True
+                if not busy:
+                    if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                        break
+                    if chan.closed and not chan.recv_ready():
+                        break
+                    if timeout is not None and time.monotonic() - started > timeout:
+                        self._kill_group(errb.pgid, chan)
+                        raise RemoteError(f"{command!r} on {self.label} did not finish within {timeout:g} s; "
+                                          "its remote process group was killed", where=self.label,
+                                          fix="raise the timeout or check why the command hangs")
+                    time.sleep(0.01)
+        except KeyboardInterrupt:
+            self._kill_group(errb.pgid, chan)
+            raise Interrupted(f"interrupted while running {command!r} on {self.label}; "
+                              "the remote process group was killed") from None
+        status = chan.recv_exit_status()
+        chan.close()
+        result = RemoteResult(command, status, out.finish(), errb.finish())
+        if check and status != 0:
+            tail = "\n".join(result.stderr.strip().splitlines()[-10:])
+            raise RemoteError(f"{command!r} failed on {self.address} with exit code {status}"
+                              + (f":\n{tail}" if tail else ""), where=self.label,
+                              fix="see the remote output above")
+        return result
+
+    def _kill_group(self, pgid: int | None, chan: paramiko.Channel) -> None:
+        deadline = time.monotonic() + 2.0
+        while pgid is None and time.monotonic() < deadline and not chan.closed:
+            if chan.recv_stderr_ready():
+                line = chan.recv_stderr(256)
+                if line.startswith(_PGID_MARK):
+                    pgid = int(line[len(_PGID_MARK):].split(b"\n")[0])
+            else:
+                time.sleep(0.02)
+        chan.close()
+        if pgid is None:
+            return
+        g = f"-{pgid}"
+        killer = (f"kill -TERM -- {g} 2>/dev/null || exit 0; i=0; while [ $i -lt 30 ]; do "
+                  f"kill -0 -- {g} 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; kill -KILL -- {g} 2>/dev/null;"
+                  " exit 0")
+        for _ in range(2):
+            try:
+                if not self.connected:
+                    self.reconnect()
+                kill_chan = self.transport.open_session()
+                kill_chan.exec_command(killer)
+                kill_chan.recv_exit_status()
+                kill_chan.close()
+                return
+            except (paramiko.SSHException, OSError, EOFError, FboccError):
+                time.sleep(0.5)
+
+    def sftp(self) -> paramiko.SFTPClient:
+        """The session's SFTP client (opened once, with a large window); RemoteError when sshd has none."""
+        if self._sftp is None or self._sftp.sock.closed:
+            try:
+                self._sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=WINDOW_SIZE,
+                                                                max_packet_size=MAX_PACKET)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise RemoteError(f"the target {self.address} offers no SFTP subsystem ({exc})", where=self.label,
+                                  fix="enable it in the target's /etc/ssh/sshd_config: "
+                                  "`Subsystem sftp internal-sftp`, then restart sshd") from exc
+            if self._sftp is None:
+                raise RemoteError(f"the target {self.address} offers no SFTP subsystem", where=self.label,
+                                  fix="enable `Subsystem sftp internal-sftp` in the target's sshd_config")
+        return self._sftp
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy one local file to `remote` (a temporary name first, renamed when complete)."""
+        tmp = f"{remote}.fbocc-tmp"
+        sftp = self.sftp()
+        try:
+            sftp.put(str(local), tmp, confirm=True)
+            sftp.posix_rename(tmp, remote)
+        except FileNotFoundError as exc:
+            if not Path(local).exists():
+                raise TransferError(f"local file {local} does not exist", fix="check the path") from exc
+            raise TransferError(f"cannot write {remote} on {self.label}: its directory does not exist",
+                                where=self.label, fix="create the remote directory first") from exc
+        except OSError as exc:
+            _remove_quietly(sftp, tmp)
+            raise TransferError(f"copying {local} to {self.label}:{remote} failed: {exc}", where=self.label,
+                                fix="check free space and permissions on the target") from exc
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy one remote file to `local` (via a temporary file; nothing half-written at `local`)."""
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.fbocc-tmp")
+        try:
+            self.sftp().get(remote, str(tmp))
+            os.replace(tmp, local)
+        except FileNotFoundError as exc:
+            tmp.unlink(missing_ok=True)
+            raise TransferError(f"{remote} does not exist on {self.label}", where=self.label,
+                                fix="check the remote path (did the remote step produce it?)") from exc
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise TransferError(f"copying {self.label}:{remote} to {local} failed: {exc}", where=self.label,
+                                fix="check the connection and local free space") from exc
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    with contextlib.suppress(OSError):
+        sftp.remove(path)
+
+
+class _LineBuffer:
+    """Collects one output stream, calling `on_line` per complete line; strips our pgid marker line."""
+
+    def __init__(self, on_line: Callable[[str], None] | None, pgid_mark: bool = False) -> None:
+        self.on_line = on_line
+        self.chunks: list[bytes] = []
+        self.pending = b""
+        self.expect_mark = pgid_mark
+        self.pgid: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.expect_mark:
+            self.pending += data
+            if b"\n" not in self.pending:
+                return
+            first, _, rest = self.pending.partition(b"\n")
+            self.pending = b""
+            self.expect_mark = False
+            if first.startswith(_PGID_MARK):
+                self.pgid = int(first[len(_PGID_MARK):])
+                data = rest
+            else:
+                data = first + b"\n" + rest
+        self.chunks.append(data)
+        if self.on_line is not None:
+            self.pending += data
+            *lines, self.pending = self.pending.split(b"\n")
+            for line in lines:
+                self.on_line(line.decode(errors="replace"))
+
+    def finish(self) -> str:
+        if self.expect_mark and self.pending:
+            self.chunks.append(self.pending)
+        elif self.on_line is not None and self.pending:
+            self.on_line(self.pending.decode(errors="replace"))
+        return b"".join(self.chunks).decode(errors="replace")
+
+
+def connect_all(targets: Sequence[Target], fn: Callable[[TargetSession], T], *,
+                known_hosts: Path | None = None, accept_new: bool = False, connect_timeout: float = 10.0,
+                max_workers: int | None = None) -> list[TargetOutcome[T]]:
+    """Run `fn(session)` for every target in parallel (one connection each); outcomes in target order.
+
+    A target that fails (FboccError) does not stop the others; its outcome carries the error.
+    """
+
+    def one(target: Target) -> TargetOutcome[T]:
+        started = time.monotonic()
+        try:
+            with TargetSession(target, known_hosts=known_hosts, accept_new=accept_new,
+                               connect_timeout=connect_timeout) as session:
+                value = fn(session)
+            return TargetOutcome(target, value=value, seconds=time.monotonic() - started)
+        except FboccError as exc:
+            return TargetOutcome(target, error=exc, seconds=time.monotonic() - started)
+
+    if len(targets) == 1:
+        return [one(targets[0])]
+    with ThreadPoolExecutor(max_workers=max_workers or len(targets), thread_name_prefix="fbocc-target") as pool:
+        return list(pool.map(one, targets))
