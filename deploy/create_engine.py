@@ -1,0 +1,174 @@
+"""Build a TensorRT engine on the target through the TensorRT Python API (the alternative to trtexec).
+
+Runs on the target: Python 3.8, numpy and tensorrt only; imports nothing from fbocc. The plugin library
+is loaded with ctypes (its static registration adds the creators), the optimization profile comes from
+the samples' manifest, the timing cache persists between builds, and built engines are cached under a
+key of (ONNX sha256, plugin sha256, precision, TensorRT version, profile): the same inputs never build
+twice. Works on TensorRT 8.6 and 10.x.
+
+    python3 create_engine.py --onnx M.onnx --plugin libfbocc.so --samples samples/ --precision fp16 \
+        --engine-dir engines/ [--timing-cache engines/timing.cache] [--rebuild] [--workspace-mib N]
+
+Prints one final line `FBOCC_ENGINE {"engine": ..., "key": ..., "cached": true|false, ...}`.
+Exit codes: 0 built or cached, 2 bad arguments, 3 tensorrt not importable, 4 build failed.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import manifest as samples_manifest  # noqa: E402  (the sibling deploy/manifest.py)
+
+PRECISIONS = ("fp32", "fp16", "best")
+
+
+class UsageError(Exception):
+    """An argument is wrong; the message names it and says what to do."""
+
+
+def sha256_file(path):
+    # type: (str) -> str
+    return samples_manifest.sha256_file(path)
+
+
+def profile_from_manifest(manifest):
+    # type: (Dict[str, Any]) -> Dict[str, Dict[str, List[int]]]
+    """The optimization profile (min/opt/max per dynamic input), checked for min <= opt <= max."""
+    profile = manifest.get("profile") or {}
+    inputs = [t["name"] for t in manifest.get("inputs", [])]
+    out = {}  # type: Dict[str, Dict[str, List[int]]]
+    for name, p in profile.items():
+        if name not in inputs:
+            raise UsageError("profile names {!r}, which is not a network input ({})".format(name, ", ".join(inputs)))
+        dims = [list(map(int, p[k])) for k in ("min", "opt", "max")]
+        if not (len(dims[0]) == len(dims[1]) == len(dims[2])):
+            raise UsageError("profile of {!r}: min/opt/max have different ranks".format(name))
+        if not all(a <= b <= c for a, b, c in zip(*dims)):
+            raise UsageError("profile of {!r}: need min <= opt <= max in every dimension, got {}".format(name, dims))
+        out[name] = {"min": dims[0], "opt": dims[1], "max": dims[2]}
+    return out
+
+
+def engine_cache_key(onnx_sha256, plugin_sha256, precision, trt_version, profile, builder="trtexec"):
+    # type: (str, Optional[str], str, str, Dict[str, Any], str) -> str
+    """The engine cache key: equal inputs give an equal key, any change gives another (16 hex digits)."""
+    if precision not in PRECISIONS:
+        raise UsageError("precision {!r} is not one of {}".format(precision, ", ".join(PRECISIONS)))
+    doc = {"onnx": onnx_sha256, "plugin": plugin_sha256 or "", "precision": precision,
+           "tensorrt": trt_version, "profile": profile, "builder": builder}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_args(args):
+    # type: (argparse.Namespace) -> None
+    if args.precision not in PRECISIONS:
+        raise UsageError("--precision {!r}: use one of {}".format(args.precision, ", ".join(PRECISIONS)))
+    for flag, path in (("--onnx", args.onnx), ("--plugin", args.plugin)):
+        if path is not None and not os.path.isfile(path):
+            raise UsageError("{} {}: no such file".format(flag, path))
+    if not os.path.isfile(os.path.join(args.samples, samples_manifest.MANIFEST_NAME)):
+        raise UsageError("--samples {}: no {} there".format(args.samples, samples_manifest.MANIFEST_NAME))
+    if args.workspace_mib is not None and args.workspace_mib <= 0:
+        raise UsageError("--workspace-mib must be positive")
+
+
+def build(args, trt, profile, engine_path):
+    # type: (argparse.Namespace, Any, Dict[str, Dict[str, List[int]]], str) -> None
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    with open(args.onnx, "rb") as fh:
+        if not parser.parse(fh.read()):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise RuntimeError("ONNX parse failed:\n" + "\n".join(errors))
+    config = builder.create_builder_config()
+    if args.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, args.workspace_mib << 20)
+    if args.precision in ("fp16", "best"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if args.precision == "best" and hasattr(trt.BuilderFlag, "INT8"):
+        config.set_flag(trt.BuilderFlag.INT8)
+    if profile:
+        opt_profile = builder.create_optimization_profile()
+        for name, p in profile.items():
+            opt_profile.set_shape(name, p["min"], p["opt"], p["max"])
+        config.add_optimization_profile(opt_profile)
+    cache = None
+    if args.timing_cache:
+        blob = b""
+        if os.path.isfile(args.timing_cache):
+            with open(args.timing_cache, "rb") as fh:
+                blob = fh.read()
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT returned no engine (see the builder messages above)")
+    tmp = engine_path + ".part"
+    with open(tmp, "wb") as fh:
+        fh.write(serialized)
+    os.replace(tmp, engine_path)
+    if cache is not None:
+        data = config.get_timing_cache().serialize()
+        tmp_cache = args.timing_cache + ".part"
+        with open(tmp_cache, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp_cache, args.timing_cache)
+
+
+def main(argv=None):
+    # type: (Optional[List[str]]) -> int
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--onnx", required=True)
+    ap.add_argument("--plugin")
+    ap.add_argument("--samples", required=True)
+    ap.add_argument("--precision", default="fp16")
+    ap.add_argument("--engine-dir", required=True)
+    ap.add_argument("--timing-cache")
+    ap.add_argument("--workspace-mib", type=int)
+    ap.add_argument("--rebuild", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        check_args(args)
+        manifest = samples_manifest.load(args.samples)
+        profile = profile_from_manifest(manifest)
+    except (UsageError, samples_manifest.ManifestError) as exc:
+        sys.stderr.write("create_engine: {}\n".format(getattr(exc, "message", exc)))
+        return 2
+    try:
+        import tensorrt as trt  # type: ignore
+    except ImportError as exc:
+        sys.stderr.write("create_engine: the tensorrt Python module is not importable on this target ({}); "
+                         "install python3-libnvinfer or use the trtexec builder (the default)\n".format(exc))
+        return 3
+    if args.plugin:
+        import ctypes
+        ctypes.CDLL(args.plugin, mode=ctypes.RTLD_GLOBAL)  # static registration adds our creators
+    key = engine_cache_key(sha256_file(args.onnx), sha256_file(args.plugin) if args.plugin else None,
+                           args.precision, trt.__version__, profile, builder="python")
+    os.makedirs(args.engine_dir, exist_ok=True)
+    engine_path = os.path.join(args.engine_dir, "{}-{}.engine".format(args.precision, key))
+    cached = os.path.isfile(engine_path) and not args.rebuild
+    started = time.time()
+    if not cached:
+        try:
+            build(args, trt, profile, engine_path)
+        except RuntimeError as exc:
+            sys.stderr.write("create_engine: {}\n".format(exc))
+            return 4
+    print("FBOCC_ENGINE " + json.dumps({"engine": engine_path, "key": key, "cached": cached,
+                                        "tensorrt": trt.__version__, "seconds": round(time.time() - started, 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
