@@ -1,0 +1,37 @@
+// GridSampler3D kernel: sample [N,C,D,H,W] at the points of a channel-first grid scaled by 10.
+#pragma once
+
+#include "../common/kernelCommon.h"
+
+namespace fbocc
+{
+
+struct GridSampler3DShape
+{
+    int64_t n;
+    int64_t c;
+    int64_t inD, inH, inW;
+    int64_t outD, outH, outW;
+};
+
+enum class GridSamplerInterpolation : int32_t
+{
+    kBILINEAR = 0,
+    kNEAREST = 1,
+};
+
+enum class GridSamplerPadding : int32_t
+{
+    kZEROS = 0,
+    kBORDER = 1,
+    kREFLECTION = 2,
+};
+
+//! input [N,C,D,H,W] (inputType), grid [N,3,Do,Ho,Wo] (gridType; normalized coordinates x 10, channel 0 = x),
+//! output [N,C,Do,Ho,Wo] (inputType). Coordinates and weights are computed in fp32 for every type.
+//! Returns the launch's error; enqueues work on `stream` only.
+FBOCC_API cudaError_t gridSampler3DForward(void const* input, DType inputType, void const* grid, DType gridType, void* output,
+    GridSampler3DShape const& shape, GridSamplerInterpolation interpolation, GridSamplerPadding padding,
+    bool alignCorners, cudaStream_t stream);
+
+} // namespace fbocc
