@@ -86,6 +86,8 @@ class BuildProfile:
     tensorrt_lib_dir: str | None = None
     trt_deb: str | None = None
     needs_login: str | None = None
+    trt_packages: str | None = None
+    base_recipe: str | None = None
 
 
 @dataclass(frozen=True)
