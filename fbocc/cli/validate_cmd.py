@@ -1,0 +1,96 @@
+"""`fbocc validate`: engine (or ONNX Runtime) outputs on the target vs the PyTorch reference, with mIoU."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fbocc.cli.app import app, emit_json, err, load_config, out
+
+BACKENDS = ("tensorrt", "onnxruntime")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_report(report: Any) -> None:
+    """Print a validation report as tables (shared with the demo)."""
+    table = Table(title=f"fbocc validate {report.target} ({report.backend})")
+    for col in ("precision", "vs", "output", "max abs", "rel err", "cosine", "ok"):
+        table.add_column(col)
+    for comp in report.comparisons:
+        for t in comp.tensors:
+            table.add_row(comp.precision, comp.against, t.name + (" (history)" if t.history else ""),
+                          f"{t.max_abs:.3g}", f"{t.rel_error:.3g}", f"{t.cosine:.6f}",
+                          "yes" if t.within else "[red]NO[/]")
+    out.print(table)
+    for comp in report.comparisons:
+        if comp.label_agreement is not None:
+            against = "ground truth" if comp.miou_against == "ground-truth" else \
+                f"the {comp.against if comp.against != 'pytorch' else 'PyTorch'} prediction (no ground truth)"
+            line = (f"{comp.precision} vs {comp.against}: occupancy labels agree on {comp.label_agreement * 100:.3f}% "
+                    f"of voxels; mIoU {_fmt(comp.miou, '.2f')} against {against}")
+            if comp.miou_reference is not None:
+                line += f" (PyTorch: {comp.miou_reference:.2f})"
+            out.print(line)
+    for note in report.notes:
+        out.print(f"note: {escape(note)}")
+    for path in report.records:
+        out.print(f"recorded: {path}")
+    out.print("[green]PASS[/]: within the documented tolerances" if report.passed else
+              "[red]FAIL[/]: outputs differ from the reference beyond the documented tolerances")
+
+
+@app.command("validate")
+def validate_cmd(
+    target: Annotated[str, typer.Argument(help="Target from [targets] (or an ssh_config host).")],
+    precision: Annotated[str | None, typer.Option("--precision", help="Comma list: fp32,fp16 "
+                                                  "(default: [bench] precisions; fp32 for onnxruntime).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="tensorrt or onnxruntime.")] = "tensorrt",
+    samples: Annotated[Path | None, typer.Option("--samples", help="Local export samples dir with the reference "
+                                                 "outputs (default: pull them from the target).")] = None,
+    accept_new: Annotated[bool, typer.Option("--accept-new", help="Record an unknown target host key.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Run the pushed sequence on the target and compare its outputs with PyTorch (errors, labels, mIoU)."""
+    from fbocc.errors import ConfigError, ValidationError
+    from fbocc.transport import TargetSession
+    from fbocc.validate import validate_target
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}",
+                          fix="use --backend tensorrt (on the car) or --backend onnxruntime (no TensorRT)")
+    cfg = load_config()
+    if precision:
+        precisions = [p.strip() for p in precision.split(",") if p.strip()]
+    else:
+        precisions = ["fp32"] if backend == "onnxruntime" else [p for p in cfg.bench.precisions if p != "best"]
+    bad = [p for p in precisions if p not in ("fp32", "fp16")]
+    if bad or not precisions:
+        raise ConfigError(f"--precision {precision!r}: validate runs fp32 and/or fp16",
+                          fix="e.g. --precision fp32,fp16")
+    if backend == "onnxruntime" and "fp16" in precisions:
+        raise ConfigError("the onnxruntime backend runs fp32 only", fix="use --precision fp32, or --backend tensorrt")
+    tgt = cfg.target(target)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    local_dir = Path(cfg.project.results_dir) / "validation" / f"{stamp}-{tgt.name}"
+    started = time.monotonic()
+    with TargetSession(tgt, known_hosts=cfg.project.known_hosts, accept_new=accept_new) as session:
+        report = validate_target(session, backend=backend, precisions=precisions, local_dir=local_dir,
+                                 samples_dir=samples, python=tgt.python, results_dir=Path(cfg.project.results_dir),
+                                 progress=lambda text: err.print(f"[bold cyan]▸[/] {escape(text)} "
+                                                                 f"[dim](+{time.monotonic() - started:.1f}s)[/]"))
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        render_report(report)
+    if not report.passed:
+        raise ValidationError(f"{tgt.name}: {report.backend} outputs differ from the reference beyond the tolerances",
+                              fix="see the table above; `fbocc check-onnx --run` checks the graph on the host")

@@ -1,0 +1,419 @@
+"""`fbocc validate`: run the pushed sequence on a target, pull the outputs back, compare with PyTorch.
+
+What is compared (per output tensor, over every frame of the sequence):
+
+- max-abs error, relative error (max-abs / max |reference|) and cosine similarity against the PyTorch
+  reference outputs that `fbocc export` stored in the samples;
+- occupancy label agreement: the fraction of voxels whose argmax class equals PyTorch's;
+- Occ3D mIoU (fbocc.metrics, FB-BEV's definition) against ground-truth labels when the samples carry
+  them (frame `ground_truth`: `semantics` + `mask_camera` tensors), otherwise against PyTorch's own
+  prediction, labelled `"miou_against": "pytorch"` so nobody mistakes it for dataset accuracy;
+- fp16 against fp32 when both precisions run.
+
+Tolerances (documented in TOLERANCES; a check passes when every output is within them):
+
+| precision | cosine >= | relative error <= | label agreement >= |
+| --- | --- | --- | --- |
+| fp32 | 0.9999 | 1e-3 | 0.999 |
+| fp16 | 0.999 | 2e-2 | 0.99 |
+
+The fp32 bounds hold an engine to PyTorch up to float re-association (different kernels, fused
+convolutions); fp16 bounds follow the seed's result (mIoU 38.86 fp16 vs 38.90 fp32: ~0.1 % of labels).
+Integer outputs (sequence ids, sweep counters) must match exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fbocc.errors import RemoteError, ValidationError
+from fbocc.metrics import OccupancyMIoU
+from fbocc.samples import load_manifest, read_tensor
+
+RESULT_TAG = "FBOCC_RESULT "
+ERROR_TAG = "FBOCC_ERROR "
+ENGINE_TAG = "FBOCC_ENGINE "
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Bounds one precision must meet against the PyTorch reference."""
+
+    cosine_min: float
+    rel_error_max: float
+    label_agreement_min: float
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(cosine_min=0.9999, rel_error_max=1e-3, label_agreement_min=0.999),
+    "fp16": Tolerance(cosine_min=0.999, rel_error_max=2e-2, label_agreement_min=0.99),
+}
+
+
+@dataclass
+class TensorComparison:
+    """One output over the whole sequence."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    rel_error: float
+    cosine: float  # the lowest per-frame cosine similarity
+    exact: bool  # integer outputs: every value identical
+    within: bool
+    history: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "max_abs": self.max_abs, "mean_abs": self.mean_abs, "rel_error": self.rel_error,
+                "cosine": self.cosine, "exact": self.exact, "within_tolerance": self.within,
+                "history": self.history}
+
+
+@dataclass
+class Comparison:
+    """Outputs of one run (backend, precision) against a reference (PyTorch, or the fp32 run)."""
+
+    precision: str
+    against: str  # "pytorch" or "fp32"
+    tensors: list[TensorComparison]
+    frames: int
+    occupancy_output: str | None = None
+    label_agreement: float | None = None
+    miou: float | None = None
+    miou_reference: float | None = None  # PyTorch's own mIoU vs ground truth (when there is ground truth)
+    miou_against: str | None = None  # "ground-truth" or "pytorch"
+    per_class_iou: dict[str, float | None] = field(default_factory=dict)
+    tolerance: Tolerance | None = None
+
+    @property
+    def passed(self) -> bool:
+        ok = all(t.within for t in self.tensors)
+        if self.tolerance is not None and self.label_agreement is not None:
+            ok = ok and self.label_agreement >= self.tolerance.label_agreement_min
+        return ok
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "against": self.against, "frames": self.frames,
+                "passed": self.passed, "tensors": [t.as_dict() for t in self.tensors],
+                "occupancy_output": self.occupancy_output, "label_agreement": self.label_agreement,
+                "miou": self.miou, "miou_reference": self.miou_reference, "miou_against": self.miou_against,
+                "per_class_iou": self.per_class_iou,
+                "tolerance": None if self.tolerance is None else vars(self.tolerance)}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.reshape(-1).astype(np.float64)
+    b = b.reshape(-1).astype(np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def occupancy_output(manifest: dict[str, Any]) -> str | None:
+    """The output holding class scores: the manifest's `model.occupancy_output`, else `pred_occupancy`."""
+    named = manifest.get("model", {}).get("occupancy_output")
+    names = [o["name"] for o in manifest.get("outputs", [])]
+    if named:
+        return str(named)
+    return "pred_occupancy" if "pred_occupancy" in names else None
+
+
+def occupancy_labels(scores: np.ndarray, layout: str = "BKXYZ") -> np.ndarray:
+    """Class labels [X,Y,Z] from scores [1,K,X,Y,Z] (layout BKXYZ, FB-OCC's head) or [1,X,Y,Z,K] (BXYZK)."""
+    if scores.dtype.kind in "iu" and scores.ndim <= 4:
+        return scores.reshape(scores.shape[-3:])
+    if layout == "BXYZK":
+        return scores[0].argmax(axis=-1)
+    return scores[0].argmax(axis=0)
+
+
+def _frame_arrays(root: Path, frame: dict[str, Any], group: str) -> dict[str, np.ndarray]:
+    return {name: read_tensor(root, entry) for name, entry in frame.get(group, {}).items()}
+
+
+def compare_runs(reference_dir: Path, run_dir: Path, precision: str, *, against: str = "pytorch",
+                 reference_group: str = "outputs") -> Comparison:
+    """Compare the outputs in `run_dir` (run_sequence's manifest) with `reference_dir`'s `reference_group`.
+
+    `reference_dir` is the export's samples directory (reference outputs per frame) or another run's
+    output directory (fp16 vs fp32).
+    """
+    ref_manifest = load_manifest(reference_dir)
+    run_manifest = load_manifest(run_dir)
+    ref_frames = {f["id"]: f for f in ref_manifest["frames"]}
+    run_frames = run_manifest["frames"]
+    missing = [f["id"] for f in run_frames if f["id"] not in ref_frames]
+    if missing or not run_frames:
+        raise ValidationError(f"{run_dir}: frames {missing or '(none)'} have no reference in {reference_dir}",
+                              fix="validate against the samples this run was made from")
+    history_outputs = {p["output"] for p in ref_manifest.get("history", [])}
+    tolerance = TOLERANCES.get(precision, TOLERANCES["fp16"])
+    occ_name = occupancy_output(ref_manifest)
+    layout = ref_manifest.get("model", {}).get("occupancy_layout", "BKXYZ")
+    stats: dict[str, dict[str, Any]] = {}
+    agree = total = 0
+    metric = OccupancyMIoU()
+    ref_metric = OccupancyMIoU()
+    has_gt = all("ground_truth" in ref_frames[f["id"]] for f in run_frames)
+    for frame in run_frames:
+        ref = _frame_arrays(reference_dir, ref_frames[frame["id"]], reference_group)
+        got = _frame_arrays(run_dir, frame, "outputs")
+        for name, want in ref.items():
+            if name not in got:
+                raise ValidationError(f"{run_dir}: frame {frame['id']} lacks output {name!r}",
+                                      fix="the run and the reference come from different models: re-export and push")
+            have = got[name]
+            if have.shape != want.shape:
+                raise ValidationError(f"output {name!r} of frame {frame['id']} has shape {list(have.shape)}, "
+                                      f"the reference {list(want.shape)}", fix="re-export and push the samples")
+            s = stats.setdefault(name, {"max_abs": 0.0, "sum_abs": 0.0, "count": 0, "ref_max": 0.0,
+                                        "cos": 1.0, "exact": True, "int": want.dtype.kind in "iub"})
+            diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
+            s["max_abs"] = max(s["max_abs"], float(diff.max()) if diff.size else 0.0)
+            s["sum_abs"] += float(diff.sum())
+            s["count"] += diff.size
+            s["ref_max"] = max(s["ref_max"], float(np.abs(want).max()) if want.size else 0.0)
+            s["cos"] = min(s["cos"], _cosine(have, want))
+            s["exact"] = s["exact"] and bool(np.array_equal(have, want))
+        if occ_name and occ_name in ref and occ_name in got:
+            want_labels = occupancy_labels(ref[occ_name], layout)
+            have_labels = occupancy_labels(got[occ_name], layout)
+            agree += int((want_labels == have_labels).sum())
+            total += want_labels.size
+            if has_gt:
+                gt = _frame_arrays(reference_dir, ref_frames[frame["id"]], "ground_truth")
+                mask = gt.get("mask_camera")
+                mask = None if mask is None else mask.astype(bool)
+                metric.add(have_labels, gt["semantics"], mask)
+                ref_metric.add(want_labels, gt["semantics"], mask)
+            else:
+                metric.add(have_labels, want_labels)
+    tensors = []
+    for name, s in stats.items():
+        rel = s["max_abs"] / s["ref_max"] if s["ref_max"] > 0 else (0.0 if s["max_abs"] == 0 else float("inf"))
+        within = s["exact"] if s["int"] else (s["cos"] >= tolerance.cosine_min and rel <= tolerance.rel_error_max)
+        tensors.append(TensorComparison(name, s["max_abs"], s["sum_abs"] / max(1, s["count"]), rel, s["cos"],
+                                        s["exact"], within, history=name in history_outputs))
+    result = Comparison(precision=precision, against=against, tensors=tensors, frames=len(run_frames),
+                        occupancy_output=occ_name if total else None, tolerance=tolerance)
+    if total:
+        result.label_agreement = agree / total
+        miou = metric.result()
+        result.miou = None if np.isnan(miou.miou) else round(miou.miou, 4)
+        result.per_class_iou = miou.per_class
+        result.miou_against = "ground-truth" if has_gt else against
+        if has_gt:
+            ref_miou = ref_metric.result()
+            result.miou_reference = None if np.isnan(ref_miou.miou) else round(ref_miou.miou, 4)
+    return result
+
+
+# --- remote ---------------------------------------------------------------------------------------
+
+
+def parse_tagged(stdout: str, tag: str) -> dict[str, Any] | None:
+    """The JSON of the last `TAG {...}` line of a target-side script's stdout."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(tag):
+            try:
+                doc = json.loads(line[len(tag):])
+            except ValueError:
+                return None
+            return doc if isinstance(doc, dict) else None
+    return None
+
+
+@dataclass
+class ValidationRun:
+    """One backend/precision on one target: the runner's result and where its outputs were pulled to."""
+
+    precision: str
+    backend: str
+    result: dict[str, Any]
+    outputs_dir: Path
+    seconds: float
+
+
+@dataclass
+class ValidationReport:
+    """Everything `fbocc validate` found for one target."""
+
+    target: str
+    backend: str
+    runs: list[ValidationRun]
+    comparisons: list[Comparison]
+    records: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "backend": self.backend, "passed": self.passed,
+            "runs": [{"precision": r.precision, "backend": r.backend, "seconds": round(r.seconds, 3),
+                      "outputs": str(r.outputs_dir), "latency_ms": r.result.get("latency_ms"),
+                      "versions": r.result.get("versions")} for r in self.runs],
+            "comparisons": [c.as_dict() for c in self.comparisons],
+            "records": [str(p) for p in self.records], "notes": self.notes,
+            "tolerances": {k: vars(v) for k, v in TOLERANCES.items()},
+        }
+
+
+def _remote_current(session: Any) -> dict[str, str]:
+    """Paths of the pushed set under `<workdir>/current/`: samples, deploy, the ONNX and the plugin."""
+    from fbocc.transport import quote
+
+    current = f"{session.workdir()}/current"
+    listing = session.run(f"cd {quote(current)} 2>/dev/null && ls -1", check=False, timeout=60)
+    names = listing.stdout.split()
+    if listing.exit_code != 0 or "samples" not in names or "deploy" not in names:
+        raise RemoteError(f"nothing pushed to {session.label}:{current} (need samples/ and deploy/ there)",
+                          where=session.label, fix=f"run `fbocc push-to-target {session.label}` first")
+    onnx = [n for n in names if n.endswith(".onnx")]
+    plugins = [n for n in names if n.endswith(".so")]
+    return {"current": current, "samples": f"{current}/samples", "deploy": f"{current}/deploy",
+            "onnx": f"{current}/{onnx[0]}" if len(onnx) == 1 else "",
+            "plugin": f"{current}/{plugins[0]}" if len(plugins) == 1 else ""}
+
+
+def _pull_run(session: Any, remote_dir: str, local_dir: Path) -> None:
+    """Fetch a run_sequence output directory (its manifest, then every file it names), atomically."""
+    import shutil
+
+    part = local_dir.with_name(local_dir.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        session.get(f"{remote_dir}/manifest.json", part / "manifest.json")
+        manifest = json.loads((part / "manifest.json").read_text())
+        for frame in manifest.get("frames", []):
+            for group in ("outputs", "inputs"):
+                for entry in frame.get(group, {}).values():
+                    session.get(f"{remote_dir}/{entry['file']}", part / entry["file"])
+        load_manifest(part, verify_hashes=True)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    shutil.rmtree(local_dir, ignore_errors=True)
+    part.rename(local_dir)
+
+
+def _pull_samples_reference(session: Any, remote_samples: str, local_dir: Path) -> None:
+    """Fetch the pushed samples' manifest and reference outputs (+ ground truth), not the inputs."""
+    import shutil
+
+    part = local_dir.with_name(local_dir.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        session.get(f"{remote_samples}/manifest.json", part / "manifest.json")
+        manifest = json.loads((part / "manifest.json").read_text())
+        for frame in manifest.get("frames", []):
+            for group in ("outputs", "ground_truth"):
+                for entry in frame.get(group, {}).values():
+                    session.get(f"{remote_samples}/{entry['file']}", part / entry["file"])
+            frame["inputs"] = {}  # inputs stay on the target: only the reference side is needed here
+        manifest["inputs"] = []
+        (part / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    shutil.rmtree(local_dir, ignore_errors=True)
+    part.rename(local_dir)
+
+
+def run_remote_sequence(session: Any, *, backend: str, precision: str, remote_out: str,
+                        python: str = "python3", repeat: int = 1, timeout: float = 3600.0,
+                        on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run deploy/run_sequence.py on the target; return its FBOCC_RESULT document."""
+    from fbocc.transport import quote
+
+    layout = _remote_current(session)
+    argv = [python, f"{layout['deploy']}/run_sequence.py", "--backend", backend, "--precision", precision,
+            "--set-dir", layout["samples"], "--out", remote_out, "--repeat", str(repeat)]
+    if layout["onnx"]:
+        argv += ["--onnx", layout["onnx"]]
+    if backend == "tensorrt":
+        if not layout["plugin"]:
+            raise RemoteError(f"no plugin library (*.so) in {session.label}:{layout['current']}", where=session.label,
+                              fix=f"build it (fbocc cross-build) and push it (fbocc push-to-target {session.label})")
+        engine_cmd = [python, f"{layout['deploy']}/create_engine.py", "--onnx", layout["onnx"], "--plugin",
+                      layout["plugin"], "--samples", layout["samples"], "--precision", precision,
+                      "--engine-dir", f"{session.workdir()}/engines"]
+        built = session.run(" ".join(quote(a) for a in engine_cmd), check=False, timeout=timeout, on_line=on_line)
+        engine = parse_tagged(built.stdout, ENGINE_TAG)
+        if built.exit_code != 0 or not engine:
+            tail = "\n".join(built.stderr.strip().splitlines()[-8:])
+            raise RemoteError(f"building the {precision} engine on {session.label} failed (exit {built.exit_code})"
+                              + (f":\n{tail}" if tail else ""), where=session.label,
+                              fix="see the TensorRT messages above; `fbocc remote-bench` shows the full build log")
+        argv += ["--plugin", layout["plugin"], "--engine", str(engine["engine"])]
+    done = session.run(" ".join(quote(a) for a in argv), check=False, timeout=timeout, on_line=on_line)
+    error = parse_tagged(done.stdout, ERROR_TAG)
+    if error:
+        raise RemoteError(f"run_sequence on {session.label}: {error.get('message')}", where=session.label,
+                          fix=error.get("fix") or "see the remote output above")
+    result = parse_tagged(done.stdout, RESULT_TAG)
+    if done.exit_code != 0 or result is None:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
+        raise RemoteError(f"run_sequence on {session.label} failed with exit code {done.exit_code}"
+                          + (f":\n{tail}" if tail else ""), where=session.label, fix="see the remote output above")
+    return result
+
+
+def validate_target(session: Any, *, backend: str, precisions: list[str], local_dir: Path,
+                    samples_dir: Path | None = None, python: str = "python3", results_dir: Path | None = None,
+                    progress: Callable[[str], None] | None = None) -> ValidationReport:
+    """Run each precision remotely, pull outputs into `local_dir`, compare, and record the mIoU.
+
+    `samples_dir` is the local export (reference outputs); without it the reference outputs are pulled
+    from the pushed samples.
+    """
+    from fbocc.results import record_validation
+
+    say = progress or (lambda text: None)
+    report = ValidationReport(target=session.label, backend=backend, runs=[], comparisons=[])
+    if samples_dir is None:
+        samples_dir = local_dir / "reference"
+        say(f"pulling reference outputs from {session.label}")
+        _pull_samples_reference(session, f"{_remote_current(session)['samples']}", samples_dir)
+    for precision in precisions:
+        started = time.monotonic()
+        remote_out = f"{session.workdir()}/runs/validate-{backend}-{precision}"
+        say(f"running the sequence on {session.label} ({backend}, {precision})")
+        result = run_remote_sequence(session, backend=backend, precision=precision, remote_out=remote_out,
+                                     python=python)
+        local_out = local_dir / f"{backend}-{precision}"
+        say(f"pulling {result.get('frames')} frames of outputs to {local_out}")
+        _pull_run(session, remote_out, local_out)
+        report.runs.append(ValidationRun(precision, backend, result, local_out, time.monotonic() - started))
+        comparison = compare_runs(samples_dir, local_out, precision)
+        report.comparisons.append(comparison)
+    by_precision = {r.precision: r.outputs_dir for r in report.runs}
+    if "fp32" in by_precision and "fp16" in by_precision:
+        report.comparisons.append(compare_runs(by_precision["fp32"], by_precision["fp16"], "fp16", against="fp32"))
+    if results_dir is not None:
+        for comparison in report.comparisons:
+            if comparison.against != "pytorch":
+                continue
+            if comparison.miou is None:
+                report.notes.append(f"{comparison.precision}: no mIoU (no occupancy output or no scored class); "
+                                    "not recorded in the history")
+                continue
+            details = comparison.as_dict()
+            details["miou_against"] = comparison.miou_against
+            report.records.append(record_validation(results_dir, backend=backend, precision=comparison.precision,
+                                                    miou=comparison.miou, target=session.label, details=details))
+    return report
