@@ -1,0 +1,407 @@
+"""`fbocc remote-bench`: build (or reuse) engines on the target from the pushed artefact set, benchmark
+them with trtexec on one frame's real inputs, and keep one result document per run.
+
+Remote layout (written by `fbocc push-to-target`), under the target's workdir:
+
+    current/            the active artefact set: one *.onnx, the plugin *.so, samples/, deploy/
+    engines/            engine cache: <precision>-<key>.engine, key = (ONNX, plugin, precision,
+                        TensorRT version, profile, builder); timing-<TensorRT version>.cache
+    runs/<run_id>/      one benchmark's exports (times, profile, tegrastats), removed once fetched
+
+Every remote command runs through `TargetSession.run` (own process group, killed on timeout or Ctrl-C);
+every remote path is shell-quoted. The target side is deploy/bench.py (environment, cache key,
+tegrastats) and trtexec; command lines come from fbocc.trtexec for the target's TensorRT version.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fbocc.config import Target
+from fbocc.errors import ConfigError, RemoteError
+from fbocc.results import BenchResult, new_run_id, save_result
+from fbocc.transport import TargetOutcome, TargetSession, connect_all, quote
+from fbocc.trtexec import (
+    PRECISIONS,
+    BenchSpec,
+    BuildSpec,
+    TrtVersion,
+    bench_command,
+    build_command,
+    diagnose_failure,
+    parse_export_profile,
+    parse_export_times,
+    parse_summary,
+    query_stats,
+    supported,
+)
+
+LineSink = Callable[[str], None]
+BACKENDS = ("tensorrt", "onnxruntime")
+BUILDERS = ("trtexec", "python")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `fbocc remote-bench` was asked to do (defaults from [bench])."""
+
+    precisions: tuple[str, ...] = ("fp32", "fp16")
+    iterations: int = 0
+    duration_s: float = 10.0
+    warmup_ms: int = 500
+    cuda_graph: bool = False
+    rebuild: bool = False
+    timeout_s: float = 3600.0
+    backend: str = "tensorrt"
+    builder: str = "trtexec"
+    frame: int = 0
+    tegrastats_interval_ms: int = 500
+    keep_remote_run: bool = False
+
+    def check(self) -> None:
+        """Raise ConfigError naming the option that is wrong."""
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.builder not in BUILDERS:
+            raise ConfigError(f"--builder {self.builder!r} is not one of {', '.join(BUILDERS)}")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise ConfigError(f"--precision {','.join(bad) or '(empty)'}: use a comma list of {', '.join(PRECISIONS)}",
+                              fix="e.g. --precision fp32,fp16")
+        if self.iterations < 0 or (self.duration_s <= 0 and self.iterations == 0):
+            raise ConfigError("give --iterations N (N > 0) or --duration S (S > 0)")
+        if self.warmup_ms < 0 or self.timeout_s <= 0 or self.frame < 0:
+            raise ConfigError("--warmup, --timeout and --frame must not be negative")
+
+
+@dataclass(frozen=True)
+class RemoteArtifacts:
+    """Where the pushed artefact set lies on the target."""
+
+    root: str
+    onnx: str
+    plugin: str | None
+    samples: str
+    deploy: str
+
+
+@dataclass
+class TargetBench:
+    """One target's runs: the result documents and where they were saved."""
+
+    target: str
+    results: list[BenchResult] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+
+def _argv(words: Sequence[str]) -> str:
+    return " ".join(quote(w) for w in words)
+
+
+def _tagged(stdout: str, tag: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(tag + " "):
+            return json.loads(line[len(tag) + 1:])
+    return None
+
+
+def locate_artifacts(session: TargetSession) -> RemoteArtifacts:
+    """Find the ONNX, plugin, samples and deploy scripts under `<workdir>/current`, or say what is missing."""
+    root = str(PurePosixPath(session.workdir()) / "current")
+    listing = session.run(
+        f"cd {quote(root)} 2>/dev/null || exit 3; for f in *.onnx *.so; do [ -f \"$f\" ] && echo \"$f\"; done; "
+        "[ -f samples/manifest.json ] && echo samples/manifest.json; [ -f deploy/bench.py ] && echo deploy/bench.py;"
+        " exit 0", timeout=60, check=False)
+    if listing.exit_code == 3:
+        raise RemoteError(f"nothing has been pushed to {session.label}:{root}", where=session.label,
+                          fix=f"run `fbocc push-to-target {session.label}` first")
+    names = listing.stdout.split()
+    onnx = [n for n in names if n.endswith(".onnx")]
+    plugins = [n for n in names if n.endswith(".so")]
+    if len(onnx) != 1:
+        raise RemoteError(f"{session.label}:{root} holds {len(onnx)} ONNX files ({', '.join(onnx) or 'none'}), "
+                          "expected exactly one", where=session.label, fix="re-run `fbocc push-to-target`")
+    if len(plugins) > 1:
+        raise RemoteError(f"{session.label}:{root} holds several plugin libraries: {', '.join(plugins)}",
+                          where=session.label, fix="re-run `fbocc push-to-target` with one plugin library")
+    for needed in ("samples/manifest.json", "deploy/bench.py"):
+        if needed not in names:
+            raise RemoteError(f"{session.label}:{root}/{needed} is missing", where=session.label,
+                              fix="re-run `fbocc push-to-target`: the artefact set is incomplete")
+    return RemoteArtifacts(root=root, onnx=f"{root}/{onnx[0]}", plugin=f"{root}/{plugins[0]}" if plugins else None,
+                           samples=f"{root}/samples", deploy=f"{root}/deploy")
+
+
+def capture_environment(session: TargetSession, arts: RemoteArtifacts) -> dict[str, Any]:
+    """deploy/bench.py env: versions, release, power mode, clocks, tegrastats as found on the target."""
+    t = session.target
+    res = session.run(f"{quote(t.python)} {quote(arts.deploy + '/bench.py')} env --trtexec {quote(t.trtexec)}",
+                      timeout=120, check=False)
+    env = _tagged(res.stdout, "FBOCC_ENV")
+    if res.exit_code != 0 or env is None:
+        tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-5:])
+        raise RemoteError(f"environment check on {session.label} failed (exit {res.exit_code}):\n{tail}",
+                          where=session.label,
+                          fix=f"check that `{t.python}` is Python >= 3.8 on the target ([targets.{t.name}] python)")
+    return env
+
+
+def _manifest(session: TargetSession, arts: RemoteArtifacts) -> dict[str, Any]:
+    res = session.run(f"cat {quote(arts.samples + '/manifest.json')}", timeout=60)
+    try:
+        return json.loads(res.stdout)
+    except ValueError as exc:
+        raise RemoteError(f"{session.label}:{arts.samples}/manifest.json is not valid JSON: {exc}",
+                          where=session.label, fix="re-run `fbocc push-to-target`") from exc
+
+
+def frame_inputs(manifest: dict[str, Any], samples_dir: str, frame: int) -> tuple[str, dict[str, str],
+                                                                                   dict[str, list[int]]]:
+    """(frame id, every network input -> remote .dat path, dynamic inputs -> this frame's shape)."""
+    frames = manifest.get("frames", [])
+    if frame >= len(frames):
+        raise ConfigError(f"--frame {frame}: the samples have {len(frames)} frames", fix="pick 0..len-1")
+    f = frames[frame]
+    names = [t["name"] for t in manifest["inputs"]]
+    inputs = {n: f"{samples_dir}/{f['inputs'][n]['file']}" for n in names}
+    profile = manifest.get("profile") or {}
+    shapes = {n: list(f["inputs"][n]["shape"]) for n in names if n in profile}
+    return str(f.get("id", frame)), inputs, shapes
+
+
+def _prefixed(on_line: LineSink | None, label: str) -> LineSink | None:
+    if on_line is None:
+        return None
+    return lambda line: on_line(f"[{label}] {line}")
+
+
+def bench_target(session: TargetSession, options: BenchOptions, results_dir: Path, *,
+                 on_line: LineSink | None = None) -> TargetBench:
+    """Every requested precision on one target: engine (cached or built), benchmark, result saved."""
+    options.check()
+    label = session.label
+    sink = _prefixed(on_line, label)
+    arts = locate_artifacts(session)
+    env = capture_environment(session, arts)
+    manifest = _manifest(session, arts)
+    outcome = TargetBench(target=label)
+    if options.backend == "onnxruntime":
+        result = _bench_onnxruntime(session, arts, env, options, sink)
+        outcome.results.append(result)
+        outcome.paths.append(save_result(results_dir, result))
+        return outcome
+    trt = env.get("tensorrt", {})
+    if not trt.get("trtexec_available"):
+        raise RemoteError(f"trtexec is not usable on {label}: {trt.get('reason', 'not found')}", where=label,
+                          fix=f"set [targets.{session.target.name}] trtexec to its path "
+                          "(default /usr/src/tensorrt/bin/trtexec) or install TensorRT")
+    if not trt.get("version"):
+        raise RemoteError(f"cannot tell the TensorRT version on {label}", where=label,
+                          fix="check that `trtexec --help` prints its '&&&& RUNNING TensorRT.trtexec [TensorRT vNNNN]' "
+                          "line")
+    version = TrtVersion.parse(trt["version"])
+    if not supported(version):
+        raise RemoteError(f"TensorRT {version} on {label} is not supported (8.6, 10.x, 11.x are)", where=label,
+                          fix="use a DRIVE OS 6.0.10+ / JetPack 6 image")
+    frame_id, inputs, shapes = frame_inputs(manifest, arts.samples, options.frame)
+    profile = manifest.get("profile") or {}
+    for precision in options.precisions:
+        result = _bench_precision(session, arts, env, version, precision, options, frame_id, inputs, shapes,
+                                  profile, sink)
+        outcome.results.append(result)
+        outcome.paths.append(save_result(results_dir, result))
+    return outcome
+
+
+def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, precision: str,
+            options: BenchOptions, profile: dict[str, Any], sink: LineSink | None) -> dict[str, Any]:
+    t = session.target
+    engines = str(PurePosixPath(session.workdir()) / "engines")
+    bench_py = arts.deploy + "/bench.py"
+    key_cmd = [t.python, bench_py, "key", "--onnx", arts.onnx, "--precision", precision, "--tensorrt",
+               str(version), "--samples", arts.samples, "--builder", options.builder]
+    if arts.plugin:
+        key_cmd += ["--plugin", arts.plugin]
+    res = session.run(_argv(key_cmd), timeout=600, check=False)
+    key = _tagged(res.stdout, "FBOCC_KEY")
+    if res.exit_code != 0 or key is None:
+        raise RemoteError(f"cannot compute the engine cache key on {session.label}: "
+                          f"{(res.stderr or res.stdout).strip()[-400:]}", where=session.label,
+                          fix="re-run `fbocc push-to-target` (the samples or ONNX on the target are damaged)")
+    engine = f"{engines}/{precision}-{key['key']}.engine"
+    exists = session.run(f"test -f {quote(engine)}", timeout=30, check=False).exit_code == 0
+    info = {"key": key["key"], "path": engine, "cached": exists and not options.rebuild,
+            "onnx_sha256": key["onnx_sha256"], "plugin_sha256": key["plugin_sha256"], "build_seconds": None,
+            "command": None}
+    if info["cached"]:
+        if sink:
+            sink(f"engine {precision}: cached {engine}")
+        return info
+    if options.builder == "python":
+        cmd = [t.python, arts.deploy + "/create_engine.py", "--onnx", arts.onnx, "--samples", arts.samples,
+               "--precision", precision, "--engine-dir", engines, "--timing-cache",
+               f"{engines}/timing-{version}.cache", "--rebuild"]
+        if arts.plugin:
+            cmd += ["--plugin", arts.plugin]
+        shell = f"mkdir -p {quote(engines)} && {_argv(cmd)}"
+    else:
+        part = engine + ".part"
+        cmd = build_command(t.trtexec, version, BuildSpec(
+            onnx=arts.onnx, engine=part, plugin=arts.plugin, precision=precision, profile=profile,
+            timing_cache=f"{engines}/timing-{version}.cache"))
+        # the engine appears at its final path only when trtexec succeeded
+        shell = (f"mkdir -p {quote(engines)} && {{ {_argv(cmd)}; rc=$?; if [ $rc -eq 0 ] && [ -s {quote(part)} ]; "
+                 f"then mv -f {quote(part)} {quote(engine)}; else rm -f {quote(part)}; exit $((rc ? rc : 1)); fi; }}")
+    if sink:
+        sink(f"engine {precision}: building with {options.builder} -> {engine}")
+    info["command"] = cmd
+
+
+    started = time.monotonic()
+    res = session.run(shell, timeout=options.timeout_s, check=False, on_line=sink)
+    info["build_seconds"] = round(time.monotonic() - started, 3)
+    if res.exit_code != 0:
+        text = res.stdout + "\n" + res.stderr
+        d = diagnose_failure(text, plugin=arts.plugin)
+        raise RemoteError(f"the {precision} engine build failed on {session.label} (exit {res.exit_code}):\n  "
+                          + "\n  ".join(d.lines), where=session.label,
+                          fix=d.hint or "read the decisive lines above; the whole log was streamed")
+    if options.builder == "python":
+        built = _tagged(res.stdout, "FBOCC_ENGINE")
+        if built:
+            info["path"] = built["engine"]
+    return info
+
+
+def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[str, Any], version: TrtVersion,
+                     precision: str, options: BenchOptions, frame_id: str, inputs: dict[str, str],
+                     shapes: dict[str, list[int]], profile: dict[str, Any], sink: LineSink | None) -> BenchResult:
+    t = session.target
+    engine = _engine(session, arts, version, precision, options, profile, sink)
+    run_id = new_run_id(session.label, precision)
+    run_dir = str(PurePosixPath(session.workdir()) / "runs" / run_id)
+    spec = BenchSpec(engine=engine["path"], plugin=arts.plugin, inputs=inputs, shapes=shapes,
+                     iterations=options.iterations, duration_s=options.duration_s, warmup_ms=options.warmup_ms,
+                     cuda_graph=options.cuda_graph, export_times=f"{run_dir}/times.json",
+                     export_profile=f"{run_dir}/profile.json")
+    cmd = bench_command(t.trtexec, version, spec)
+    wrapper = [t.python, arts.deploy + "/bench.py", "run", "--tegrastats-log", f"{run_dir}/tegrastats.log",
+               "--interval-ms", str(options.tegrastats_interval_ms), "--", *cmd]
+    if sink:
+        sink(f"benchmark {precision}: frame {frame_id}, "
+             + (f"{options.iterations} iterations" if options.iterations else f"{options.duration_s:g} s"))
+    try:
+        res = session.run(f"mkdir -p {quote(run_dir)} && {_argv(wrapper)}", timeout=options.timeout_s,
+                          check=False, on_line=sink)
+        summary = parse_summary(res.stdout)
+        if res.exit_code != 0 or not summary.complete:
+            d = diagnose_failure(res.stdout + "\n" + res.stderr, plugin=arts.plugin, profile=profile, shapes=shapes)
+            raise RemoteError(f"the {precision} benchmark failed on {session.label} (exit {res.exit_code}):\n  "
+                              + "\n  ".join(d.lines), where=session.label,
+                              fix=d.hint or "read the decisive lines above; the whole log was streamed")
+        per_query: dict[str, list[float]] = {}
+        layers: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(prefix="fbocc-bench-") as tmp:
+            local = Path(tmp)
+            session.get(f"{run_dir}/times.json", local / "times.json")
+            queries = parse_export_times((local / "times.json").read_text())
+            per_query = {"compute": [q["computeMs"] for q in queries if "computeMs" in q],
+                         "latency": [q["latencyMs"] for q in queries if "latencyMs" in q]}
+            try:
+                session.get(f"{run_dir}/profile.json", local / "profile.json")
+                _, layer_times = parse_export_profile((local / "profile.json").read_text())
+                layers = [{"name": lt.name, "average_ms": lt.average_ms, "median_ms": lt.median_ms,
+                           "percentage": lt.percentage} for lt in layer_times[:30]]
+            except Exception as exc:  # a missing profile costs the per-layer table, not the run
+                layers = [{"unavailable": f"exportProfile not readable: {exc}"}]
+        run_info = _tagged(res.stdout, "FBOCC_RUN") or {}
+    finally:
+        if not options.keep_remote_run:
+            session.run(f"rm -rf {quote(run_dir)}", timeout=60, check=False)
+    return BenchResult(
+        run_id=run_id, target=session.label, backend="tensorrt", precision=precision, summary=summary.as_dict(),
+        address=session.address, builder=options.builder, engine=engine,
+        samples={"frame": frame_id, "inputs": sorted(inputs), "shapes": shapes,
+                 "frames": None},
+        options={"iterations": options.iterations, "duration_s": options.duration_s,
+                 "warmup_ms": options.warmup_ms, "cuda_graph": options.cuda_graph, "rebuild": options.rebuild},
+        command=cmd, per_query_ms=per_query, layers=layers, environment=env,
+        tegrastats=run_info.get("tegrastats", {"available": False, "reason": "runner reported nothing"}))
+
+
+def _bench_onnxruntime(session: TargetSession, arts: RemoteArtifacts, env: dict[str, Any],
+                       options: BenchOptions, sink: LineSink | None) -> BenchResult:
+    """deploy/run_sequence.py --backend onnxruntime: per-frame latencies, labelled as ONNX Runtime."""
+    t = session.target
+    run_id = new_run_id(session.label, "fp32", "onnxruntime")
+    run_dir = str(PurePosixPath(session.workdir()) / "runs" / run_id)
+    script = arts.deploy + "/run_sequence.py"
+    repeat = max(1, options.iterations)
+    cmd = [t.python, script, "--backend", "onnxruntime", "--set-dir", arts.samples, "--onnx", arts.onnx,
+           "--out", f"{run_dir}/out", "--repeat", str(repeat)]
+    if sink:
+        sink(f"onnxruntime: every frame x{repeat} (CPU, not a TensorRT number)")
+    try:
+        res = session.run(f"test -f {quote(script)} || {{ echo 'FBOCC_ERROR {{\"message\": \"{script} is missing\"}}';"
+                          f" exit 2; }}; mkdir -p {quote(run_dir)} && {_argv(cmd)}", timeout=options.timeout_s,
+                          check=False, on_line=sink)
+    finally:
+        if not options.keep_remote_run:
+            session.run(f"rm -rf {quote(run_dir)}", timeout=60, check=False)
+    doc = _tagged(res.stdout, "FBOCC_RESULT")
+    if res.exit_code != 0 or doc is None:
+        error = _tagged(res.stdout, "FBOCC_ERROR") or {}
+        raise RemoteError(f"the ONNX Runtime run failed on {session.label} (exit {res.exit_code}): "
+                          f"{error.get('message') or (res.stderr or res.stdout).strip()[-400:]}",
+                          where=session.label, fix=error.get("fix") or "re-run `fbocc push-to-target` and retry")
+    per_frame = doc.get("per_frame") or []
+    latencies = [float(v) for f in per_frame for v in f.get("latency_ms", [])] or \
+        [float(v) for v in doc.get("latency_ms", [])]
+    stats = query_stats([{"latencyMs": v} for v in latencies], key="latencyMs")
+    if stats is None:
+        raise RemoteError(f"the ONNX Runtime run on {session.label} reported no latencies", where=session.label,
+                          fix="check deploy/run_sequence.py's FBOCC_RESULT line")
+    summary = {"tensorrt_version": None, "status": "PASSED", "command": " ".join(cmd), "throughput_qps":
+               1000.0 * len(latencies) / sum(latencies) if sum(latencies) > 0 else None,
+               "metrics_ms": {"Latency": stats.as_dict()}, "total_host_walltime_s": sum(latencies) / 1000.0,
+               "total_gpu_compute_s": None, "gpu_compute_cv_percent": None, "warnings": [],
+               "backend_versions": doc.get("versions", {}),
+               "note": "ONNX Runtime on the target's CPU via deploy/run_sequence.py: not a TensorRT number"}
+    return BenchResult(
+        run_id=run_id, target=session.label, backend="onnxruntime", precision=str(doc.get("precision", "fp32")),
+        summary=summary, address=session.address, builder=None, engine={},
+        samples={"frames": doc.get("frames"), "history": doc.get("history", [])},
+        options={"repeat": repeat}, command=cmd, per_query_ms={"latency": latencies}, environment=env,
+        tegrastats={"available": False, "reason": "not sampled for ONNX Runtime runs"})
+
+
+def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: Path, *,
+                 known_hosts: Path | None = None, accept_new: bool = False,
+                 on_line: LineSink | None = None) -> list[TargetOutcome[TargetBench]]:
+    """Benchmark on every target (in parallel when several); one outcome per target, in order."""
+    options.check()
+
+    def one(session: TargetSession) -> TargetBench:
+        return bench_target(session, options, results_dir, on_line=on_line)
+
+    if len(targets) == 1:
+        # in the main thread, so Ctrl-C reaches TargetSession.run and kills the remote process group
+        import time
+
+        started = time.monotonic()
+        with TargetSession(targets[0], known_hosts=known_hosts, accept_new=accept_new) as session:
+            value = one(session)
+        return [TargetOutcome(targets[0], value=value, seconds=time.monotonic() - started)]
+    return connect_all(list(targets), one, known_hosts=known_hosts, accept_new=accept_new)
+
+
+def shell_words(argv: Sequence[str]) -> str:
+    """The command as a user would paste it (for messages and the result document)."""
+    return shlex.join(argv)

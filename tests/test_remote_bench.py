@@ -1,0 +1,256 @@
+"""`fbocc remote-bench` end to end against a real sshd on loopback, with the trtexec test double.
+
+The chain: artefact set on the target (ONNX + plugin .so + samples + deploy/) -> engine build (trtexec
+double) -> benchmark -> results JSON -> `fbocc report` markdown/PNG. Also: Ctrl-C leaves no remote
+process; build and shape failures surface their reason and a hint; the ONNX Runtime backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fbocc.cli import run
+from fbocc.config import Target
+from fbocc.samples import save_manifest, write_tensor
+from fbocc.transport import TargetSession
+from tests.sshd import SshServer
+
+pytestmark = pytest.mark.ssh
+
+REPO = Path(__file__).resolve().parents[1]
+DOUBLE = REPO / "tests" / "doubles" / "trtexec_double.py"
+PLUGIN_OPS = (b"GridSampler3DTRT", b"BEVPoolV2TRT", b"MultiScaleDeformableAttnTRT")
+
+
+def make_onnx(path: Path, *, custom_op: str | None) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 2, 4, 4])
+    ranks = helper.make_tensor_value_info("ranks_bev", TensorProto.INT32, ["n"])
+    out = helper.make_tensor_value_info("occ", TensorProto.FLOAT, [1, 2, 4, 4])
+    out2 = helper.make_tensor_value_info("ranks_out", TensorProto.INT32, ["n"])
+    if custom_op:
+        nodes = [helper.make_node(custom_op, ["img", "ranks_bev"], ["occ"], domain=""),
+                 helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
+    else:
+        nodes = [helper.make_node("Identity", ["img"], ["occ"]), helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
+    graph = helper.make_graph(nodes, "fbocc_bench_test", [img, ranks], [out, out2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT", plugin_ops: tuple[bytes, ...] = PLUGIN_OPS,
+                   frame_sizes: tuple[int, ...] = (8, 12)) -> Path:
+    """A local artefact set laid out as push-to-target lays it out under <workdir>/current."""
+    cur = root / "current"
+    (cur / "samples").mkdir(parents=True)
+    make_onnx(cur / "fbocc.onnx", custom_op=custom_op)
+    # stands in for the cross-built library: the double checks it exists and names each creator it needs
+    (cur / "libfbocc_plugins.so").write_bytes(b"\x7fELF fbocc test plugin stand-in\0" + b"\0".join(plugin_ops))
+    samples = cur / "samples"
+    rng = np.random.default_rng(0)
+    frames = []
+    for i, n in enumerate(frame_sizes):
+        fid = f"{i:03d}"
+        ins = {"img": write_tensor(samples, f"frame_{fid}/img.dat", rng.standard_normal((1, 2, 4, 4), np.float32)),
+               "ranks_bev": write_tensor(samples, f"frame_{fid}/ranks_bev.dat", np.arange(n, dtype=np.int32))}
+        outs = {"occ": write_tensor(samples, f"frame_{fid}/occ.dat", np.zeros((1, 2, 4, 4), np.float32)),
+                "ranks_out": write_tensor(samples, f"frame_{fid}/ranks_out.dat", np.arange(n, dtype=np.int32))}
+        frames.append({"id": fid, "inputs": ins, "outputs": outs})
+    save_manifest(samples, {
+        "format": "fbocc-samples/1",
+        "inputs": [{"name": "img", "dtype": "float32"}, {"name": "ranks_bev", "dtype": "int32"}],
+        "outputs": [{"name": "occ", "dtype": "float32"}, {"name": "ranks_out", "dtype": "int32"}],
+        "profile": {"ranks_bev": {"min": [4], "opt": [8], "max": [16]}}, "history": [], "frames": frames,
+        "source": "synthetic"})
+    shutil.copytree(REPO / "deploy", cur / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
+    return cur
+
+
+def upload(target: Target, known_hosts: Path, local_current: Path, remote_workdir: Path) -> None:
+    """Put the artefact set on the target over SFTP (what push-to-target does, minus its checks)."""
+    with TargetSession(target, known_hosts=known_hosts) as s:
+        rroot = f"{remote_workdir}/current"
+        s.run(f"rm -rf {s.quote(rroot)}", timeout=30)
+        dirs = sorted({str(p.parent.relative_to(local_current)) for p in local_current.rglob("*") if p.is_file()})
+        s.run("mkdir -p " + " ".join(s.quote(f"{rroot}/{d}") for d in dirs), timeout=30)
+        for p in sorted(local_current.rglob("*")):
+            if p.is_file():
+                s.put(p, f"{rroot}/{p.relative_to(local_current)}")
+
+
+@pytest.fixture
+def loop_target(sshd: SshServer, isolated_home: Path, tmp_path: Path) -> dict[str, object]:
+    """fbocc.toml in cwd with target `loop` -> the real sshd, trtexec = the double (TensorRT 8.6.13)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    launcher = tmp_path / "bin" / "trtexec"
+    launcher.parent.mkdir()
+    launcher.write_text(f"#!/bin/sh\nFBOCC_DOUBLE_TRT_VERSION=${{FBOCC_DOUBLE_TRT_VERSION:-8.6.13}} "
+                        f"exec {sys.executable} {DOUBLE} \"$@\"\n")
+    launcher.chmod(0o755)
+    results = tmp_path / "results"
+    toml = (f'[project]\nresults_dir = "{results}"\nknown_hosts = "{sshd.known_hosts}"\n\n'
+            + sshd.target_toml("loop", remote, trtexec=str(launcher), python=sys.executable))
+    Path("fbocc.toml").write_text(toml)
+    target = Target(name="loop", host=sshd.host, port=sshd.port, user=sshd.user, identity_file=sshd.client_key,
+                    workdir=str(remote), trtexec=str(launcher), python=sys.executable)
+    return {"target": target, "remote": remote, "results": results, "known_hosts": sshd.known_hosts,
+            "local": tmp_path / "local"}
+
+
+def cli_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object], str]:
+    code = run(args)
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out) if captured.out.strip().startswith("{") else {}
+    return code, doc, captured.err
+
+
+def test_push_build_bench_results_and_report(loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    cur = make_artifacts(loop_target["local"])
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+
+    code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp32,fp16", "--iterations", "30",
+                                   "--warmup", "20", "--json"], capsys)
+    assert code == 0, errtext
+    results = doc["results"]
+    assert [r["precision"] for r in results] == ["fp32", "fp16"]
+    for r in results:
+        assert r["schema"] == "fbocc-bench-result/1" and r["backend"] == "tensorrt"
+        assert r["engine"]["cached"] is False and r["engine"]["build_seconds"] is not None
+        gpu = r["summary"]["metrics_ms"]["GPU Compute Time"]
+        assert gpu["min"] <= gpu["median"] <= gpu["max"]
+        assert r["summary"]["tensorrt_version"] == "8.6.13" and r["summary"]["status"] == "PASSED"
+        assert len(r["per_query_ms"]["compute"]) >= 30
+        load = next(a for a in r["command"] if a.startswith("--loadInputs="))
+        assert "img:" in load and "ranks_bev:" in load
+        assert "--shapes=ranks_bev:8" in r["command"] and any(a.startswith("--plugins=") for a in r["command"])
+        assert r["environment"]["tensorrt"]["source"] == "trtexec banner"
+        assert r["environment"]["power_mode"]["available"] is False  # no nvpmodel here: recorded, not guessed
+        assert r["tegrastats"]["available"] is False
+        assert r["layers"][0]["name"]
+    assert "[loop]" in errtext  # remote output streamed with the target's prefix
+    saved = sorted(loop_target["results"].glob("bench-*.json"))
+    assert len(saved) == 2
+    # fp32 sleeps longer than fp16 in the double, and the parsed medians show it
+    assert results[0]["summary"]["metrics_ms"]["GPU Compute Time"]["median"] > \
+        results[1]["summary"]["metrics_ms"]["GPU Compute Time"]["median"]
+
+    code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp16", "--iterations", "20",
+                                   "--warmup", "0", "--json"], capsys)
+    assert code == 0, errtext
+    assert doc["results"][0]["engine"]["cached"] is True
+    assert doc["results"][0]["engine"]["path"] == results[1]["engine"]["path"]
+    leftovers = list((loop_target["remote"] / "runs").iterdir())
+    assert leftovers == []  # per-run exports are fetched and removed
+    assert not list((loop_target["remote"] / "engines").glob("*.part"))
+
+    md = loop_target["local"] / "report.md"
+    png = loop_target["local"] / "report.png"
+    code, doc, errtext = cli_json(["report", "--markdown", str(md), "--png", str(png), "--json"], capsys)
+    assert code == 0, errtext
+    assert {r["precision"] for r in doc["rows"]} == {"fp32", "fp16"}
+    fp16 = next(r for r in doc["rows"] if r["precision"] == "fp16")
+    assert fp16["previous_run_id"] is not None and fp16["change"] is not None
+    assert doc["fp16_speedup_over_fp32"]["loop"] > 1.0
+    lines = md.read_text().splitlines()
+    assert lines[0] == "|  | Precision | mIoU | Latency (ms) on loop |"
+    assert any(ln.startswith("| FB-OCC-TensorRT | FP16 | - | ") for ln in lines)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ctrl_c_during_remote_benchmark_leaves_no_remote_process(loop_target: dict) -> None:
+    cur = make_artifacts(loop_target["local"])
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "fbocc", "remote-bench", "loop", "--precision", "fp32",
+                             "--duration", "120", "--warmup", "0"], cwd=os.getcwd(), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pattern = f"trtexec_double.py --loadEngine={loop_target['remote']}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the benchmark never started on the target")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    gone = time.monotonic() + 10
+    while time.monotonic() < gone and subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
+        time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 1, "remote trtexec survived"
+    assert not list(loop_target["results"].glob("bench-*.json"))  # no result for an interrupted run
+
+
+def test_plugin_not_registered_names_the_loaded_library(loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    cur = make_artifacts(loop_target["local"], custom_op="BEVPoolV2TRT", plugin_ops=(b"GridSampler3DTRT",))
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    code = run(["remote-bench", "loop", "--precision", "fp16", "--iterations", "5"])
+    errtext = capsys.readouterr().err
+    assert code == 6
+    assert "could not find plugin: BEVPoolV2TRT" in errtext
+    assert "fix: plugin BEVPoolV2TRT is not registered by the library that was loaded" in errtext
+    assert f"{loop_target['remote']}/current/libfbocc_plugins.so" in errtext
+    assert not list((loop_target["remote"] / "engines").glob("*.engine*"))  # nothing half-written
+
+
+def test_shape_outside_the_profile_names_the_input(loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    cur = make_artifacts(loop_target["local"], frame_sizes=(8, 32))
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    code = run(["remote-bench", "loop", "--precision", "fp32", "--iterations", "5", "--frame", "1"])
+    errtext = capsys.readouterr().err
+    assert code == 6
+    assert "does not satisfy any optimization profile" in errtext
+    assert "input 'ranks_bev' has shape 32, outside the engine's profile min 4 .. max 16" in errtext
+
+
+def test_trt10_target_gets_static_plugins(loop_target: dict, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    launcher = Path(loop_target["target"].trtexec)
+    launcher.write_text(launcher.read_text().replace(":-8.6.13", ":-10.8.0"))
+    cur = make_artifacts(loop_target["local"])
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp16", "--iterations", "10",
+                                   "--warmup", "0", "--json"], capsys)
+    assert code == 0, errtext
+    r = doc["results"][0]
+    assert r["summary"]["tensorrt_version"] == "10.8.0"
+    assert any(a.startswith("--staticPlugins=") for a in r["command"])
+
+
+def test_onnxruntime_backend_records_a_labelled_result(loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    cur = make_artifacts(loop_target["local"], custom_op=None)
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    code, doc, errtext = cli_json(["remote-bench", "loop", "--backend", "onnxruntime", "--iterations", "3",
+                                   "--json"], capsys)
+    assert code == 0, errtext
+    r = doc["results"][0]
+    assert r["backend"] == "onnxruntime" and r["precision"] == "fp32"
+    assert "not a TensorRT number" in r["summary"]["note"]
+    assert len(r["per_query_ms"]["latency"]) == 2 * 3  # two frames, three repeats each
+    assert r["summary"]["metrics_ms"]["Latency"]["median"] > 0
+    md = run(["report"])
+    assert md == 0
+    assert "| FB-OCC-ONNXRuntime | FP32 | - |" in capsys.readouterr().out
+
+
+def test_nothing_pushed_is_one_clear_error(loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run(["remote-bench", "loop", "--iterations", "5"])
+    errtext = capsys.readouterr().err
+    assert code == 6
+    assert "nothing has been pushed to loop" in errtext and "fbocc push-to-target loop" in errtext
