@@ -1,0 +1,76 @@
+"""`fbocc export` (checkpoint -> ONNX + samples) and `fbocc check-onnx` (graph vs plugin contract)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fbocc.cli.app import app, emit_json, err, out
+from fbocc.errors import ValidationError
+
+
+@app.command("export")
+def export_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory (replaced atomically).")] = Path(
+        "fbocc-export"),
+    preset: Annotated[str, typer.Option("--preset", help="Built-in model preset.")] = "fbocc-r50-16f",
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="FB-BEV config .py to check against the preset (needs mmengine).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="FB-BEV checkpoint .pth.")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Deterministic random weights.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of random weights and synthetic samples.")] = 0,
+    samples: Annotated[int, typer.Option("--samples", help="Number of consecutive frames to write.")] = 2,
+    dataroot: Annotated[Path | None, typer.Option(
+        "--dataroot", help="nuScenes/Occ3D root (not yet supported).")] = None,
+    index_dtype: Annotated[str, typer.Option(
+        "--index-dtype", help="int32 (TensorRT 8.6) or int64 (TensorRT >= 10) index inputs.")] = "int32",
+    profile_margin: Annotated[float, typer.Option(
+        "--profile-margin", help="Min/max of dynamic shapes: sample range widened by this fraction.")] = 0.25,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Export FB-OCC to ONNX with the plugin ops, sample .dat inputs and reference outputs."""
+    from fbocc.export import ExportOptions, export
+
+    options = ExportOptions(out=out_dir, preset=preset, config_file=config, checkpoint=checkpoint,
+                            random_weights=random_weights, seed=seed, samples=samples, dataroot=dataroot,
+                            index_dtype=index_dtype, profile_margin=profile_margin)
+    result = export(options, progress=lambda msg: err.print(f"export: {msg}"))
+    if as_json:
+        data = asdict(result)
+        emit_json({k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()})
+        return
+    out.print(f"ONNX     {result.onnx_path}")
+    out.print(f"samples  {result.samples_dir} ({options.samples} frames, source: {result.source})")
+    out.print("plugin ops " + ", ".join(f"{k} x{v}" for k, v in result.custom_ops.items()))
+    out.print(f"took {result.seconds.get('total', 0.0):.0f} s")
+
+
+@app.command("check-onnx")
+def check_onnx_cmd(
+    model: Annotated[Path, typer.Argument(help="The ONNX file to check.")],
+    samples: Annotated[Path | None, typer.Option("--samples", help="Samples directory (manifest.json).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check an ONNX graph against the plugin contract (and a samples manifest)."""
+    from fbocc.onnx_graph import check_onnx
+
+    report = check_onnx(model, samples)
+    if as_json:
+        emit_json({"onnx": str(report.onnx_path), "ok": report.ok, "problems": report.problems,
+                   "custom_ops": report.custom_ops,
+                   "inputs": [asdict(v) for v in report.inputs], "outputs": [asdict(v) for v in report.outputs]})
+    else:
+        ops = ", ".join(f"{k} x{v}" for k, v in report.custom_ops.items())
+        out.print(f"{report.onnx_path}: plugin ops {ops}")
+        for title, values in (("inputs", report.inputs), ("outputs", report.outputs)):
+            out.print(f"{title} ({len(values)}): " + ", ".join(f"{v.name}:{v.dtype}{v.shape}" for v in values))
+        for problem in report.problems:
+            out.print(f"  problem: {problem}")
+        if report.ok:
+            out.print("ok: the graph fits the plugin contract" + (" and the samples" if samples else ""))
+    if not report.ok:
+        raise ValidationError(f"{model}: {len(report.problems)} problem(s) found by check-onnx",
+                              fix="re-export with `fbocc export`, or fix the graph as each problem says")

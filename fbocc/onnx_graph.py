@@ -1,0 +1,228 @@
+"""The one module that owns ONNX graphs: loading, custom-node inspection and the `check-onnx` logic.
+
+Custom nodes are checked against `fbocc.ops.contract` (op_type, domain, attributes, input ranks and
+dtypes); graph inputs/outputs against a samples manifest; the rest of the graph with onnx.checker (on a
+copy whose custom nodes sit in a private domain, because onnx.checker rejects unknown ops in domain "").
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fbocc.errors import ValidationError
+from fbocc.ops.contract import CUSTOM_OPS
+
+_CHECK_DOMAIN = "fbocc.plugins"  # where custom nodes go for onnx.checker only
+_DTYPES = {1: "float32", 10: "float16", 6: "int32", 7: "int64", 9: "bool", 11: "float64", 3: "int8", 2: "uint8"}
+
+
+def load_graph(path: Path) -> Any:
+    """Load an ONNX model (weights included); a missing or unreadable file is a ValidationError."""
+    import onnx
+
+    if not path.is_file():
+        raise ValidationError(f"ONNX file {path} does not exist", fix="pass the .onnx written by `fbocc export`")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError / OSError variants
+        raise ValidationError(f"{path} is not a readable ONNX model: {exc}",
+                              fix="re-run `fbocc export`; the file may be truncated") from exc
+
+
+def custom_op_counts(model: Any) -> dict[str, int]:
+    """How many nodes of each contract op the graph holds (all three keys, zero when absent)."""
+    counts = {op: 0 for op in CUSTOM_OPS}
+    for node in model.graph.node:
+        if node.op_type in counts:
+            counts[node.op_type] += 1
+    return counts
+
+
+@dataclass
+class ValueInfo:
+    name: str
+    dtype: str | None
+    shape: list[int | str] | None
+
+
+@dataclass
+class CheckReport:
+    """The outcome of `check_onnx`: problems (each one line, naming node/tensor/file) and facts."""
+
+    onnx_path: Path
+    problems: list[str] = field(default_factory=list)
+    custom_ops: dict[str, int] = field(default_factory=dict)
+    inputs: list[ValueInfo] = field(default_factory=list)
+    outputs: list[ValueInfo] = field(default_factory=list)
+    samples_dir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _value_info(vi: Any) -> ValueInfo:
+    t = vi.type.tensor_type
+    shape: list[int | str] | None = None
+    if t.HasField("shape"):
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+    return ValueInfo(vi.name, _DTYPES.get(t.elem_type), shape)
+
+
+def _known_types(model: Any) -> dict[str, ValueInfo]:
+    import onnx
+
+    known: dict[str, ValueInfo] = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # inference is best effort; the checker reports real breakage
+        inferred = model
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        known[vi.name] = _value_info(vi)
+    for init in model.graph.initializer:
+        known[init.name] = ValueInfo(init.name, _DTYPES.get(init.data_type), list(init.dims))
+    for node in model.graph.node:  # constants folded into Constant nodes
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    known[node.output[0]] = ValueInfo(node.output[0], _DTYPES.get(attr.t.data_type), list(attr.t.dims))
+    return known
+
+
+def check_custom_nodes(model: Any, report: CheckReport) -> None:
+    """Every contract node: domain, input count, attributes (presence, type, allowed values), input ranks
+    and dtypes where the graph records them."""
+    import onnx
+
+    known = _known_types(model)
+    for idx, node in enumerate(model.graph.node):
+        label = f"node {node.name or '#' + str(idx)}"
+        contract = CUSTOM_OPS.get(node.op_type)
+        if contract is None:
+            if not node.domain and not onnx.defs.has(node.op_type):
+                report.problems.append(f"{label}: op {node.op_type} is neither standard ONNX nor one of the "
+                                       f"plugin ops ({', '.join(CUSTOM_OPS)})")
+            continue
+        if node.domain != contract.domain:
+            report.problems.append(f"{label}: {node.op_type} in domain {node.domain!r}, the plugin expects "
+                                   f"{contract.domain!r}")
+        if len(node.input) != len(contract.inputs):
+            report.problems.append(f"{label}: {node.op_type} has {len(node.input)} inputs, expected "
+                                   f"{len(contract.inputs)} ({', '.join(i.name for i in contract.inputs)})")
+        attrs = {a.name: a for a in node.attribute}
+        for spec in contract.attributes:
+            attr = attrs.get(spec.name)
+            if attr is None:
+                if spec.default is None:
+                    report.problems.append(f"{label}: {node.op_type} missing attribute {spec.name}")
+                continue
+            if attr.type != onnx.AttributeProto.INT:
+                report.problems.append(f"{label}: {node.op_type} attribute {spec.name} is not an int")
+            elif spec.allowed is not None and attr.i not in spec.allowed:
+                report.problems.append(f"{label}: {node.op_type} attribute {spec.name}={attr.i}, allowed "
+                                       f"{list(spec.allowed)}")
+        for name in attrs:
+            if contract.attribute(name) is None:
+                report.problems.append(f"{label}: {node.op_type} has unknown attribute {name}")
+        for tspec, tensor in zip(contract.inputs, node.input, strict=False):
+            info = known.get(tensor)
+            if info is None:
+                continue
+            if info.dtype is not None and info.dtype not in tspec.dtypes:
+                report.problems.append(f"{label}: {node.op_type} input {tspec.name} ({tensor}) is {info.dtype}, "
+                                       f"expected {' or '.join(tspec.dtypes)}")
+            if info.shape is not None and len(info.shape) != tspec.rank:
+                report.problems.append(f"{label}: {node.op_type} input {tspec.name} ({tensor}) has rank "
+                                       f"{len(info.shape)}, expected {tspec.rank} ({tspec.layout})")
+
+
+def run_onnx_checker(model: Any, report: CheckReport) -> None:
+    """onnx.checker on a copy with the plugin nodes moved to a private domain (the file is untouched)."""
+    import onnx
+
+    probe = copy.deepcopy(model)
+    for node in probe.graph.node:
+        if node.op_type in CUSTOM_OPS:
+            node.domain = _CHECK_DOMAIN
+    if not any(o.domain == _CHECK_DOMAIN for o in probe.opset_import):
+        probe.opset_import.append(onnx.helper.make_opsetid(_CHECK_DOMAIN, 1))
+    try:
+        onnx.checker.check_model(probe)
+    except onnx.checker.ValidationError as exc:
+        report.problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
+
+
+def check_io(model: Any, report: CheckReport) -> None:
+    """Every graph input feeds some node (or is an output); every output is produced and named."""
+    initializers = {i.name for i in model.graph.initializer}
+    consumed = {name for node in model.graph.node for name in node.input}
+    produced = {name for node in model.graph.node for name in node.output}
+    outputs = {o.name for o in model.graph.output}
+    for vi in model.graph.input:
+        if vi.name not in initializers and vi.name not in consumed and vi.name not in outputs:
+            report.problems.append(f"graph input {vi.name} is consumed by no node")
+    for vi in model.graph.output:
+        if not vi.name:
+            report.problems.append("a graph output has no name")
+        elif vi.name not in produced and vi.name not in {i.name for i in model.graph.input}:
+            report.problems.append(f"graph output {vi.name} is produced by no node")
+
+
+def check_against_manifest(report: CheckReport, samples_dir: Path) -> None:
+    """Graph inputs/outputs against the manifest (names, order, dtypes, shapes); files against sizes."""
+    from fbocc.samples import load_manifest
+
+    try:
+        manifest = load_manifest(samples_dir)
+    except ValidationError as exc:
+        report.problems.append(f"samples {samples_dir}: {exc.message}" + (f" (fix: {exc.fix})" if exc.fix else ""))
+        return
+    for kind, graph_side in (("inputs", report.inputs), ("outputs", report.outputs)):
+        want = [t["name"] for t in manifest[kind]]
+        have = [v.name for v in graph_side]
+        if want != have:
+            missing = [n for n in want if n not in have]
+            extra = [n for n in have if n not in want]
+            report.problems.append(
+                f"graph {kind} differ from the manifest's"
+                + (f"; manifest-only: {', '.join(missing)}" if missing else "")
+                + (f"; graph-only: {', '.join(extra)}" if extra else "")
+                + ("" if missing or extra else "; same names, different order"))
+        by_name = {v.name: v for v in graph_side}
+        for entry in manifest[kind]:
+            vi = by_name.get(entry["name"])
+            if vi is not None and vi.dtype is not None and vi.dtype != entry["dtype"]:
+                report.problems.append(f"{kind[:-1]} {vi.name}: graph dtype {vi.dtype}, manifest {entry['dtype']}")
+    graph_inputs = {v.name: v for v in report.inputs}
+    for frame in manifest["frames"]:
+        for name, tensor in frame.get("inputs", {}).items():
+            vi = graph_inputs.get(name)
+            if vi is None or vi.shape is None:
+                continue
+            shape = tensor["shape"]
+            if len(shape) != len(vi.shape) or any(isinstance(d, int) and d > 0 and d != s
+                                                  for d, s in zip(vi.shape, shape, strict=False)):
+                report.problems.append(f"frame {frame['id']} input {name}: shape {shape} does not fit the graph's "
+                                       f"{vi.shape}")
+
+
+def check_onnx(onnx_path: Path, samples_dir: Path | None = None) -> CheckReport:
+    """All checks of `fbocc check-onnx`; problems are collected, not raised, so the report is complete."""
+    model = load_graph(onnx_path)
+    report = CheckReport(onnx_path=onnx_path, samples_dir=samples_dir)
+    initializers = {i.name for i in model.graph.initializer}
+    report.inputs = [_value_info(v) for v in model.graph.input if v.name not in initializers]
+    report.outputs = [_value_info(v) for v in model.graph.output]
+    report.custom_ops = custom_op_counts(model)
+    if not any(report.custom_ops.values()):
+        report.problems.append("the graph contains none of the plugin ops "
+                               f"({', '.join(CUSTOM_OPS)}): it was not exported for the TensorRT plugins")
+    check_custom_nodes(model, report)
+    check_io(model, report)
+    run_onnx_checker(model, report)
+    if samples_dir is not None:
+        check_against_manifest(report, samples_dir)
+    return report
