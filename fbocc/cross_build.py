@@ -441,6 +441,7 @@ class BuildManifest:
     recipe_hash: str
     cache_key: str
     make_args: str
+    compile_flags: list[str]
     cuda_archs: list[str]
     artefacts: list[Artefact]
     duration_s: float
@@ -537,7 +538,7 @@ def cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink)
         else:
             on_line(line)
             log_tail.append(line)
-            del log_tail[:-200]
+            del log_tail[:-5000]
 
     spec = bc.ContainerSpec(
         image=tag, user=f"{req.uid}:{req.gid}",
@@ -559,6 +560,9 @@ def cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink)
             raise bc.interrupted("cross-build") from None
         on_step("verifying artefacts")
         libs = sorted(staging.glob("*.so"))
+        for lib in libs:
+            if lib.stat().st_uid != req.uid or lib.stat().st_gid != req.gid:
+                os.chown(lib, req.uid, req.gid)
         if not libs:
             raise BuildError("the build container finished but returned no .so file",
                              fix="check that the plugin Makefile writes its libraries to OUT")
@@ -569,7 +573,8 @@ def cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink)
             cuda_version=info.get("cuda_version", ""), tensorrt_version=info.get("tensorrt_version") or None,
             toolchain={k: info[k] for k in ("nvcc", "cxx_version") if k in info},
             source_dir=str(sources), source_hash=src_hash, recipe_hash=recipe_hash, cache_key=key,
-            make_args=info.get("make_args", ""), cuda_archs=list(profile.cuda_archs), artefacts=artefacts,
+            make_args=info.get("make_args", ""), compile_flags=_compile_flags(log_tail, profile),
+            cuda_archs=list(profile.cuda_archs), artefacts=artefacts,
             duration_s=round(time.monotonic() - started, 2), cache="miss", transfer=transfer,
             built_at=datetime.now(UTC).isoformat(timespec="seconds"))
         _store(store, libs, manifest)
@@ -593,8 +598,35 @@ def _recipe_env(profile: BuildProfile, jobs: int) -> dict[str, str]:
     }
 
 
+def _compile_flags(log: list[str], profile: BuildProfile) -> list[str]:
+    """The distinct compiler command lines the Makefile echoed, with per-file arguments removed."""
+    tools = (f"{profile.cuda_home}/bin/nvcc", "nvcc", profile.cxx)
+    seen: list[str] = []
+    for line in log:
+        words = line.split()
+        if not words or words[0] not in tools:
+            continue
+        kept: list[str] = []
+        skip = False
+        for word in words:
+            if skip:
+                skip = False
+                continue
+            if word in ("-c", "-o"):
+                skip = True
+                continue
+            if word.endswith((".cu", ".cpp", ".o", ".so", ".tmp")):
+                continue
+            kept.append(word)
+        flags = " ".join(kept)
+        if flags not in seen:
+            seen.append(flags)
+    return seen
+
+
 def _compile_error(profile: BuildProfile, sources: Path, code: int, log: list[str], kept: str | None) -> BuildError:
-    first = next((line for line in log if re.search(r"\berror\b", line, re.IGNORECASE)), None)
+    first = (next((line for line in log if "error:" in line.lower()), None)
+             or next((line for line in log if re.search(r"\bError \d+", line)), None))
     shown = first or (log[-1] if log else "no output")
     fix = f"fix the error above in {sources} and run again"
     if kept:

@@ -41,4 +41,6 @@ for lib in "$CUDA/targets/x86_64-linux/lib" "$CUDA/targets/aarch64-linux/lib"; d
   ln -sf "$(basename "$so")" "$lib/libcudart.so"
 done
 rm -rf "$TMP"
+# Wheels carry owner-only modes (0744); the build runs as the invoking uid, not root.
+chmod -R a+rX "$CUDA"
 "$CUDA/bin/nvcc" --version
