@@ -90,6 +90,7 @@ class RemoteArtifacts:
     plugin: str | None
     samples: str
     deploy: str
+    set_hash: str | None = None
 
 
 @dataclass
@@ -113,18 +114,26 @@ def _tagged(stdout: str, tag: str) -> dict[str, Any] | None:
 
 
 def locate_artifacts(session: TargetSession) -> RemoteArtifacts:
-    """Find the ONNX, plugin, samples and deploy scripts under `<workdir>/current`, or say what is missing."""
+    """The pushed set under `<workdir>/current`: from its `fbocc-set.json` (push-to-target writes it), else
+    by listing; a missing or incomplete set is one error naming what is missing."""
     root = str(PurePosixPath(session.workdir()) / "current")
     listing = session.run(
         f"cd {quote(root)} 2>/dev/null || exit 3; for f in *.onnx *.so; do [ -f \"$f\" ] && echo \"$f\"; done; "
         "[ -f samples/manifest.json ] && echo samples/manifest.json; [ -f deploy/bench.py ] && echo deploy/bench.py;"
-        " exit 0", timeout=60, check=False)
+        " [ -f fbocc-set.json ] && { echo FBOCC_SET; cat fbocc-set.json; }; exit 0", timeout=60, check=False)
     if listing.exit_code == 3:
         raise RemoteError(f"nothing has been pushed to {session.label}:{root}", where=session.label,
                           fix=f"run `fbocc push-to-target {session.label}` first")
-    names = listing.stdout.split()
-    onnx = [n for n in names if n.endswith(".onnx")]
-    plugins = [n for n in names if n.endswith(".so")]
+    head, _, set_json = listing.stdout.partition("FBOCC_SET\n")
+    names = head.split()
+    set_doc: dict[str, Any] = {}
+    if set_json.strip():
+        try:
+            set_doc = json.loads(set_json)
+        except ValueError:
+            set_doc = {}
+    onnx = [set_doc["onnx"]] if set_doc.get("onnx") else [n for n in names if n.endswith(".onnx")]
+    plugins = [set_doc["plugin"]] if set_doc.get("plugin") else [n for n in names if n.endswith(".so")]
     if len(onnx) != 1:
         raise RemoteError(f"{session.label}:{root} holds {len(onnx)} ONNX files ({', '.join(onnx) or 'none'}), "
                           "expected exactly one", where=session.label, fix="re-run `fbocc push-to-target`")
@@ -134,9 +143,9 @@ def locate_artifacts(session: TargetSession) -> RemoteArtifacts:
     for needed in ("samples/manifest.json", "deploy/bench.py"):
         if needed not in names:
             raise RemoteError(f"{session.label}:{root}/{needed} is missing", where=session.label,
-                              fix="re-run `fbocc push-to-target`: the artefact set is incomplete")
+                              fix="re-run `fbocc push-to-target` (with samples): the artefact set is incomplete")
     return RemoteArtifacts(root=root, onnx=f"{root}/{onnx[0]}", plugin=f"{root}/{plugins[0]}" if plugins else None,
-                           samples=f"{root}/samples", deploy=f"{root}/deploy")
+                           samples=f"{root}/samples", deploy=f"{root}/deploy", set_hash=set_doc.get("set"))
 
 
 def capture_environment(session: TargetSession, arts: RemoteArtifacts) -> dict[str, Any]:
@@ -328,8 +337,7 @@ def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[st
     return BenchResult(
         run_id=run_id, target=session.label, backend="tensorrt", precision=precision, summary=summary.as_dict(),
         address=session.address, builder=options.builder, engine=engine,
-        samples={"frame": frame_id, "inputs": sorted(inputs), "shapes": shapes,
-                 "frames": None},
+        samples={"frame": frame_id, "inputs": sorted(inputs), "shapes": shapes, "set": arts.set_hash},
         options={"iterations": options.iterations, "duration_s": options.duration_s,
                  "warmup_ms": options.warmup_ms, "cuda_graph": options.cuda_graph, "rebuild": options.rebuild},
         command=cmd, per_query_ms=per_query, layers=layers, environment=env,
@@ -377,7 +385,7 @@ def _bench_onnxruntime(session: TargetSession, arts: RemoteArtifacts, env: dict[
     return BenchResult(
         run_id=run_id, target=session.label, backend="onnxruntime", precision=str(doc.get("precision", "fp32")),
         summary=summary, address=session.address, builder=None, engine={},
-        samples={"frames": doc.get("frames"), "history": doc.get("history", [])},
+        samples={"frames": doc.get("frames"), "history": doc.get("history", []), "set": arts.set_hash},
         options={"repeat": repeat}, command=cmd, per_query_ms={"latency": latencies}, environment=env,
         tegrastats={"available": False, "reason": "not sampled for ONNX Runtime runs"})
 

@@ -44,13 +44,14 @@ def make_onnx(path: Path, *, custom_op: str | None) -> None:
         nodes = [helper.make_node(custom_op, ["img", "ranks_bev"], ["occ"], domain=""),
                  helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
     else:
-        nodes = [helper.make_node("Identity", ["img"], ["occ"]), helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
+        nodes = [helper.make_node("Identity", ["img"], ["occ"]),
+                 helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
     graph = helper.make_graph(nodes, "fbocc_bench_test", [img, ranks], [out, out2])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT", plugin_ops: tuple[bytes, ...] = PLUGIN_OPS,
-                   frame_sizes: tuple[int, ...] = (8, 12)) -> Path:
+def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT",
+                   plugin_ops: tuple[bytes, ...] = PLUGIN_OPS, frame_sizes: tuple[int, ...] = (8, 12)) -> Path:
     """A local artefact set laid out as push-to-target lays it out under <workdir>/current."""
     cur = root / "current"
     (cur / "samples").mkdir(parents=True)
@@ -78,15 +79,13 @@ def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT", pl
 
 
 def upload(target: Target, known_hosts: Path, local_current: Path, remote_workdir: Path) -> None:
-    """Put the artefact set on the target over SFTP (what push-to-target does, minus its checks)."""
-    with TargetSession(target, known_hosts=known_hosts) as s:
-        rroot = f"{remote_workdir}/current"
-        s.run(f"rm -rf {s.quote(rroot)}", timeout=30)
-        dirs = sorted({str(p.parent.relative_to(local_current)) for p in local_current.rglob("*") if p.is_file()})
-        s.run("mkdir -p " + " ".join(s.quote(f"{rroot}/{d}") for d in dirs), timeout=30)
-        for p in sorted(local_current.rglob("*")):
-            if p.is_file():
-                s.put(p, f"{rroot}/{p.relative_to(local_current)}")
+    """push-to-target's library call: the artefact set becomes <workdir>/current on the target."""
+    from fbocc.push import collect_artefacts, push_artifacts
+
+    aset = collect_artefacts(onnx=next(local_current.glob("*.onnx")), plugin=next(local_current.glob("*.so")),
+                             samples=local_current / "samples", deploy=local_current / "deploy")
+    with TargetSession(target, known_hosts=known_hosts) as session:
+        push_artifacts(session, aset)
 
 
 @pytest.fixture
