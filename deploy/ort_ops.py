@@ -183,9 +183,31 @@ def multi_scale_deformable_attn(value, spatial_shapes, level_start_index, sampli
 _REGISTERED = False
 
 
+def import_extensions():
+    """Import onnxruntime_extensions without it importing torch (4-5 s on a small CPU, never used here).
+
+    Its converter module imports torch when it can; we hide torch only for the duration of the import,
+    so a process that wants torch later still gets it.
+    """
+    import sys
+
+    if "onnxruntime_extensions" in sys.modules:
+        return sys.modules["onnxruntime_extensions"]
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # type: ignore  # makes `import torch` raise ImportError
+    try:
+        import onnxruntime_extensions
+    finally:
+        if hide and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return onnxruntime_extensions
+
+
 def register():
     """Register the three ops with onnxruntime-extensions (once per process); return its library path."""
     global _REGISTERED
+    import_extensions()
     from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 
     if not _REGISTERED:

@@ -62,15 +62,17 @@ class OnnxRuntimeBackend(object):
         if precision != "fp32":
             raise RunError("the onnxruntime backend runs fp32 only (asked for {})".format(precision),
                            fix="use --precision fp32 with --backend onnxruntime; fp16 is a TensorRT build option")
+        import ort_ops
+
         try:
             import onnxruntime as ort
-            import onnxruntime_extensions  # noqa: F401
             import onnx  # noqa: F401
+
+            onnxruntime_extensions = ort_ops.import_extensions()
         except ImportError as exc:
             raise RunError("the onnxruntime backend needs onnx, onnxruntime and onnxruntime-extensions: {}".format(exc),
                            fix="pip install onnx onnxruntime onnxruntime-extensions on this machine "
                                "(or use --backend tensorrt)")
-        import ort_ops
 
         if not os.path.isfile(onnx_path):
             raise RunError("ONNX file {} does not exist".format(onnx_path), path=onnx_path,

@@ -85,7 +85,8 @@ def expected_chain(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.nda
     return outs
 
 
-def make_sequence_set(root: Path, frames: int = 3, seed: int = 0, with_reference: bool = True) -> Path:
+def make_sequence_set(root: Path, frames: int = 3, seed: int = 0, with_reference: bool = True,
+                      ground_truth: bool = False) -> Path:
     """A samples directory (deploy/manifest.py schema) for tiny_temporal_model, ONNX beside it.
 
     Frames after the first carry a *wrong* hist_in file (large constant): a runner that reads it instead
@@ -117,7 +118,8 @@ def make_sequence_set(root: Path, frames: int = 3, seed: int = 0, with_reference
         "profile": {},
         "history": [{"input": "hist_in", "output": "hist_out"}],
         "frames": [],
-        "model": {"name": "tiny_temporal", "onnx": "tiny.onnx"},
+        "model": {"name": "tiny_temporal", "onnx": "tiny.onnx", "occupancy_output": "occ_scores",
+                  "occupancy_layout": "BXYZK"},
         "export": {"tool": "tests/test_run_sequence.py"},
         "source": "synthetic",
     }
@@ -129,6 +131,12 @@ def make_sequence_set(root: Path, frames: int = 3, seed: int = 0, with_reference
         if with_reference:
             for name, arr in ref.items():
                 entry["outputs"][name] = write_tensor(samples, f"frame_{fid}/ref_{name}.dat", arr.astype(np.float32))
+        if ground_truth:  # Occ3D-style labels.npz content: semantics [X,Y,Z] uint8, mask_camera bool
+            entry["ground_truth"] = {
+                "semantics": write_tensor(samples, f"frame_{fid}/gt_semantics.dat",
+                                          rng.integers(0, C, HIST[2:]).astype(np.uint8)),
+                "mask_camera": write_tensor(samples, f"frame_{fid}/gt_mask_camera.dat", rng.random(HIST[2:]) < 0.8),
+            }
         manifest["frames"].append(entry)
     save_manifest(samples, manifest)
     return samples

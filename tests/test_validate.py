@@ -1,0 +1,127 @@
+"""`fbocc validate` against a real OpenSSH target on loopback with the onnxruntime backend: the sequence
+runs remotely, outputs come back, agreement with PyTorch is reported and the mIoU joins the history.
+Also the host-side `check-onnx --run` library (fbocc.onnx_run) and the comparison on its own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime_extensions")
+
+from fbocc.config import Target
+from fbocc.metrics import sequence_miou
+from fbocc.onnx_run import run_onnx
+from fbocc.results import load_validations
+from fbocc.samples import load_manifest, read_tensor, write_tensor
+from fbocc.validate import compare_runs, validate_target
+from tests.sshd import SshServer
+from tests.test_run_sequence import make_sequence_set
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def push_current(session, root: Path) -> None:  # type: ignore[no-untyped-def]
+    """Lay out <workdir>/current/ as push-to-target does: the ONNX, samples/, deploy/."""
+    current = f"{session.workdir()}/current"
+    files = [p for p in sorted((root / "samples").rglob("*")) if p.is_file()]
+    dirs = sorted({f"{current}/{p.parent.relative_to(root).as_posix()}" for p in files} | {f"{current}/deploy"})
+    session.run(f"rm -rf {session.quote(current)} && mkdir -p " + " ".join(session.quote(d) for d in dirs))
+    for path in files:
+        session.put(path, f"{current}/{path.relative_to(root).as_posix()}")
+    session.put(root / "tiny.onnx", f"{current}/tiny.onnx")
+    for name in ("run_sequence.py", "manifest.py", "ort_ops.py"):
+        session.put(REPO / "deploy" / name, f"{current}/deploy/{name}")
+
+
+def _target(sshd: SshServer, workdir: Path) -> Target:
+    return Target(name="loop", host=sshd.host, port=sshd.port, user=sshd.user, identity_file=sshd.client_key,
+                  workdir=str(workdir), python=sys.executable)
+
+
+@pytest.mark.ssh
+def test_validate_onnxruntime_on_loopback_target_agrees_with_pytorch(sshd: SshServer, tmp_path: Path) -> None:
+    from fbocc.transport import TargetSession
+
+    export = tmp_path / "export"
+    make_sequence_set(export, ground_truth=True)
+    results = tmp_path / "results"
+    with TargetSession(_target(sshd, tmp_path / "remote"), known_hosts=sshd.known_hosts) as session:
+        push_current(session, export)
+        report = validate_target(session, backend="onnxruntime", precisions=["fp32"], local_dir=tmp_path / "local",
+                                 python=sys.executable, results_dir=results)
+    assert report.passed, json.dumps(report.as_dict(), indent=1)
+    (comp,) = report.comparisons
+    assert comp.against == "pytorch" and comp.frames == 3
+    assert {t.name for t in comp.tensors} == {"occ_scores", "hist_out"}
+    assert all(t.cosine > 0.99999 and t.rel_error < 1e-5 for t in comp.tensors)
+    assert comp.label_agreement == 1.0
+    # ground truth present: mIoU is against it, and equals PyTorch's own mIoU (labels agree everywhere)
+    assert comp.miou_against == "ground-truth"
+    samples = export / "samples"
+    m = load_manifest(samples)
+    preds = [read_tensor(samples, f["outputs"]["occ_scores"])[0].argmax(-1) for f in m["frames"]]
+    gts = [read_tensor(samples, f["ground_truth"]["semantics"]) for f in m["frames"]]
+    masks = [read_tensor(samples, f["ground_truth"]["mask_camera"]) for f in m["frames"]]
+    assert comp.miou == pytest.approx(sequence_miou(preds, gts, masks).miou, abs=1e-3)
+    assert comp.miou_reference == pytest.approx(comp.miou, abs=1e-3)
+    (record,) = load_validations(results)
+    assert record.backend == "onnxruntime" and record.precision == "fp32" and record.target == "loop"
+    assert record.miou == pytest.approx(comp.miou)
+    assert (tmp_path / "local" / "onnxruntime-fp32" / "manifest.json").is_file()
+
+
+@pytest.mark.ssh
+def test_validate_cli_without_push_names_the_missing_step(sshd: SshServer, tmp_path: Path, isolated_home: Path) -> None:
+    from fbocc.cli import run
+
+    (Path.cwd() / "fbocc.toml").write_text(
+        sshd.target_toml("loop", tmp_path / "empty-remote", python=sys.executable)
+        + f'\n[project]\nknown_hosts = "{sshd.known_hosts}"\n')
+    code = run(["validate", "loop", "--backend", "onnxruntime"])
+    assert code == 6  # RemoteError: nothing pushed
+
+
+def test_check_onnx_run_on_host_reports_agreement(tmp_path: Path) -> None:
+    make_sequence_set(tmp_path)
+    result = run_onnx(tmp_path / "tiny.onnx", tmp_path / "samples", tmp_path / "out")
+    assert result.passed and result.frames == 3 and result.custom_nodes == 2
+    assert result.comparison is not None and result.comparison.label_agreement == 1.0
+    assert result.comparison.miou_against == "pytorch" and result.comparison.miou == pytest.approx(100.0)
+
+
+def test_a_wrong_output_fails_the_comparison_and_names_the_output(tmp_path: Path) -> None:
+    make_sequence_set(tmp_path)
+    samples = tmp_path / "samples"
+    out = tmp_path / "out"
+    run_onnx(tmp_path / "tiny.onnx", samples, out)
+    # perturb frame 1's history output in the run: the carried state is wrong from there on
+    m = load_manifest(out)
+    entry = m["frames"][1]["outputs"]["hist_out"]
+    bad = read_tensor(out, entry) * 1.05
+    write_tensor(out, entry["file"], bad)
+    comp = compare_runs(samples, out, "fp32")
+    by_name = {t.name: t for t in comp.tensors}
+    assert not comp.passed
+    assert not by_name["hist_out"].within and by_name["hist_out"].history
+    assert by_name["occ_scores"].within
+
+
+def test_fp16_against_fp32_uses_the_fp16_tolerance(tmp_path: Path) -> None:
+    make_sequence_set(tmp_path)
+    samples = tmp_path / "samples"
+    run_onnx(tmp_path / "tiny.onnx", samples, tmp_path / "fp32")
+    shutil.copytree(tmp_path / "fp32", tmp_path / "fp16")
+    m = load_manifest(tmp_path / "fp16")
+    for frame in m["frames"]:
+        for entry in frame["outputs"].values():
+            arr = read_tensor(tmp_path / "fp16", entry)
+            write_tensor(tmp_path / "fp16", entry["file"], arr.astype(np.float16).astype(np.float32))
+    comp = compare_runs(tmp_path / "fp32", tmp_path / "fp16", "fp16", against="fp32")
+    assert comp.passed and comp.against == "fp32"
+    assert all(0 < t.rel_error < 2e-3 for t in comp.tensors)
