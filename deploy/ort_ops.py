@@ -180,7 +180,7 @@ def multi_scale_deformable_attn(value, spatial_shapes, level_start_index, sampli
 
 # --- registration and graph preparation ----------------------------------------------------------
 
-_REGISTERED = False
+_REGISTERED_MARK = "_fbocc_ops_registered"
 
 
 def import_extensions():
@@ -206,11 +206,11 @@ def import_extensions():
 
 def register():
     """Register the three ops with onnxruntime-extensions (once per process); return its library path."""
-    global _REGISTERED
-    import_extensions()
+    extensions = import_extensions()
     from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 
-    if not _REGISTERED:
+    # once per process, even when this file is loaded twice under different module names
+    if not getattr(extensions, _REGISTERED_MARK, False):
         f32, i32, i64 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32, PyCustomOpDef.dt_int64
 
         @onnx_op(op_type="GridSampler3DTRT", inputs=[f32, f32], outputs=[f32],
@@ -230,7 +230,7 @@ def register():
             return multi_scale_deformable_attn(value, shapes, starts, loc, attn)
 
         _install_array_hook()
-        _REGISTERED = True
+        setattr(extensions, _REGISTERED_MARK, True)
     return get_library_path()
 
 
