@@ -12,13 +12,14 @@ PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := docker.io openssh-server openssh-client g++-aarch64-linux-gnu debootstrap ca-certificates
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps services venv test test-gpu lint demo clean
+.PHONY: help setup system-deps services venv test test-gpu lint demo clean cross-build
 
 help:
 	@echo "make demo   - the whole chain on this machine against an embedded local target"
 	@echo "make test   - every test suite (installs what it needs first)"
 	@echo "make setup  - system packages (as root on Debian), services, virtual environment"
 	@echo "make lint   - ruff, mypy, Python 3.8 check of deploy/"
+	@echo "make cross-build - aarch64 plugin library in the sim build image (CROSS_BUILD_ARGS=--profile P ...)"
 
 setup: system-deps services venv
 
@@ -65,6 +66,11 @@ lint: venv
 	$(VENV)/bin/ruff check fbocc tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/vermin --no-tips --violations -t=3.8- deploy
+
+# The plugin library for Orin from the public sim build image (made here from debootstrap + PyPI wheels).
+CROSS_BUILD_ARGS ?= --profile sim
+cross-build: setup
+	$(PY) -m fbocc cross-build $(CROSS_BUILD_ARGS)
 
 demo: setup
 	$(PY) -m fbocc.demo
