@@ -52,16 +52,27 @@ def export_cmd(
 def check_onnx_cmd(
     model: Annotated[Path, typer.Argument(help="The ONNX file to check.")],
     samples: Annotated[Path | None, typer.Option("--samples", help="Samples directory (manifest.json).")] = None,
+    run: Annotated[bool, typer.Option("--run", help="Also run the graph in ONNX Runtime over the samples and "
+                                      "compare with their reference outputs.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check an ONNX graph against the plugin contract (and a samples manifest)."""
     from fbocc.onnx_graph import check_onnx
 
     report = check_onnx(model, samples)
+    ran = None
+    if run:
+        if samples is None:
+            raise ValidationError("--run needs the samples to feed the graph", fix="add --samples DIR")
+        if report.ok:
+            from fbocc.onnx_run import run_onnx
+
+            ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"))
     if as_json:
         emit_json({"onnx": str(report.onnx_path), "ok": report.ok, "problems": report.problems,
                    "custom_ops": report.custom_ops,
-                   "inputs": [asdict(v) for v in report.inputs], "outputs": [asdict(v) for v in report.outputs]})
+                   "inputs": [asdict(v) for v in report.inputs], "outputs": [asdict(v) for v in report.outputs]}
+                  | ({"run": ran.as_dict()} if ran else {}))
     else:
         ops = ", ".join(f"{k} x{v}" for k, v in report.custom_ops.items())
         out.print(f"{report.onnx_path}: plugin ops {ops}")
@@ -74,3 +85,14 @@ def check_onnx_cmd(
     if not report.ok:
         raise ValidationError(f"{model}: {len(report.problems)} problem(s) found by check-onnx",
                               fix="re-export with `fbocc export`, or fix the graph as each problem says")
+    if ran is not None:
+        from fbocc.cli.validate_cmd import render_comparison
+
+        if not as_json:
+            out.print(f"ONNX Runtime ran {ran.frames} frames ({ran.custom_nodes} plugin nodes as numpy ops) in "
+                      f"{ran.seconds:.1f} s")
+            if ran.comparison is not None:
+                render_comparison(ran.comparison, title=f"check-onnx --run {model.name} vs PyTorch")
+        if not ran.passed:
+            raise ValidationError(f"{model}: ONNX Runtime outputs differ from the export's reference outputs",
+                                  fix="the graph does not compute what PyTorch did: see the table; re-export")

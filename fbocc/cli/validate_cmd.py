@@ -20,18 +20,17 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render_report(report: Any) -> None:
-    """Print a validation report as tables (shared with the demo)."""
-    table = Table(title=f"fbocc validate {report.target} ({report.backend})")
+def _table(comparisons: list[Any], title: str) -> None:
+    table = Table(title=title)
     for col in ("precision", "vs", "output", "max abs", "rel err", "cosine", "ok"):
         table.add_column(col)
-    for comp in report.comparisons:
+    for comp in comparisons:
         for t in comp.tensors:
             table.add_row(comp.precision, comp.against, t.name + (" (history)" if t.history else ""),
                           f"{t.max_abs:.3g}", f"{t.rel_error:.3g}", f"{t.cosine:.6f}",
                           "yes" if t.within else "[red]NO[/]")
     out.print(table)
-    for comp in report.comparisons:
+    for comp in comparisons:
         if comp.label_agreement is not None:
             against = "ground truth" if comp.miou_against == "ground-truth" else \
                 f"the {comp.against if comp.against != 'pytorch' else 'PyTorch'} prediction (no ground truth)"
@@ -40,6 +39,18 @@ def render_report(report: Any) -> None:
             if comp.miou_reference is not None:
                 line += f" (PyTorch: {comp.miou_reference:.2f})"
             out.print(line)
+
+
+def render_comparison(comparison: Any, title: str) -> None:
+    """Print one comparison (used by `check-onnx --run`)."""
+    _table([comparison], title)
+    out.print("[green]PASS[/]: within the documented tolerances" if comparison.passed else
+              "[red]FAIL[/]: outputs differ from the reference beyond the documented tolerances")
+
+
+def render_report(report: Any) -> None:
+    """Print a validation report as tables (shared with the demo)."""
+    _table(report.comparisons, f"fbocc validate {report.target} ({report.backend})")
     for note in report.notes:
         out.print(f"note: {escape(note)}")
     for path in report.records:
