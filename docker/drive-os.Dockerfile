@@ -8,12 +8,15 @@ FROM ${BASE_IMAGE}
 ARG TRT_DEB
 ARG TRT_PACKAGES="tensorrt-safe-cross-aarch64"
 COPY ${TRT_DEB} /tmp/fbocc/${TRT_DEB}
-# The repo .deb drops a local apt repository under /var and a sources.list.d entry for it; update and
-# install from that entry only, since the container has no network.
+# The repo .deb drops a local apt repository under /var (keyring .gpg, or a .pub key in older releases)
+# and a sources.list.d entry for it; update and install from that entry only: the build has no network.
 RUN set -eu; \
     dpkg -i /tmp/fbocc/${TRT_DEB}; \
-    for key in /var/nv-tensorrt-*/*.gpg /var/nv-tensorrt-*/*keyring*.gpg; do \
+    for key in /var/nv-tensorrt-*/*.gpg; do \
       [ -f "$key" ] && cp "$key" /usr/share/keyrings/ || true; \
+    done; \
+    for pub in /var/nv-tensorrt-*/*.pub; do \
+      [ -f "$pub" ] && apt-key add "$pub" || true; \
     done; \
     list=$(grep -l -s 'nv-tensorrt' /etc/apt/sources.list.d/*.list | head -n 1); \
     [ -n "$list" ] || { echo "fbocc: ${TRT_DEB} did not create an apt source for its local repo" >&2; exit 2; }; \
