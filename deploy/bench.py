@@ -266,6 +266,7 @@ def main(argv=None):
     key.add_argument("--tensorrt", required=True)
     key.add_argument("--samples", required=True)
     key.add_argument("--builder", default="trtexec")
+    key.add_argument("--engine-dir", help="report whether <engine-dir>/<precision>-<key>.engine exists")
     run = sub.add_parser("run")
     run.add_argument("--tegrastats-log")
     run.add_argument("--interval-ms", type=int, default=500)
@@ -288,8 +289,11 @@ def main(argv=None):
         except (create_engine.UsageError, samples_manifest.ManifestError) as exc:
             sys.stderr.write("bench.py key: {}\n".format(getattr(exc, "message", exc)))
             return 2
-        print("FBOCC_KEY " + json.dumps({"key": k, "onnx_sha256": onnx_sha, "plugin_sha256": plugin_sha,
-                                         "profile": profile}))
+        doc = {"key": k, "onnx_sha256": onnx_sha, "plugin_sha256": plugin_sha, "profile": profile}
+        if args.engine_dir:
+            doc["engine"] = os.path.join(args.engine_dir, "{}-{}.engine".format(args.precision, k))
+            doc["exists"] = os.path.isfile(doc["engine"])
+        print("FBOCC_KEY " + json.dumps(doc))
         return 0
     if args.command == "run":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

@@ -91,6 +91,7 @@ class RemoteArtifacts:
     samples: str
     deploy: str
     set_hash: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -120,11 +121,14 @@ def locate_artifacts(session: TargetSession) -> RemoteArtifacts:
     listing = session.run(
         f"cd {quote(root)} 2>/dev/null || exit 3; for f in *.onnx *.so; do [ -f \"$f\" ] && echo \"$f\"; done; "
         "[ -f samples/manifest.json ] && echo samples/manifest.json; [ -f deploy/bench.py ] && echo deploy/bench.py;"
-        " [ -f fbocc-set.json ] && { echo FBOCC_SET; cat fbocc-set.json; }; exit 0", timeout=60, check=False)
+        " [ -f fbocc-set.json ] && { echo FBOCC_SET; cat fbocc-set.json; };"
+        " [ -f samples/manifest.json ] && { echo; echo FBOCC_MANIFEST; cat samples/manifest.json; }; exit 0",
+        timeout=60, check=False)
     if listing.exit_code == 3:
         raise RemoteError(f"nothing has been pushed to {session.label}:{root}", where=session.label,
                           fix=f"run `fbocc push-to-target {session.label}` first")
-    head, _, set_json = listing.stdout.partition("FBOCC_SET\n")
+    listed, _, manifest_json = listing.stdout.partition("\nFBOCC_MANIFEST\n")
+    head, _, set_json = listed.partition("FBOCC_SET\n")
     names = head.split()
     set_doc: dict[str, Any] = {}
     if set_json.strip():
@@ -144,8 +148,14 @@ def locate_artifacts(session: TargetSession) -> RemoteArtifacts:
         if needed not in names:
             raise RemoteError(f"{session.label}:{root}/{needed} is missing", where=session.label,
                               fix="re-run `fbocc push-to-target` (with samples): the artefact set is incomplete")
+    try:
+        manifest = json.loads(manifest_json)
+    except ValueError as exc:
+        raise RemoteError(f"{session.label}:{root}/samples/manifest.json is not valid JSON: {exc}",
+                          where=session.label, fix="re-run `fbocc push-to-target`") from exc
     return RemoteArtifacts(root=root, onnx=f"{root}/{onnx[0]}", plugin=f"{root}/{plugins[0]}" if plugins else None,
-                           samples=f"{root}/samples", deploy=f"{root}/deploy", set_hash=set_doc.get("set"))
+                           samples=f"{root}/samples", deploy=f"{root}/deploy", set_hash=set_doc.get("set"),
+                           manifest=manifest)
 
 
 def capture_environment(session: TargetSession, arts: RemoteArtifacts) -> dict[str, Any]:
@@ -160,15 +170,6 @@ def capture_environment(session: TargetSession, arts: RemoteArtifacts) -> dict[s
                           where=session.label,
                           fix=f"check that `{t.python}` is Python >= 3.8 on the target ([targets.{t.name}] python)")
     return env
-
-
-def _manifest(session: TargetSession, arts: RemoteArtifacts) -> dict[str, Any]:
-    res = session.run(f"cat {quote(arts.samples + '/manifest.json')}", timeout=60)
-    try:
-        return json.loads(res.stdout)
-    except ValueError as exc:
-        raise RemoteError(f"{session.label}:{arts.samples}/manifest.json is not valid JSON: {exc}",
-                          where=session.label, fix="re-run `fbocc push-to-target`") from exc
 
 
 def frame_inputs(manifest: dict[str, Any], samples_dir: str, frame: int) -> tuple[str, dict[str, str],
@@ -199,7 +200,7 @@ def bench_target(session: TargetSession, options: BenchOptions, results_dir: Pat
     sink = _prefixed(on_line, label)
     arts = locate_artifacts(session)
     env = capture_environment(session, arts)
-    manifest = _manifest(session, arts)
+    manifest = arts.manifest
     outcome = TargetBench(target=label)
     if options.backend == "onnxruntime":
         result = _bench_onnxruntime(session, arts, env, options, sink)
@@ -235,7 +236,7 @@ def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, 
     engines = str(PurePosixPath(session.workdir()) / "engines")
     bench_py = arts.deploy + "/bench.py"
     key_cmd = [t.python, bench_py, "key", "--onnx", arts.onnx, "--precision", precision, "--tensorrt",
-               str(version), "--samples", arts.samples, "--builder", options.builder]
+               str(version), "--samples", arts.samples, "--builder", options.builder, "--engine-dir", engines]
     if arts.plugin:
         key_cmd += ["--plugin", arts.plugin]
     res = session.run(_argv(key_cmd), timeout=600, check=False)
@@ -244,8 +245,8 @@ def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, 
         raise RemoteError(f"cannot compute the engine cache key on {session.label}: "
                           f"{(res.stderr or res.stdout).strip()[-400:]}", where=session.label,
                           fix="re-run `fbocc push-to-target` (the samples or ONNX on the target are damaged)")
-    engine = f"{engines}/{precision}-{key['key']}.engine"
-    exists = session.run(f"test -f {quote(engine)}", timeout=30, check=False).exit_code == 0
+    engine = str(key["engine"])
+    exists = bool(key["exists"])
     info = {"key": key["key"], "path": engine, "cached": exists and not options.rebuild,
             "onnx_sha256": key["onnx_sha256"], "plugin_sha256": key["plugin_sha256"], "build_seconds": None,
             "command": None}
@@ -333,7 +334,7 @@ def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[st
         run_info = _tagged(res.stdout, "FBOCC_RUN") or {}
     finally:
         if not options.keep_remote_run:
-            session.run(f"rm -rf {quote(run_dir)}", timeout=60, check=False)
+            _remove_run_dir(session, run_dir)
     return BenchResult(
         run_id=run_id, target=session.label, backend="tensorrt", precision=precision, summary=summary.as_dict(),
         address=session.address, builder=options.builder, engine=engine,
@@ -342,6 +343,17 @@ def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[st
                  "warmup_ms": options.warmup_ms, "cuda_graph": options.cuda_graph, "rebuild": options.rebuild},
         command=cmd, per_query_ms=per_query, layers=layers, environment=env,
         tegrastats=run_info.get("tegrastats", {"available": False, "reason": "runner reported nothing"}))
+
+
+def _remove_run_dir(session: TargetSession, run_dir: str) -> None:
+    # over SFTP: no remote process to start for a cleanup (the exports are flat files)
+    try:
+        sftp = session.sftp()
+        for name in sftp.listdir(run_dir):
+            sftp.remove(f"{run_dir}/{name}")
+        sftp.rmdir(run_dir)
+    except OSError:
+        session.run(f"rm -rf {quote(run_dir)}", timeout=60, check=False)
 
 
 def _bench_onnxruntime(session: TargetSession, arts: RemoteArtifacts, env: dict[str, Any],
