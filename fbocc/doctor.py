@@ -74,22 +74,22 @@ def check_build_image(cfg: Config, profile: BuildProfile) -> Check:
     return Check("host", f"build image ({profile.name})", state, detail, fix=status.fix)
 
 
-def check_trt_deb(cfg: Config, profile: BuildProfile) -> Check:
+def check_trt_deb(cfg: Config, profile: BuildProfile, *, image_present: bool) -> Check:
+    """The cross .deb is needed only to build the image; once the image exists it is optional."""
+    from fbocc.cross_build import resolve_trt_deb
+
     name = f"TensorRT cross .deb ({profile.name})"
     if not profile.trt_deb:
         return Check("host", name, SKIPPED, "this profile needs no TensorRT .deb", required=False)
-    candidates = [cfg.build.trt_deb] if cfg.build.trt_deb else [Path.cwd() / profile.trt_deb]
-    for path in candidates:
-        if path is None:
-            continue
-        if path.is_dir():
-            path = path / profile.trt_deb
-        if path.is_file():
-            if not os.access(path, os.R_OK):
-                return Check("host", name, MISSING, f"{path} is not readable",
-                             fix=f"chmod a+r {path}")
-            return Check("host", name, OK, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")
-    return Check("host", name, MISSING, f"{profile.trt_deb} not found (looked at {', '.join(map(str, candidates))})",
+    path = resolve_trt_deb(cfg.build.trt_deb, profile) or Path.cwd() / profile.trt_deb
+    required = not image_present
+    if path.is_file():
+        if not os.access(path, os.R_OK):
+            return Check("host", name, MISSING, f"{path} is not readable", fix=f"chmod a+r {path}",
+                         required=required)
+        return Check("host", name, OK, f"{path} ({path.stat().st_size / 1e6:.0f} MB)", required=required)
+    detail = f"{path} not found" + (" (not needed: the build image is already present)" if image_present else "")
+    return Check("host", name, MISSING, detail, required=required,
                  fix="download it from NVIDIA's DRIVE OS / NVONLINE portal and pass --trt-deb PATH "
                      "or set [build] trt_deb in fbocc.toml")
 
@@ -171,7 +171,7 @@ def check_target(cfg: Config, target: Target, *, accept_new: bool = False) -> li
         return checks
     try:
         checks.append(Check(area, "reachable, host key known, login", OK,
-                            f"{session.describe()}"))
+                            session.address))
         checks.extend(_remote_checks(session, target, area))
     finally:
         session.__exit__(None, None, None)
@@ -236,12 +236,15 @@ def run_doctor(cfg: Config, *, profile: str | None = None, targets: list[str] | 
     resolved = cfg.resolve_targets(targets) if targets else []
     docker = check_docker()
     report.checks.append(docker)
+    image_present = False
     if docker.status == OK:
-        report.checks.append(check_build_image(cfg, prof))
+        image = check_build_image(cfg, prof)
+        image_present = image.status == OK and ": present" in image.detail
+        report.checks.append(image)
     else:
         report.checks.append(Check("host", f"build image ({prof.name})", SKIPPED, "needs the Docker daemon",
                                    required=False))
-    report.checks += [check_trt_deb(cfg, prof), check_nvcc(), check_cross_compiler(),
+    report.checks += [check_trt_deb(cfg, prof, image_present=image_present), check_nvcc(), check_cross_compiler(),
                       check_ssh_credentials(resolved)]
     for target in resolved:
         report.checks += check_target(cfg, target, accept_new=accept_new)

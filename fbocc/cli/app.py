@@ -27,7 +27,8 @@ app = typer.Typer(
 )
 
 # Results go to stdout, progress and diagnostics to stderr, so `--json` output stays machine-readable.
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -83,8 +84,9 @@ def run(argv: list[str] | None = None) -> int:
     global _STATE
     _STATE = CliState()
     try:
-        app(args=argv, prog_name="fbocc", standalone_mode=False)
-        return 0
+        # Without standalone mode, typer returns the code of a `typer.Exit` instead of raising it.
+        code = app(args=argv, prog_name="fbocc", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except FboccError as exc:
         err.print(Text.assemble((f"{exc.kind}: ", "bold red"), exc.render()), soft_wrap=True)
         if _STATE.verbose:

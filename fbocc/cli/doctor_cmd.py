@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fbocc.cli.app import app, emit_json, load_config, out
@@ -32,7 +33,8 @@ def doctor(
             table.add_column(column, overflow="fold")
         for c in report.checks:
             status = c.status if c.required or c.status != "missing" else "missing (optional)"
-            table.add_row(c.area, c.name, f"[{STYLE[c.status]}]{status}[/]", c.detail, c.fix or "")
+            table.add_row(escape(c.area), escape(c.name), f"[{STYLE[c.status]}]{status}[/]", escape(c.detail),
+                          escape(c.fix or ""))
         out.print(table)
         out.print("[green]all required checks passed[/]" if report.ok else "[red]required checks failed[/]")
     if not report.ok:
