@@ -379,12 +379,19 @@ class TargetSession:
             if wd.startswith("/"):
                 self._workdir = str(PurePosixPath(wd))
             else:
-                home = self.run('printf "%s" "$HOME"', timeout=30).stdout.strip()
+                home = self._remote_home()
                 if not home.startswith("/"):
                     raise RemoteError(f"cannot tell the remote home directory (got {home!r})", where=self.label,
                                       fix="set an absolute workdir in [targets] for this target")
                 self._workdir = str(PurePosixPath(home) / wd) if wd else home
         return self._workdir
+
+    def _remote_home(self) -> str:
+        # SFTP's realpath(".") is the login directory and starts no shell (cheaper than `echo $HOME`).
+        try:
+            return self.sftp().normalize(".")
+        except (RemoteError, OSError):
+            return self.run('printf "%s" "$HOME"', timeout=30).stdout.strip()
 
     def run(self, command: str, *, timeout: float | None = None, check: bool = True,
             on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> RemoteResult:
@@ -474,17 +481,31 @@ class TargetSession:
     def sftp(self) -> paramiko.SFTPClient:
         """The session's SFTP client (opened once, with a large window); RemoteError when sshd has none."""
         if self._sftp is None or self._sftp.sock.closed:
-            try:
-                self._sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=WINDOW_SIZE,
-                                                                max_packet_size=MAX_PACKET)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise RemoteError(f"the target {self.address} offers no SFTP subsystem ({exc})", where=self.label,
-                                  fix="enable it in the target's /etc/ssh/sshd_config: "
-                                  "`Subsystem sftp internal-sftp`, then restart sshd") from exc
-            if self._sftp is None:
-                raise RemoteError(f"the target {self.address} offers no SFTP subsystem", where=self.label,
-                                  fix="enable `Subsystem sftp internal-sftp` in the target's sshd_config")
+            self._sftp = self.open_sftp()
         return self._sftp
+
+    def open_sftp(self, *, timeout: float | None = 120.0) -> paramiko.SFTPClient:
+        """A new SFTP channel (one per thread for parallel transfers); RemoteError when sshd has none.
+
+        `timeout`: seconds without progress before a read/write raises (a stalled link does not hang).
+        """
+        transport = self.transport
+        try:
+            client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE,
+                                                        max_packet_size=MAX_PACKET)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if not transport.is_active():
+                raise
+            raise RemoteError(f"the target {self.address} offers no SFTP subsystem ({exc})", where=self.label,
+                              fix="enable it in the target's /etc/ssh/sshd_config: "
+                              "`Subsystem sftp internal-sftp`, then restart sshd") from exc
+        if client is None:
+            raise RemoteError(f"the target {self.address} offers no SFTP subsystem", where=self.label,
+                              fix="enable `Subsystem sftp internal-sftp` in the target's sshd_config")
+        channel = client.get_channel()
+        if channel is not None and timeout is not None:
+            channel.settimeout(timeout)
+        return client
 
     def put(self, local: Path, remote: str) -> None:
         """Copy one local file to `remote` (a temporary name first, renamed when complete)."""

@@ -1,0 +1,349 @@
+"""push-to-target against real OpenSSH servers on loopback: incremental, verified, resumable, parallel."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fbocc.cli import run as cli
+from fbocc.config import Target
+from fbocc.errors import RemoteError, TransferError, ValidationError
+from fbocc.push import (
+    ArtefactSet,
+    HashCache,
+    collect_artefacts,
+    list_sets,
+    onnx_external_data,
+    prune_sets,
+    push_artifacts,
+)
+from fbocc.samples import save_manifest, write_tensor
+from fbocc.transport import TargetSession
+from tests.conftest import IN_CI
+from tests.sshd import SshServer, free_port
+
+pytestmark = pytest.mark.ssh
+
+
+# --- small real artefacts -----------------------------------------------------------------------------
+
+
+def make_onnx(path: Path, weights: int, data_name: str = "weights.bin") -> None:
+    """A real ONNX model (Add with a float initializer) whose weights live in an external-data file."""
+    w = numpy_helper.from_array(np.arange(weights, dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [weights])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [weights])], [w])
+    onnx.save_model(helper.make_model(graph), str(path), save_as_external_data=True, location=data_name,
+                    size_threshold=0)
+
+
+def make_samples(samples: Path, frames: int = 2) -> None:
+    entries = []
+    for i in range(frames):
+        fid = f"{i:03d}"
+        x = write_tensor(samples, f"frame_{fid}/x.dat", np.full((4, 8), i, np.float32))
+        y = write_tensor(samples, f"frame_{fid}/y.dat", np.full((4, 8), i + 1, np.float32))
+        entries.append({"id": fid, "inputs": {"x": x}, "outputs": {"y": y}})
+    save_manifest(samples, {"format": "fbocc-samples/1", "inputs": [{"name": "x", "dtype": "float32"}],
+                            "outputs": [{"name": "y", "dtype": "float32"}], "profile": {}, "history": [],
+                            "frames": entries})
+
+
+@pytest.fixture
+def artefacts(tmp_path: Path) -> dict[str, Path]:
+    root = tmp_path / "artefacts"
+    root.mkdir()
+    make_onnx(root / "fbocc model.onnx", weights=64 * 1024)  # 256 KiB of external weights
+    plugin = root / "plugins"
+    plugin.mkdir()
+    (plugin / "libfbocc_plugins.so").write_bytes(b"\x7fELF" + os.urandom(20000))
+    make_samples(root / "samples")
+    deploy = root / "deploy"  # a stand-in for deploy/, so the library tests do not depend on its contents
+    (deploy / "lib").mkdir(parents=True)
+    (deploy / "bench.py").write_text("print('bench')\n")
+    (deploy / "lib" / "it's here.py").write_text("X = 1\n")
+    return {"onnx": root / "fbocc model.onnx", "plugin": plugin, "samples": root / "samples", "deploy": deploy}
+
+
+def collect(a: dict[str, Path], tmp_path: Path) -> ArtefactSet:
+    return collect_artefacts(onnx=a["onnx"], plugin=a["plugin"], samples=a["samples"], deploy=a["deploy"],
+                             hash_cache=HashCache(tmp_path / "hash-cache.json"))
+
+
+def target_for(server: SshServer, workdir: Path | str, name: str = "orin", **kw: object) -> Target:
+    fields: dict[str, object] = {"host": server.host, "port": server.port, "user": server.user,
+                                 "identity_file": server.client_key, "workdir": str(workdir)}
+    fields.update(kw)
+    return Target(name=name, **fields)  # type: ignore[arg-type]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_set_matches(workdir: Path, aset: ArtefactSet) -> None:
+    """The remote `current` is exactly this set: every file present with its sha256, no .part left."""
+    current = workdir / "current"
+    assert os.readlink(current) == f"sets/{aset.set_hash}"
+    for f in aset.files:
+        assert sha(current / f.path) == f.sha256, f.path
+    doc = json.loads((current / "fbocc-set.json").read_text())
+    assert doc["set"] == aset.set_hash and {e["path"] for e in doc["files"]} == {f.path for f in aset.files}
+    assert not list((workdir / "objects").glob("*.part"))
+    assert not list((workdir / "sets").glob(".*"))
+
+
+# --- artefact set ------------------------------------------------------------------------------------
+
+
+def test_artefact_set_layout_and_validation(artefacts: dict[str, Path], tmp_path: Path) -> None:
+    aset = collect(artefacts, tmp_path)
+    paths = {f.path for f in aset.files}
+    assert {"fbocc model.onnx", "weights.bin", "libfbocc_plugins.so", "samples/manifest.json",
+            "samples/frame_000/x.dat", "samples/frame_000/y.dat", "samples/frame_001/x.dat",
+            "samples/frame_001/y.dat", "deploy/bench.py", "deploy/lib/it's here.py"} == paths
+    assert aset.onnx == "fbocc model.onnx" and aset.plugin == "libfbocc_plugins.so"
+    assert onnx_external_data(artefacts["onnx"]) == ["weights.bin"]
+    assert collect(artefacts, tmp_path).set_hash == aset.set_hash  # same content, same set
+
+    (artefacts["samples"] / "frame_001" / "x.dat").write_bytes(b"\0" * 12)  # truncated input
+    with pytest.raises(ValidationError, match=r"frame_001/x\.dat"):
+        collect(artefacts, tmp_path)
+    make_samples(artefacts["samples"])
+
+    (artefacts["onnx"].parent / "weights.bin").rename(artefacts["onnx"].parent / "elsewhere.bin")
+    with pytest.raises(ValidationError, match=r"weights\.bin.*missing"):
+        collect(artefacts, tmp_path)
+    (artefacts["onnx"].parent / "elsewhere.bin").rename(artefacts["onnx"].parent / "weights.bin")
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\xff" * 100)
+    with pytest.raises(ValidationError, match="not a readable ONNX model"):
+        collect_artefacts(onnx=garbage, plugin=None, samples=None, hash_cache=HashCache(tmp_path / "c.json"))
+
+    lib = artefacts["plugin"] / "libfbocc_plugins.so"
+    (artefacts["plugin"] / "fbocc-build.json").write_text(json.dumps(
+        {"artefacts": [{"file": lib.name, "sha256": "0" * 64}]}))
+    with pytest.raises(ValidationError, match="does not match its build manifest"):
+        collect(artefacts, tmp_path)
+
+
+# --- pushing -----------------------------------------------------------------------------------------
+
+
+def test_first_push_repush_and_one_changed_file(sshd: SshServer, artefacts: dict[str, Path], tmp_path: Path) -> None:
+    workdir = tmp_path / "target's work dir"  # spaces and a quote in every remote path
+    aset = collect(artefacts, tmp_path)
+    with TargetSession(target_for(sshd, workdir), known_hosts=sshd.known_hosts) as session:
+        first = push_artifacts(session, aset)
+        assert (first.files_sent, first.files_skipped) == (len(aset.files), 0)
+        assert first.bytes_sent == sum({f.sha256: f.size for f in aset.files}.values())
+        assert_set_matches(workdir, aset)
+
+        again = push_artifacts(session, aset)
+        assert (again.files_sent, again.files_skipped, again.bytes_sent) == (0, len(aset.files), 0)
+        assert again.switched is False
+
+        lib = artefacts["plugin"] / "libfbocc_plugins.so"
+        lib.write_bytes(lib.read_bytes() + b"rebuilt")
+        changed = collect(artefacts, tmp_path)
+        third = push_artifacts(session, changed)
+        assert (third.files_sent, third.bytes_sent) == (1, lib.stat().st_size)
+        assert changed.set_hash != aset.set_hash
+        assert_set_matches(workdir, changed)
+        # The old set still exists and shares the unchanged files (hard links to one object each).
+        old_onnx = workdir / "sets" / aset.set_hash / "fbocc model.onnx"
+        assert old_onnx.stat().st_ino == (workdir / "current" / "fbocc model.onnx").stat().st_ino
+
+        listed = list_sets(session)
+        assert {s.set_hash for s in listed} == {aset.set_hash, changed.set_hash}
+        assert [s.set_hash for s in listed if s.current] == [changed.set_hash]
+
+        # A file damaged on the target is found (its stat changed), re-hashed and replaced.
+        obj = workdir / "objects" / next(f.sha256 for f in aset.files if f.path == "weights.bin")
+        obj.chmod(0o644)
+        obj.write_bytes(b"damaged")
+        repaired = push_artifacts(session, changed)
+        assert repaired.files_sent == 1 and repaired.bytes_sent > 0
+        assert_set_matches(workdir, changed)
+
+        pruned = prune_sets(session, keep=1)
+        assert pruned.removed == [aset.set_hash] and pruned.kept == [changed.set_hash]
+        assert not (workdir / "sets" / aset.set_hash).exists()
+        assert len(list((workdir / "objects").glob("[0-9a-f]" * 64))) == len({f.sha256 for f in changed.files})
+        assert_set_matches(workdir, changed)
+
+
+class CuttingProxy:
+    """TCP proxy on 127.0.0.1 that drops its first connection after `cut_after` client->server bytes."""
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        self.upstream_port = upstream_port
+        self.cut_after = cut_after
+        self.cuts = 0
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            limit = self.cut_after if self.connections == 1 else None
+            threading.Thread(target=self._pipe, args=(client, upstream, limit), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) > limit:
+                    self.cuts += 1
+                    break  # the link dies mid-transfer: both directions are closed below
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
+def test_cut_connection_resumes_and_ends_verified(sshd: SshServer, artefacts: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    make_onnx(artefacts["onnx"], weights=1024 * 1024)  # 4 MiB of weights: the cut lands inside this file
+    aset = collect(artefacts, tmp_path)
+    proxy = CuttingProxy(sshd.port, cut_after=2_500_000)
+    known_hosts = tmp_path / "kh"
+    known_hosts.write_text(sshd.host_pubkey_line.replace(f":{sshd.port} ", f":{proxy.port} ") + "\n")
+    workdir = tmp_path / "remote"
+    try:
+        with TargetSession(target_for(sshd, workdir, port=proxy.port), known_hosts=known_hosts) as session:
+            result = push_artifacts(session, aset, parallel=1)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1 and result.reconnects >= 1
+    assert result.resumed == 1  # the partial weights file continued from its verified prefix
+    assert result.bytes_sent < aset.total_bytes + 2_500_000
+    assert_set_matches(workdir, aset)
+
+
+def test_out_of_space_is_refused_before_sending(sshd: SshServer, artefacts: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    small = tmp_path / "small disk"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        if IN_CI:
+            pytest.fail(f"CI=true but tmpfs cannot be mounted: {mounted.stderr}")
+        pytest.skip(f"mounting a small tmpfs is not permitted here: {mounted.stderr.strip()}")
+    try:
+        aset = collect(artefacts, tmp_path)
+        with TargetSession(target_for(sshd, small / "w"), known_hosts=sshd.known_hosts) as session, \
+                pytest.raises(TransferError, match="not enough space") as refused:
+            push_artifacts(session, aset)
+        assert "prune" in (refused.value.fix or "")
+        assert list((small / "w" / "objects").iterdir()) == []  # nothing was sent
+        assert not (small / "w" / "current").exists()
+        subprocess.run(["mount", "-o", "remount,ro", str(small)], check=True)
+        with TargetSession(target_for(sshd, small / "w"), known_hosts=sshd.known_hosts) as session, \
+                pytest.raises(TransferError, match="read-only filesystem"):
+            push_artifacts(session, aset)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_no_sftp_subsystem_is_one_clear_error(sshd_factory: Callable[..., SshServer], artefacts: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    server = sshd_factory()
+    server.stop()
+    text = server.config_text().replace("Subsystem sftp internal-sftp\n", "")
+    server.config_text = lambda: text  # type: ignore[method-assign]
+    server.start()
+    with TargetSession(target_for(server, tmp_path / "w"), known_hosts=server.known_hosts) as session, \
+            pytest.raises(RemoteError, match="no SFTP subsystem"):
+        push_artifacts(session, collect(artefacts, tmp_path), retries=0)
+    assert not (tmp_path / "w" / "current").exists()
+
+
+# --- the command line ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(isolated_home: Path, artefacts: dict[str, Path]) -> Iterator[Path]:
+    """The cwd of an isolated project with the artefacts at the default places."""
+    work = Path.cwd()
+    (work / "out").mkdir()
+    artefacts["onnx"].rename(work / "out" / "fbocc.onnx")
+    (artefacts["onnx"].parent / "weights.bin").rename(work / "out" / "weights.bin")
+    artefacts["samples"].rename(work / "out" / "samples")
+    (work / "build").mkdir()
+    artefacts["plugin"].rename(work / "build" / "plugins")
+    yield work
+
+
+def test_cli_unknown_host_refused_then_accept_new_recorded(sshd: SshServer, project: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "fbocc.toml").write_text(sshd.target_toml("orin", project / "remote"))
+    assert cli(["push-to-target", "orin"]) == RemoteError.exit_code
+    captured = capsys.readouterr()
+    assert "unknown SSH host" in captured.err and "--accept-new" in captured.err
+    assert not (project / "remote").exists()
+
+    assert cli(["push-to-target", "orin", "--accept-new", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["targets"][0]["ok"] and doc["targets"][0]["files_sent"] == doc["files"]
+    recorded = (project / ".fbocc" / "known_hosts").read_text()
+    assert recorded.split() == sshd.host_pubkey_line.split()
+    assert (project / "remote" / "current" / "fbocc.onnx").is_file()
+
+    assert cli(["push-to-target", "orin", "--no-samples", "--onnx", "missing.onnx"]) == 2
+    assert "--onnx" in capsys.readouterr().err
+
+
+def test_cli_two_targets_in_parallel_one_down(sshd_factory: Callable[..., SshServer], project: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    a = sshd_factory()
+    down_port = free_port()
+    (project / "fbocc.toml").write_text(
+        a.target_toml("orin-a", project / "remote-a")
+        + f'[targets.orin-b]\nhost = "127.0.0.1"\nport = {down_port}\nuser = "{a.user}"\n'
+        + f'identity_file = "{a.client_key}"\nworkdir = "{project / "remote-b"}"\n'
+        + '[groups]\nfleet = ["orin-a", "orin-b"]\n')
+    (project / ".fbocc").mkdir()
+    (project / ".fbocc" / "known_hosts").write_text(a.host_pubkey_line + "\n")
+    code = cli(["push-to-target", "fleet"])
+    captured = capsys.readouterr()
+    assert code == TransferError.exit_code
+    assert "1 of 2 targets failed: orin-b" in captured.err
+    assert "orin-a" in captured.out and "ok" in captured.out and "failed" in captured.out
+    assert (project / "remote-a" / "current" / "fbocc.onnx").is_file()
+    assert not (project / "remote-b").exists()
