@@ -129,6 +129,9 @@ def parse_args(v, argv):
         fail(v, argv, "Invalid --memPoolSize spec {!r}".format(opts["memPoolSize"]))
     if "profilingVerbosity" in opts and opts["profilingVerbosity"] not in ("layer_names_only", "detailed", "none"):
         fail(v, argv, "Invalid --profilingVerbosity {!r}".format(opts["profilingVerbosity"]))
+    for key in ("minShapes", "optShapes", "maxShapes", "shapes"):
+        if key in opts:
+            parse_shapes(v, argv, "--" + key, opts[key])
     if ("onnx" in opts) == ("loadEngine" in opts) and "help" not in opts:
         fail(v, argv, "Exactly one of --onnx or --loadEngine is required")
     return opts
