@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from fbocc.errors import RemoteError, ValidationError
+from fbocc.errors import RemoteError, TransferError, ValidationError
 from fbocc.metrics import OccupancyMIoU
 from fbocc.samples import load_manifest, read_tensor
 
@@ -272,20 +272,12 @@ class ValidationReport:
 
 
 def _remote_current(session: Any) -> dict[str, str]:
-    """Paths of the pushed set under `<workdir>/current/`: samples, deploy, the ONNX and the plugin."""
-    from fbocc.transport import quote
+    """Paths of the pushed set under `<workdir>/current/` (push-to-target's layout, read by remote-bench)."""
+    from fbocc.remote_bench import locate_artifacts
 
-    current = f"{session.workdir()}/current"
-    listing = session.run(f"cd {quote(current)} 2>/dev/null && ls -1", check=False, timeout=60)
-    names = listing.stdout.split()
-    if listing.exit_code != 0 or "samples" not in names or "deploy" not in names:
-        raise RemoteError(f"nothing pushed to {session.label}:{current} (need samples/ and deploy/ there)",
-                          where=session.label, fix=f"run `fbocc push-to-target {session.label}` first")
-    onnx = [n for n in names if n.endswith(".onnx")]
-    plugins = [n for n in names if n.endswith(".so")]
-    return {"current": current, "samples": f"{current}/samples", "deploy": f"{current}/deploy",
-            "onnx": f"{current}/{onnx[0]}" if len(onnx) == 1 else "",
-            "plugin": f"{current}/{plugins[0]}" if len(plugins) == 1 else ""}
+    arts = locate_artifacts(session)
+    return {"current": arts.root, "samples": arts.samples, "deploy": arts.deploy, "onnx": arts.onnx,
+            "plugin": arts.plugin or ""}
 
 
 def _pull_run(session: Any, remote_dir: str, local_dir: Path) -> None:
@@ -321,9 +313,13 @@ def _pull_samples_reference(session: Any, remote_samples: str, local_dir: Path) 
         session.get(f"{remote_samples}/manifest.json", part / "manifest.json")
         manifest = json.loads((part / "manifest.json").read_text())
         for frame in manifest.get("frames", []):
-            for group in ("outputs", "ground_truth"):
-                for entry in frame.get(group, {}).values():
+            for entry in frame.get("outputs", {}).values():
+                session.get(f"{remote_samples}/{entry['file']}", part / entry["file"])
+            try:
+                for entry in frame.get("ground_truth", {}).values():
                     session.get(f"{remote_samples}/{entry['file']}", part / entry["file"])
+            except TransferError:  # ground truth not pushed: mIoU falls back to "against PyTorch"
+                frame.pop("ground_truth", None)
             frame["inputs"] = {}  # inputs stay on the target: only the reference side is needed here
         manifest["inputs"] = []
         (part / "manifest.json").write_text(json.dumps(manifest, indent=2))

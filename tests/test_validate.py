@@ -27,16 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def push_current(session, root: Path) -> None:  # type: ignore[no-untyped-def]
-    """Lay out <workdir>/current/ as push-to-target does: the ONNX, samples/, deploy/."""
-    current = f"{session.workdir()}/current"
-    files = [p for p in sorted((root / "samples").rglob("*")) if p.is_file()]
-    dirs = sorted({f"{current}/{p.parent.relative_to(root).as_posix()}" for p in files} | {f"{current}/deploy"})
-    session.run(f"rm -rf {session.quote(current)} && mkdir -p " + " ".join(session.quote(d) for d in dirs))
-    for path in files:
-        session.put(path, f"{current}/{path.relative_to(root).as_posix()}")
-    session.put(root / "tiny.onnx", f"{current}/tiny.onnx")
-    for name in ("run_sequence.py", "manifest.py", "ort_ops.py"):
-        session.put(REPO / "deploy" / name, f"{current}/deploy/{name}")
+    """push-to-target's real push of the ONNX, samples/ and deploy/ (no plugin: onnxruntime backend)."""
+    from fbocc.push import collect_artefacts, push_artifacts
+
+    push_artifacts(session, collect_artefacts(onnx=root / "tiny.onnx", plugin=None, samples=root / "samples"))
 
 
 def _target(sshd: SshServer, workdir: Path) -> Target:
@@ -54,7 +48,12 @@ def test_validate_onnxruntime_on_loopback_target_agrees_with_pytorch(sshd: SshSe
     with TargetSession(_target(sshd, tmp_path / "remote"), known_hosts=sshd.known_hosts) as session:
         push_current(session, export)
         report = validate_target(session, backend="onnxruntime", precisions=["fp32"], local_dir=tmp_path / "local",
-                                 python=sys.executable, results_dir=results)
+                                 samples_dir=export / "samples", python=sys.executable, results_dir=results)
+        # without a local export the references come from the target (ground truth is not pushed)
+        pulled = validate_target(session, backend="onnxruntime", precisions=["fp32"], local_dir=tmp_path / "l2",
+                                 python=sys.executable)
+    assert pulled.passed and pulled.comparisons[0].miou_against == "pytorch"
+    assert pulled.comparisons[0].miou == pytest.approx(100.0)
     assert report.passed, json.dumps(report.as_dict(), indent=1)
     (comp,) = report.comparisons
     assert comp.against == "pytorch" and comp.frames == 3
