@@ -32,6 +32,7 @@ class RunComparison:
     change: float | None  # (current - previous) / previous of the headline time
     regression: bool
     miou: float | None = None
+    miou_against: str | None = None  # "ground-truth", or "pytorch" (agreement with PyTorch, not accuracy)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Report:
                 "previous_run_id": r.previous.run_id if r.previous else None,
                 "previous_headline_ms": r.previous.headline_ms() if r.previous else None,
                 "change": r.change, "regression": r.regression, "miou": r.miou,
+                "miou_against": r.miou_against,
             } for r in self.rows],
             "fp16_speedup_over_fp32": self.speedups,
             "regressions": [r.current.run_id for r in self.regressions],
@@ -77,8 +79,10 @@ def compare(history: list[BenchResult], *, threshold: float = 0.05,
         now, before = current.headline_ms(), previous.headline_ms() if previous else None
         if now is not None and before:
             change = (now - before) / before
+        record = _validation(validations or [], current)
         rows.append(RunComparison(current, previous, change, change is not None and change > threshold,
-                                  _miou(validations or [], current)))
+                                  record.miou if record else None,
+                                  record.details.get("miou_against") if record else None))
     speedups = {}
     for tgt in sorted({k[0] for k in groups}):
         fp32 = groups.get((tgt, "tensorrt", "fp32"))
@@ -90,14 +94,14 @@ def compare(history: list[BenchResult], *, threshold: float = 0.05,
     return Report(rows, speedups, threshold)
 
 
-def _miou(validations: list[ValidationRecord], run: BenchResult) -> float | None:
+def _validation(validations: list[ValidationRecord], run: BenchResult) -> ValidationRecord | None:
     # a record naming this run wins; else the latest for the same backend and precision
     for v in reversed(validations):
         if v.run_id == run.run_id:
-            return v.miou
+            return v
     for v in reversed(validations):
         if v.backend == run.backend and v.precision == run.precision and v.target in (None, run.target):
-            return v.miou
+            return v
     return None
 
 
@@ -123,7 +127,8 @@ def to_markdown(report: Report) -> str:
                   "|---|---|---|---|"]
         for r in rows:
             c = r.current
-            lines.append(f"| {MODEL_LABEL.get(c.backend, c.backend)} | {c.precision.upper()} | {_fmt(r.miou)} "
+            miou = _fmt(r.miou) + (" (vs PyTorch)" if r.miou is not None and r.miou_against == "pytorch" else "")
+            lines.append(f"| {MODEL_LABEL.get(c.backend, c.backend)} | {c.precision.upper()} | {miou} "
                          f"| {_fmt(c.headline_ms())} |")
         lines.append("")
     lines += ["Latency: median GPU compute time per frame from trtexec (TensorRT rows), median end-to-end "
