@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := docker.io openssh-server openssh-client g++-aarch64-linux-gnu debootstrap ca-certificates
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps services venv test test-gpu lint demo clean cross-build
+.PHONY: help setup system-deps services venv test test-gpu bench-kernels lint demo clean cross-build
 
 help:
 	@echo "make demo   - the whole chain on this machine against an embedded local target"
@@ -61,6 +61,16 @@ test: setup
 # On the GPU machine (no network): the system python there already has torch with CUDA.
 test-gpu:
 	$(PYTHON) -m pytest -m gpu -p no:cacheprovider $(PYTEST_ARGS)
+
+# On the GPU machine: the plugin kernels vs the PyTorch references at FB-OCC's shapes -> markdown table.
+BENCH_KERNELS_OUT ?= docs/benchmarks/kernels.md
+bench-kernels:
+	$(PYTHON) benchmarks/kernels.py --output $(BENCH_KERNELS_OUT) $(BENCH_ARGS)
+
+# On the GPU machine: FB-OCC forward latency in PyTorch (references vs our kernels, fp32/fp16) -> markdown.
+BENCH_MODEL_OUT ?= docs/benchmarks/model.md
+bench-model:
+	$(PYTHON) benchmarks/model.py --output $(BENCH_MODEL_OUT) $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check fbocc tests

@@ -4,6 +4,7 @@
 #include "../common/cudaUtils.cuh"
 #include "bevPoolV2.h"
 
+#include <algorithm>
 #include <climits>
 
 namespace fbocc
@@ -12,7 +13,8 @@ namespace
 {
 
 constexpr int kThreads = 256;
-constexpr int kIntervalsPerBlock = 64;
+constexpr int kMinIntervalsPerBlock = 32;
+constexpr int kMaxIntervalsPerBlock = 256; // = kThreads: one thread loads each interval's bounds
 constexpr int kMapCells = 512; // voxels handled per pass through a block's range
 constexpr int kNoInterval = INT_MAX;
 
@@ -39,21 +41,77 @@ __device__ int64_t boundaryCell(
     return cells;
 }
 
+// Adds the depth-weighted feature packets of points [start, start + length) to acc.
+template <typename T, typename I, int VEC>
+__device__ __forceinline__ void accumulate(T const* __restrict__ depth, T const* __restrict__ feat,
+    I const* __restrict__ ranksDepth, I const* __restrict__ ranksFeat, int64_t start, int64_t stop,
+    int32_t channels, int32_t lane, float (&acc)[VEC])
+{
+    using Vec = Packet<T, VEC>;
+    int64_t p = start;
+    for (; p + 1 < stop; p += 2) // two points at a time: twice the loads in flight
+    {
+        int64_t const d0 = ranksDepth[p], d1 = ranksDepth[p + 1];
+        int64_t const f0 = ranksFeat[p], f1 = ranksFeat[p + 1];
+        float const w0 = toFloat(depth[d0]), w1 = toFloat(depth[d1]);
+        Vec const a = reinterpret_cast<Vec const*>(feat + f0 * channels)[lane];
+        Vec const b = reinterpret_cast<Vec const*>(feat + f1 * channels)[lane];
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)
+        {
+            acc[k] = fmaf(w1, toFloat(b.v[k]), fmaf(w0, toFloat(a.v[k]), acc[k]));
+        }
+    }
+    if (p < stop)
+    {
+        float const w0 = toFloat(depth[ranksDepth[p]]);
+        Vec const a = reinterpret_cast<Vec const*>(feat + static_cast<int64_t>(ranksFeat[p]) * channels)[lane];
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)
+        {
+            acc[k] = fmaf(w0, toFloat(a.v[k]), acc[k]);
+        }
+    }
+}
+
 template <typename T, typename I, int VEC>
 __global__ void __launch_bounds__(kThreads) bevPoolV2Kernel(T const* __restrict__ depth, T const* __restrict__ feat,
     I const* __restrict__ ranksDepth, I const* __restrict__ ranksFeat, I const* __restrict__ ranksBev,
     I const* __restrict__ starts, I const* __restrict__ lengths, T* __restrict__ output, int32_t channels,
-    int64_t cells, int64_t intervals, int64_t points)
+    int64_t cells, int64_t intervals, int64_t points, int32_t intervalsPerBlock)
 {
     __shared__ int32_t firstInterval[kMapCells];
+    __shared__ int64_t sStart[kMaxIntervalsPerBlock];
+    __shared__ int32_t sLength[kMaxIntervalsPerBlock];
+    __shared__ int64_t sCell[kMaxIntervalsPerBlock]; // -1 for empty or invalid intervals
     __shared__ int64_t range[2];
-    int64_t const i0 = static_cast<int64_t>(blockIdx.x) * kIntervalsPerBlock;
-    int64_t const i1 = min(i0 + kIntervalsPerBlock, intervals);
-    if (threadIdx.x == 0)
+    int64_t const i0 = static_cast<int64_t>(blockIdx.x) * intervalsPerBlock;
+    int64_t const i1 = min(i0 + intervalsPerBlock, intervals);
+    if (threadIdx.x < intervalsPerBlock)
+    {
+        int32_t const k = threadIdx.x;
+        int64_t const i = i0 + k;
+        int64_t start = 0, length = 0, cell = -1;
+        if (i < i1)
+        {
+            start = starts[i];
+            length = lengths[i];
+            if (length > 0 && start >= 0 && start < points)
+            {
+                cell = ranksBev[start];
+                length = min(length, points - start);
+            }
+        }
+        sStart[k] = start;
+        sLength[k] = cell < 0 ? 0 : static_cast<int32_t>(length);
+        sCell[k] = cell;
+    }
+    // The block's voxel range: from its first interval's voxel to the next block's (two warps, in parallel).
+    if (threadIdx.x == kThreads - 64)
     {
         range[0] = blockIdx.x == 0 ? 0 : boundaryCell(ranksBev, starts, lengths, i0, intervals, points, cells);
     }
-    else if (threadIdx.x == 32)
+    else if (threadIdx.x == kThreads - 32)
     {
         range[1] = boundaryCell(ranksBev, starts, lengths, i1, intervals, points, cells);
     }
@@ -61,6 +119,7 @@ __global__ void __launch_bounds__(kThreads) bevPoolV2Kernel(T const* __restrict_
     int64_t const cellBegin = range[0];
     int64_t const cellEnd = range[1];
     int32_t const vecsPerCell = channels / VEC;
+    int32_t const blockIntervals = static_cast<int32_t>(i1 - i0);
     using Vec = Packet<T, VEC>;
 
     for (int64_t chunk = cellBegin; chunk < cellEnd; chunk += kMapCells)
@@ -71,16 +130,12 @@ __global__ void __launch_bounds__(kThreads) bevPoolV2Kernel(T const* __restrict_
             firstInterval[t] = kNoInterval;
         }
         __syncthreads();
-        for (int64_t i = i0 + threadIdx.x; i < i1; i += kThreads)
+        for (int32_t k = threadIdx.x; k < blockIntervals; k += kThreads)
         {
-            int64_t const start = starts[i];
-            if (lengths[i] > 0 && start >= 0 && start < points)
+            int64_t const local = sCell[k] - chunk;
+            if (sCell[k] >= 0 && local >= 0 && local < chunkCells)
             {
-                int64_t const local = static_cast<int64_t>(ranksBev[start]) - chunk;
-                if (local >= 0 && local < chunkCells)
-                {
-                    atomicMin(&firstInterval[local], static_cast<int32_t>(i - i0));
-                }
+                atomicMin(&firstInterval[local], k);
             }
         }
         __syncthreads();
@@ -95,39 +150,32 @@ __global__ void __launch_bounds__(kThreads) bevPoolV2Kernel(T const* __restrict_
             {
                 acc[k] = 0.f;
             }
-            if (firstInterval[local] != kNoInterval)
+            int32_t const first = firstInterval[local];
+            if (first != kNoInterval)
             {
-                int64_t first = i0 + firstInterval[local];
-                if (cell == cellBegin)
+                // Later blocks start at a different voxel, so this voxel's intervals end inside this block.
+                for (int32_t k = first; k < blockIntervals && (sCell[k] == cell || sLength[k] == 0); ++k)
                 {
-                    // Intervals of this voxel may start in the previous block (which does not own it).
-                    while (first > 0 && (lengths[first - 1] <= 0 || static_cast<int64_t>(ranksBev[starts[first - 1]]) == cell))
-                    {
-                        --first;
-                    }
+                    accumulate<T, I, VEC>(depth, feat, ranksDepth, ranksFeat, sStart[k], sStart[k] + sLength[k],
+                        channels, lane, acc);
                 }
-                for (int64_t i = first; i < intervals; ++i)
+                if (cell == cellBegin && blockIdx.x > 0)
                 {
-                    int64_t const start = starts[i];
-                    int64_t const length = lengths[i];
-                    if (length <= 0)
+                    // Intervals of this voxel may also start in the previous block, which does not own it.
+                    for (int64_t i = i0 - 1; i >= 0; --i)
                     {
-                        continue;
-                    }
-                    if (start < 0 || start >= points || static_cast<int64_t>(ranksBev[start]) != cell)
-                    {
-                        break;
-                    }
-                    int64_t const stop = min(start + length, points);
-                    for (int64_t p = start; p < stop; ++p)
-                    {
-                        float const d = toFloat(depth[ranksDepth[p]]);
-                        Vec const f = reinterpret_cast<Vec const*>(feat + static_cast<int64_t>(ranksFeat[p]) * channels)[lane];
-#pragma unroll
-                        for (int k = 0; k < VEC; ++k)
+                        int64_t const start = starts[i];
+                        int64_t const length = lengths[i];
+                        if (length <= 0)
                         {
-                            acc[k] = fmaf(d, toFloat(f.v[k]), acc[k]);
+                            continue;
                         }
+                        if (start < 0 || start >= points || static_cast<int64_t>(ranksBev[start]) != cell)
+                        {
+                            break;
+                        }
+                        accumulate<T, I, VEC>(depth, feat, ranksDepth, ranksFeat, start,
+                            min(start + length, points), channels, lane, acc);
                     }
                 }
             }
@@ -143,25 +191,40 @@ __global__ void __launch_bounds__(kThreads) bevPoolV2Kernel(T const* __restrict_
     }
 }
 
+bool aligned(void const* p, size_t bytes)
+{
+    return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
 template <typename T, typename I>
 cudaError_t launchTyped(void const* depth, void const* feat, void const* rd, void const* rf, void const* rb,
     void const* starts, void const* lengths, void* output, BevPoolV2Shape const& s, cudaStream_t stream)
 {
-    unsigned const blocks = static_cast<unsigned>(s.intervals > 0 ? ceilDiv(s.intervals, kIntervalsPerBlock) : 1);
     int32_t const channels = static_cast<int32_t>(s.channels);
     auto const args = [&](auto kernel) {
+        // One wave of blocks: each block's latency chain is long, so fewer, fuller blocks finish sooner.
+        int device = 0, sms = 1, perSm = 1;
+        cudaGetDevice(&device);
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kernel, kThreads, 0);
+        int64_t const slots = static_cast<int64_t>(std::max(sms, 1)) * std::max(perSm, 1);
+        int64_t const perBlock
+            = std::min<int64_t>(kMaxIntervalsPerBlock, std::max<int64_t>(kMinIntervalsPerBlock, ceilDiv(s.intervals, slots)));
+        unsigned const blocks = static_cast<unsigned>(s.intervals > 0 ? ceilDiv(s.intervals, perBlock) : 1);
         kernel<<<blocks, kThreads, 0, stream>>>(static_cast<T const*>(depth), static_cast<T const*>(feat),
             static_cast<I const*>(rd), static_cast<I const*>(rf), static_cast<I const*>(rb),
             static_cast<I const*>(starts), static_cast<I const*>(lengths), static_cast<T*>(output), channels,
-            s.cells, s.intervals, s.points);
+            s.cells, s.intervals, s.points, static_cast<int32_t>(perBlock));
     };
     // 16-byte packets when the channel count allows (feature rows are then 16-byte aligned too).
     constexpr int kWide = 16 / sizeof(T);
-    if (channels % kWide == 0)
+    bool const wide = aligned(feat, 16) && aligned(output, 16);
+    bool const pair = aligned(feat, 2 * sizeof(T)) && aligned(output, 2 * sizeof(T));
+    if (channels % kWide == 0 && wide)
     {
         args(bevPoolV2Kernel<T, I, kWide>);
     }
-    else if (channels % 2 == 0)
+    else if (channels % 2 == 0 && pair)
     {
         args(bevPoolV2Kernel<T, I, 2>);
     }

@@ -49,17 +49,48 @@ __device__ __forceinline__ float sourceIndex(float scaled, int size, GridSampler
 
 template <typename T, typename G>
 __global__ void __launch_bounds__(kThreads) gridSampler3DKernel(T const* __restrict__ input,
-    G const* __restrict__ grid, T* __restrict__ output, int64_t nPoints, int32_t channels, int32_t inD,
-    int32_t inH, int32_t inW, int64_t outVolume, GridSamplerInterpolation interpolation,
-    GridSamplerPadding padding, bool alignCorners)
+    G const* __restrict__ grid, T* __restrict__ output, int32_t channels, int32_t inD, int32_t inH, int32_t inW,
+    int32_t outD, int32_t outH, int32_t outW, GridSampler3DTile tile, int32_t tilesX, int32_t tilesY,
+    int32_t tilesZ, GridSamplerInterpolation interpolation, GridSamplerPadding padding, bool alignCorners)
 {
-    int64_t const point = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-    if (point >= nPoints)
+    int32_t ox, oy, oz;
+    int64_t n;
+    if (tile.x == 0)
     {
-        return;
+        // Flat: a block covers consecutive output points (full-line, coalesced writes).
+        int64_t const point = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+        int64_t const perBatch = static_cast<int64_t>(outD) * outH * outW;
+        n = point / perBatch;
+        int64_t const rest = point - n * perBatch;
+        ox = static_cast<int32_t>(rest % outW);
+        oy = static_cast<int32_t>((rest / outW) % outH);
+        oz = static_cast<int32_t>(rest / (static_cast<int64_t>(outW) * outH));
+        if (n >= tilesZ) // tilesZ carries N in flat mode
+        {
+            return;
+        }
     }
-    int64_t const n = point / outVolume;
-    int64_t const p = point - n * outVolume;
+    else
+    {
+        // A block covers a tile (tile.z x tile.y x tile.x) so that its corner reads overlap in L1.
+        int32_t tileIndex = blockIdx.x;
+        int32_t const bx = tileIndex % tilesX;
+        tileIndex /= tilesX;
+        int32_t const by = tileIndex % tilesY;
+        tileIndex /= tilesY;
+        int32_t const bz = tileIndex % tilesZ;
+        n = tileIndex / tilesZ;
+        int32_t const t = threadIdx.x;
+        ox = bx * tile.x + t % tile.x;
+        oy = by * tile.y + (t / tile.x) % tile.y;
+        oz = bz * tile.z + t / (tile.x * tile.y);
+        if (ox >= outW || oy >= outH || oz >= outD)
+        {
+            return;
+        }
+    }
+    int64_t const outVolume = static_cast<int64_t>(outD) * outH * outW;
+    int64_t const p = (static_cast<int64_t>(oz) * outH + oy) * outW + ox;
     G const* g = grid + n * 3 * outVolume + p;
     float const x = sourceIndex(toFloat(ldg(g)), inW, padding, alignCorners);
     float const y = sourceIndex(toFloat(ldg(g + outVolume)), inH, padding, alignCorners);
@@ -127,16 +158,25 @@ __global__ void __launch_bounds__(kThreads) gridSampler3DKernel(T const* __restr
 
 template <typename T, typename G>
 cudaError_t launch(void const* input, void const* grid, void* output, GridSampler3DShape const& s,
-    GridSamplerInterpolation interpolation, GridSamplerPadding padding, bool alignCorners, cudaStream_t stream)
+    GridSamplerInterpolation interpolation, GridSamplerPadding padding, bool alignCorners, GridSampler3DTile tile,
+    cudaStream_t stream)
 {
-    int64_t const outVolume = s.outD * s.outH * s.outW;
-    int64_t const nPoints = s.n * outVolume;
-    dim3 const blocks(static_cast<unsigned>(ceilDiv(nPoints, kThreads)),
-        static_cast<unsigned>(ceilDiv(s.c, kChannelsPerBlock)));
-    gridSampler3DKernel<T, G><<<blocks, kThreads, 0, stream>>>(static_cast<T const*>(input),
-        static_cast<G const*>(grid), static_cast<T*>(output), nPoints, static_cast<int32_t>(s.c),
-        static_cast<int32_t>(s.inD), static_cast<int32_t>(s.inH), static_cast<int32_t>(s.inW), outVolume,
-        interpolation, padding, alignCorners);
+    bool const flat = tile.x == 0;
+    int64_t const tilesX = flat ? 1 : ceilDiv(s.outW, tile.x);
+    int64_t const tilesY = flat ? 1 : ceilDiv(s.outH, tile.y);
+    int64_t const tilesZ = flat ? s.n : ceilDiv(s.outD, tile.z);
+    int32_t const threads = flat ? kThreads : tile.x * tile.y * tile.z;
+    int64_t const tiles = flat ? ceilDiv(s.n * s.outD * s.outH * s.outW, kThreads) : s.n * tilesX * tilesY * tilesZ;
+    if (tiles > INT32_MAX)
+    {
+        return cudaErrorInvalidValue;
+    }
+    dim3 const blocks(static_cast<unsigned>(tiles), static_cast<unsigned>(ceilDiv(s.c, kChannelsPerBlock)));
+    gridSampler3DKernel<T, G><<<blocks, threads, 0, stream>>>(static_cast<T const*>(input),
+        static_cast<G const*>(grid), static_cast<T*>(output), static_cast<int32_t>(s.c), static_cast<int32_t>(s.inD),
+        static_cast<int32_t>(s.inH), static_cast<int32_t>(s.inW), static_cast<int32_t>(s.outD),
+        static_cast<int32_t>(s.outH), static_cast<int32_t>(s.outW), tile, static_cast<int32_t>(tilesX),
+        static_cast<int32_t>(tilesY), static_cast<int32_t>(tilesZ), interpolation, padding, alignCorners);
     return cudaGetLastError();
 }
 
@@ -146,6 +186,18 @@ cudaError_t gridSampler3DForward(void const* input, DType inputType, void const*
     GridSampler3DShape const& shape, GridSamplerInterpolation interpolation, GridSamplerPadding padding,
     bool alignCorners, cudaStream_t stream)
 {
+    return gridSampler3DForwardTiled(input, inputType, grid, gridType, output, shape, interpolation, padding,
+        alignCorners, GridSampler3DTile{}, stream);
+}
+
+cudaError_t gridSampler3DForwardTiled(void const* input, DType inputType, void const* grid, DType gridType,
+    void* output, GridSampler3DShape const& shape, GridSamplerInterpolation interpolation,
+    GridSamplerPadding padding, bool alignCorners, GridSampler3DTile tile, cudaStream_t stream)
+{
+    if (tile.x != 0 && (tile.x < 0 || tile.y <= 0 || tile.z <= 0 || tile.x * tile.y * tile.z > kThreads))
+    {
+        return cudaErrorInvalidValue;
+    }
     int64_t const outVolume = shape.outD * shape.outH * shape.outW;
     int64_t const outCount = shape.n * shape.c * outVolume;
     if (outCount == 0)
@@ -163,15 +215,15 @@ cudaError_t gridSampler3DForward(void const* input, DType inputType, void const*
     }
     if (inputType == DType::kFLOAT32 && gridType == DType::kFLOAT32)
     {
-        return launch<float, float>(input, grid, output, shape, interpolation, padding, alignCorners, stream);
+        return launch<float, float>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
     }
     if (inputType == DType::kFLOAT16 && gridType == DType::kFLOAT16)
     {
-        return launch<__half, __half>(input, grid, output, shape, interpolation, padding, alignCorners, stream);
+        return launch<__half, __half>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
     }
     if (inputType == DType::kFLOAT16 && gridType == DType::kFLOAT32)
     {
-        return launch<__half, float>(input, grid, output, shape, interpolation, padding, alignCorners, stream);
+        return launch<__half, float>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
     }
     return cudaErrorInvalidValue;
 }

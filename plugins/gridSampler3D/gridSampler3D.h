@@ -27,11 +27,25 @@ enum class GridSamplerPadding : int32_t
     kREFLECTION = 2,
 };
 
+//! Output points one thread block covers: x == 0 means 256 consecutive points (the default, measured best
+//! on H100); otherwise a z * y * x tile (at most 256 points) whose corner reads overlap in L1.
+struct GridSampler3DTile
+{
+    int32_t z = 0;
+    int32_t y = 0;
+    int32_t x = 0;
+};
+
 //! input [N,C,D,H,W] (inputType), grid [N,3,Do,Ho,Wo] (gridType; normalized coordinates x 10, channel 0 = x),
 //! output [N,C,Do,Ho,Wo] (inputType). Coordinates and weights are computed in fp32 for every type.
 //! Returns the launch's error; enqueues work on `stream` only.
 FBOCC_API cudaError_t gridSampler3DForward(void const* input, DType inputType, void const* grid, DType gridType, void* output,
     GridSampler3DShape const& shape, GridSamplerInterpolation interpolation, GridSamplerPadding padding,
     bool alignCorners, cudaStream_t stream);
+
+//! As gridSampler3DForward with an explicit block tile (for tuning; the default is the measured best).
+FBOCC_API cudaError_t gridSampler3DForwardTiled(void const* input, DType inputType, void const* grid, DType gridType,
+    void* output, GridSampler3DShape const& shape, GridSamplerInterpolation interpolation,
+    GridSamplerPadding padding, bool alignCorners, GridSampler3DTile tile, cudaStream_t stream);
 
 } // namespace fbocc

@@ -1,6 +1,5 @@
-// MultiScaleDeformableAttn: one thread per (n, query, head) computes each sampling point's corners and
-// weights once (fp32) and accumulates all D channels of the head in registers; the common head widths are
-// compile-time so the channel loop unrolls. Other widths use one thread per output element.
+// MultiScaleDeformableAttn: the lanes of one (n, query, head) each own a packet of up to 16 bytes of the
+// head's channels; sampling corners and weights are computed in fp32, values accumulate in fp32 registers.
 #include "../common/cudaUtils.cuh"
 #include "multiScaleDeformableAttn.h"
 
@@ -9,7 +8,7 @@ namespace fbocc
 namespace
 {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
 
 struct Corners
 {
@@ -41,134 +40,114 @@ __device__ __forceinline__ bool corners(float x, float y, int32_t h, int32_t w, 
     return true;
 }
 
-template <typename T, typename C, typename I, int D>
-__global__ void __launch_bounds__(kThreads) msdaHeadKernel(T const* __restrict__ value,
-    I const* __restrict__ spatialShapes, I const* __restrict__ levelStart, C const* __restrict__ locations,
-    C const* __restrict__ weights, T* __restrict__ output, int64_t tasks, int32_t spatial, int32_t heads,
-    int32_t levels, int32_t queries, int32_t points)
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Packet
 {
-    int64_t const task = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; // (n, q, m)
-    if (task >= tasks)
+    T v[VEC];
+};
+
+// One thread per (n, query, head, group of VEC channels): the D / VEC lanes of a head read one value row
+// together (coalesced), each lane computing the same sampling corners (cheap, and loads broadcast).
+template <typename T, typename C, typename I, int VEC>
+__global__ void __launch_bounds__(kThreads) msdaKernel(T const* __restrict__ value,
+    I const* __restrict__ spatialShapes, I const* __restrict__ levelStart, C const* __restrict__ locations,
+    C const* __restrict__ weights, T* __restrict__ output, int64_t threads, int32_t lanes, int32_t spatial,
+    int32_t heads, int32_t levels, int32_t queries, int32_t points)
+{
+    int64_t const t = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+    if (t >= threads)
     {
         return;
     }
+    int64_t const task = t / lanes; // (n, q, m)
+    int32_t const lane = static_cast<int32_t>(t - task * lanes);
+    int64_t const channels = static_cast<int64_t>(lanes) * VEC;
     int64_t const m = task % heads;
     int64_t const n = task / (static_cast<int64_t>(heads) * queries);
-    T const* v = value + (n * spatial * heads + m) * D;
-    int64_t const rowStride = static_cast<int64_t>(heads) * D;
+    T const* v = value + (n * spatial * heads + m) * channels + lane * VEC;
+    int64_t const rowStride = heads * channels;
     C const* loc = locations + task * levels * points * 2;
     C const* wgt = weights + task * levels * points;
-    float acc[D];
+    using Vec = Packet<T, VEC>;
+    float acc[VEC];
 #pragma unroll
-    for (int d = 0; d < D; ++d)
+    for (int k = 0; k < VEC; ++k)
     {
-        acc[d] = 0.f;
+        acc[k] = 0.f;
     }
     for (int32_t l = 0; l < levels; ++l)
     {
         int32_t const h = static_cast<int32_t>(spatialShapes[2 * l]);
         int32_t const w = static_cast<int32_t>(spatialShapes[2 * l + 1]);
         int32_t const start = static_cast<int32_t>(levelStart[l]);
-        for (int32_t p = 0; p < points; ++p, loc += 2, ++wgt)
+#pragma unroll 2
+        for (int32_t p = 0; p < points; ++p)
         {
             Corners c;
-            if (!corners(toFloat(ldg(loc)), toFloat(ldg(loc + 1)), h, w, start, c))
+            if (!corners(toFloat(ldg(loc + 2 * p)), toFloat(ldg(loc + 2 * p + 1)), h, w, start, c))
             {
                 continue;
             }
-            float const a = toFloat(ldg(wgt));
+            float const a = toFloat(ldg(wgt + p));
+            Vec x[4];
 #pragma unroll
             for (int k = 0; k < 4; ++k)
             {
-                T const* row = v + c.offset[k] * rowStride;
+                x[k] = *reinterpret_cast<Vec const*>(v + c.offset[k] * rowStride);
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+            {
                 float const cw = a * c.weight[k];
 #pragma unroll
-                for (int d = 0; d < D; ++d)
+                for (int j = 0; j < VEC; ++j)
                 {
-                    acc[d] = fmaf(cw, toFloat(ldg(row + d)), acc[d]);
+                    acc[j] = fmaf(cw, toFloat(x[k].v[j]), acc[j]);
                 }
             }
         }
+        loc += 2 * points;
+        wgt += points;
     }
-    T* out = output + task * D;
+    Vec o;
 #pragma unroll
-    for (int d = 0; d < D; ++d)
+    for (int j = 0; j < VEC; ++j)
     {
-        out[d] = fromFloat<T>(acc[d]);
+        o.v[j] = fromFloat<T>(acc[j]);
     }
+    *reinterpret_cast<Vec*>(output + task * channels + lane * VEC) = o;
 }
 
-// Any head width: one thread per output element (n, q, m, d).
-template <typename T, typename C, typename I>
-__global__ void __launch_bounds__(kThreads) msdaElementKernel(T const* __restrict__ value,
-    I const* __restrict__ spatialShapes, I const* __restrict__ levelStart, C const* __restrict__ locations,
-    C const* __restrict__ weights, T* __restrict__ output, int64_t elements, int32_t spatial, int32_t heads,
-    int32_t channels, int32_t levels, int32_t queries, int32_t points)
+bool aligned(void const* p, size_t bytes)
 {
-    int64_t const e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-    if (e >= elements)
-    {
-        return;
-    }
-    int64_t const d = e % channels;
-    int64_t const task = e / channels;
-    int64_t const m = task % heads;
-    int64_t const n = task / (static_cast<int64_t>(heads) * queries);
-    T const* v = value + (n * spatial * heads + m) * channels + d;
-    int64_t const rowStride = static_cast<int64_t>(heads) * channels;
-    C const* loc = locations + task * levels * points * 2;
-    C const* wgt = weights + task * levels * points;
-    float acc = 0.f;
-    for (int32_t l = 0; l < levels; ++l)
-    {
-        int32_t const h = static_cast<int32_t>(spatialShapes[2 * l]);
-        int32_t const w = static_cast<int32_t>(spatialShapes[2 * l + 1]);
-        int32_t const start = static_cast<int32_t>(levelStart[l]);
-        for (int32_t p = 0; p < points; ++p, loc += 2, ++wgt)
-        {
-            Corners c;
-            if (!corners(toFloat(ldg(loc)), toFloat(ldg(loc + 1)), h, w, start, c))
-            {
-                continue;
-            }
-            float const a = toFloat(ldg(wgt));
-#pragma unroll
-            for (int k = 0; k < 4; ++k)
-            {
-                acc = fmaf(a * c.weight[k], toFloat(ldg(v + c.offset[k] * rowStride)), acc);
-            }
-        }
-    }
-    output[e] = fromFloat<T>(acc);
+    return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
 template <typename T, typename C, typename I>
 cudaError_t launchTyped(void const* value, void const* shapes, void const* starts, void const* locations,
     void const* weights, void* output, MultiScaleDeformableAttnShape const& s, cudaStream_t stream)
 {
-    int64_t const tasks = s.batch * s.queries * s.heads;
-    auto const head = [&](auto kernel) {
-        kernel<<<static_cast<unsigned>(ceilDiv(tasks, kThreads)), kThreads, 0, stream>>>(
+    // Widest packet (at most 16 bytes) that divides the head width and suits both buffers' alignment.
+    int vec = 16 / static_cast<int>(sizeof(T));
+    while (vec > 1 && (s.channels % vec != 0 || !aligned(value, vec * sizeof(T)) || !aligned(output, vec * sizeof(T))))
+    {
+        vec /= 2;
+    }
+    int32_t const lanes = static_cast<int32_t>(s.channels / vec);
+    int64_t const threads = s.batch * s.queries * s.heads * lanes;
+    auto const run = [&](auto kernel) {
+        kernel<<<static_cast<unsigned>(ceilDiv(threads, kThreads)), kThreads, 0, stream>>>(
             static_cast<T const*>(value), static_cast<I const*>(shapes), static_cast<I const*>(starts),
-            static_cast<C const*>(locations), static_cast<C const*>(weights), static_cast<T*>(output), tasks,
+            static_cast<C const*>(locations), static_cast<C const*>(weights), static_cast<T*>(output), threads, lanes,
             static_cast<int32_t>(s.spatial), static_cast<int32_t>(s.heads), static_cast<int32_t>(s.levels),
             static_cast<int32_t>(s.queries), static_cast<int32_t>(s.points));
     };
-    switch (s.channels)
+    switch (vec)
     {
-    case 8: head(msdaHeadKernel<T, C, I, 8>); break;
-    case 10: head(msdaHeadKernel<T, C, I, 10>); break;
-    case 16: head(msdaHeadKernel<T, C, I, 16>); break;
-    case 32: head(msdaHeadKernel<T, C, I, 32>); break;
-    default:
-    {
-        int64_t const elements = tasks * s.channels;
-        msdaElementKernel<T, C, I><<<static_cast<unsigned>(ceilDiv(elements, kThreads)), kThreads, 0, stream>>>(
-            static_cast<T const*>(value), static_cast<I const*>(shapes), static_cast<I const*>(starts),
-            static_cast<C const*>(locations), static_cast<C const*>(weights), static_cast<T*>(output), elements,
-            static_cast<int32_t>(s.spatial), static_cast<int32_t>(s.heads), static_cast<int32_t>(s.channels),
-            static_cast<int32_t>(s.levels), static_cast<int32_t>(s.queries), static_cast<int32_t>(s.points));
-    }
+    case 8: run(msdaKernel<T, C, I, (sizeof(T) == 2 ? 8 : 4)>); break;
+    case 4: run(msdaKernel<T, C, I, 4>); break;
+    case 2: run(msdaKernel<T, C, I, 2>); break;
+    default: run(msdaKernel<T, C, I, 1>); break;
     }
     return cudaGetLastError();
 }
