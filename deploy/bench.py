@@ -207,9 +207,35 @@ def parse_tegrastats_line(line):
 # --- runner ---------------------------------------------------------------------------------------
 
 
-def run_with_tegrastats(cmd, log_path, interval_ms):
+def run_with_tegrastats(cmd, log_path, interval_ms, pid_file=None):
+    # type: (List[str], Optional[str], int, Optional[str]) -> int
+    """Run `cmd`, forwarding its output, with tegrastats logging beside it; stop both on any signal.
+
+    `pid_file` receives our process group id while we run, so the host can stop this run from another
+    connection (several targets in parallel, Ctrl-C)."""
+    if pid_file:
+        write_pid_file(pid_file)
+    try:
+        return _run(cmd, log_path, interval_ms)
+    finally:
+        if pid_file:
+            try:
+                os.remove(pid_file)
+            except OSError:
+                pass
+
+
+def write_pid_file(path):
+    # type: (str) -> None
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".part"
+    with open(tmp, "w") as fh:
+        fh.write(str(os.getpgid(0)))
+    os.replace(tmp, path)
+
+
+def _run(cmd, log_path, interval_ms):
     # type: (List[str], Optional[str], int) -> int
-    """Run `cmd`, forwarding its output, with tegrastats logging beside it; stop both on any signal."""
     stats = None
     if log_path and shutil.which("tegrastats"):
         try:
@@ -270,6 +296,7 @@ def main(argv=None):
     run = sub.add_parser("run")
     run.add_argument("--tegrastats-log")
     run.add_argument("--interval-ms", type=int, default=500)
+    run.add_argument("--pid-file", help="write our process group id here while running")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.command == "env":
@@ -300,7 +327,7 @@ def main(argv=None):
         if not cmd:
             ap.error("run needs a command after --")
         started = time.time()
-        code = run_with_tegrastats(cmd, args.tegrastats_log, args.interval_ms)
+        code = run_with_tegrastats(cmd, args.tegrastats_log, args.interval_ms, args.pid_file)
         sys.stderr.write("bench.py: {} exited {} after {:.1f} s\n".format(os.path.basename(cmd[0]), code,
                                                                          time.time() - started))
         return code

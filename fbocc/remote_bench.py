@@ -15,19 +15,23 @@ tegrastats) and trtexec; command lines come from fbocc.trtexec for the target's 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import shlex
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fbocc.config import Target
-from fbocc.errors import ConfigError, RemoteError
+from fbocc.errors import ConfigError, FboccError, Interrupted, RemoteError
 from fbocc.results import BenchResult, new_run_id, save_result
-from fbocc.transport import TargetOutcome, TargetSession, connect_all, quote
+from fbocc.transport import TargetOutcome, TargetSession, quote
 from fbocc.trtexec import (
     PRECISIONS,
     BenchSpec,
@@ -92,6 +96,7 @@ class RemoteArtifacts:
     deploy: str
     set_hash: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict, compare=False)
+    pid_file: str | None = None  # where deploy/bench.py run keeps the running step's process group id
 
 
 @dataclass
@@ -192,13 +197,34 @@ def _prefixed(on_line: LineSink | None, label: str) -> LineSink | None:
     return lambda line: on_line(f"[{label}] {line}")
 
 
+def pid_file_for(session: TargetSession) -> str:
+    """A fresh path on the target for the running step's process group id (see `stop_remote_run`)."""
+    return f"{session.workdir()}/runs/.fbocc-{secrets.token_hex(6)}.pgid"
+
+
+def stop_remote_run(session: TargetSession, pid_file: str) -> None:
+    """Stop the step running under `pid_file` on the target (TERM, then KILL its process group)."""
+    g = '"-$g"'
+    session.run(f"[ -f {quote(pid_file)} ] || exit 0; g=$(cat {quote(pid_file)}); kill -TERM -- {g} 2>/dev/null; "
+                f"i=0; while [ $i -lt 30 ] && kill -0 -- {g} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; "
+                f"kill -KILL -- {g} 2>/dev/null; rm -f {quote(pid_file)}; exit 0", timeout=20, check=False)
+
+
+def _wrapped(session: TargetSession, arts: RemoteArtifacts, argv: Sequence[str]) -> str:
+    """`argv` under deploy/bench.py run, which records its process group id in the pid file."""
+    head = [session.target.python, arts.deploy + "/bench.py", "run"]
+    if arts.pid_file:
+        head += ["--pid-file", arts.pid_file]
+    return _argv([*head, "--", *argv])
+
+
 def bench_target(session: TargetSession, options: BenchOptions, results_dir: Path, *,
-                 on_line: LineSink | None = None) -> TargetBench:
+                 on_line: LineSink | None = None, pid_file: str | None = None) -> TargetBench:
     """Every requested precision on one target: engine (cached or built), benchmark, result saved."""
     options.check()
     label = session.label
     sink = _prefixed(on_line, label)
-    arts = locate_artifacts(session)
+    arts = replace(locate_artifacts(session), pid_file=pid_file or pid_file_for(session))
     env = capture_environment(session, arts)
     manifest = arts.manifest
     outcome = TargetBench(target=label)
@@ -260,15 +286,16 @@ def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, 
                f"{engines}/timing-{version}.cache", "--rebuild"]
         if arts.plugin:
             cmd += ["--plugin", arts.plugin]
-        shell = f"mkdir -p {quote(engines)} && {_argv(cmd)}"
+        shell = f"mkdir -p {quote(engines)} && {_wrapped(session, arts, cmd)}"
     else:
         part = engine + ".part"
         cmd = build_command(t.trtexec, version, BuildSpec(
             onnx=arts.onnx, engine=part, plugin=arts.plugin, precision=precision, profile=profile,
             timing_cache=f"{engines}/timing-{version}.cache"))
         # the engine appears at its final path only when trtexec succeeded
-        shell = (f"mkdir -p {quote(engines)} && {{ {_argv(cmd)}; rc=$?; if [ $rc -eq 0 ] && [ -s {quote(part)} ]; "
-                 f"then mv -f {quote(part)} {quote(engine)}; else rm -f {quote(part)}; exit $((rc ? rc : 1)); fi; }}")
+        build = (f"{_argv(cmd)}; rc=$?; if [ $rc -eq 0 ] && [ -s {quote(part)} ]; "
+                 f"then mv -f {quote(part)} {quote(engine)}; else rm -f {quote(part)}; exit $((rc ? rc : 1)); fi")
+        shell = f"mkdir -p {quote(engines)} && {_wrapped(session, arts, ['/bin/sh', '-c', build])}"
     if sink:
         sink(f"engine {precision}: building with {options.builder} -> {engine}")
     info["command"] = cmd
@@ -303,7 +330,10 @@ def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[st
                      export_profile=f"{run_dir}/profile.json")
     cmd = bench_command(t.trtexec, version, spec)
     wrapper = [t.python, arts.deploy + "/bench.py", "run", "--tegrastats-log", f"{run_dir}/tegrastats.log",
-               "--interval-ms", str(options.tegrastats_interval_ms), "--", *cmd]
+               "--interval-ms", str(options.tegrastats_interval_ms)]
+    if arts.pid_file:
+        wrapper += ["--pid-file", arts.pid_file]
+    wrapper += ["--", *cmd]
     if sink:
         sink(f"benchmark {precision}: frame {frame_id}, "
              + (f"{options.iterations} iterations" if options.iterations else f"{options.duration_s:g} s"))
@@ -369,12 +399,15 @@ def _bench_onnxruntime(session: TargetSession, arts: RemoteArtifacts, env: dict[
     if sink:
         sink(f"onnxruntime: every frame x{repeat} (CPU, not a TensorRT number)")
     try:
-        res = session.run(f"test -f {quote(script)} || {{ echo 'FBOCC_ERROR {{\"message\": \"{script} is missing\"}}';"
-                          f" exit 2; }}; mkdir -p {quote(run_dir)} && {_argv(cmd)}", timeout=options.timeout_s,
-                          check=False, on_line=sink)
+        res = session.run(f"test -f {quote(script)} || {{ echo FBOCC_NO_SCRIPT; exit 2; }}; "
+                          f"mkdir -p {quote(run_dir)} && {_wrapped(session, arts, cmd)}",
+                          timeout=options.timeout_s, check=False, on_line=sink)
     finally:
         if not options.keep_remote_run:
             session.run(f"rm -rf {quote(run_dir)}", timeout=60, check=False)
+    if "FBOCC_NO_SCRIPT" in res.stdout.splitlines():
+        raise RemoteError(f"{session.label}:{script} is missing: the pushed deploy/ has no ONNX Runtime runner",
+                          where=session.label, fix="update fbocc and re-run `fbocc push-to-target`")
     doc = _tagged(res.stdout, "FBOCC_RESULT")
     if res.exit_code != 0 or doc is None:
         error = _tagged(res.stdout, "FBOCC_ERROR") or {}
@@ -405,21 +438,59 @@ def _bench_onnxruntime(session: TargetSession, arts: RemoteArtifacts, env: dict[
 def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: Path, *,
                  known_hosts: Path | None = None, accept_new: bool = False,
                  on_line: LineSink | None = None) -> list[TargetOutcome[TargetBench]]:
-    """Benchmark on every target (in parallel when several); one outcome per target, in order."""
+    """Benchmark on every target (in parallel when several); one outcome per target, in order.
+
+    One target runs in this thread (Ctrl-C reaches TargetSession.run, which kills the remote group) and
+    its failure is raised. Several run in worker threads; Ctrl-C here stops each target's running step
+    through its pid file, waits for the workers, and raises Interrupted.
+    """
     options.check()
-
-    def one(session: TargetSession) -> TargetBench:
-        return bench_target(session, options, results_dir, on_line=on_line)
-
     if len(targets) == 1:
-        # in the main thread, so Ctrl-C reaches TargetSession.run and kills the remote process group
-        import time
-
         started = time.monotonic()
         with TargetSession(targets[0], known_hosts=known_hosts, accept_new=accept_new) as session:
-            value = one(session)
+            value = bench_target(session, options, results_dir, on_line=on_line)
         return [TargetOutcome(targets[0], value=value, seconds=time.monotonic() - started)]
-    return connect_all(list(targets), one, known_hosts=known_hosts, accept_new=accept_new)
+
+    live: dict[str, tuple[TargetSession, str]] = {}
+    lock = threading.Lock()
+    cancelled = threading.Event()
+
+    def one(target: Target) -> TargetOutcome[TargetBench]:
+        started = time.monotonic()
+        try:
+            with TargetSession(target, known_hosts=known_hosts, accept_new=accept_new) as session:
+                pid_file = pid_file_for(session)
+                with lock:
+                    live[target.name] = (session, pid_file)
+                try:
+                    if cancelled.is_set():
+                        raise Interrupted(f"interrupted before {target.name} started")
+                    value = bench_target(session, options, results_dir, on_line=on_line, pid_file=pid_file)
+                finally:
+                    with lock:
+                        live.pop(target.name, None)
+            return TargetOutcome(target, value=value, seconds=time.monotonic() - started)
+        except FboccError as exc:
+            return TargetOutcome(target, error=exc, seconds=time.monotonic() - started)
+
+    pool = ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="fbocc-bench")
+    futures = [pool.submit(one, t) for t in targets]
+    try:
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)
+    except KeyboardInterrupt:
+        cancelled.set()
+        with lock:
+            running = list(live.values())
+        for session, pid_file in running:
+            with contextlib.suppress(FboccError):  # a lost connection: sshd ends its session's processes
+                stop_remote_run(session, pid_file)
+        wait(futures, timeout=60)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise Interrupted(f"interrupted; the running remote steps on {', '.join(t.name for t in targets)} "
+                          "were stopped") from None
+    pool.shutdown(wait=True)
+    return [f.result() for f in futures]
 
 
 def shell_words(argv: Sequence[str]) -> str:

@@ -253,3 +253,71 @@ def test_nothing_pushed_is_one_clear_error(loop_target: dict, capsys: pytest.Cap
     errtext = capsys.readouterr().err
     assert code == 6
     assert "nothing has been pushed to loop" in errtext and "fbocc push-to-target loop" in errtext
+
+
+@pytest.fixture
+def two_targets(sshd_factory, isolated_home: Path, tmp_path: Path) -> dict[str, object]:
+    """Two real sshd targets `a` and `b` in a group `pair`, each with its own workdir, same double."""
+    launcher = tmp_path / "bin" / "trtexec"
+    launcher.parent.mkdir()
+    launcher.write_text(f"#!/bin/sh\nFBOCC_DOUBLE_TRT_VERSION=10.8.0 exec {sys.executable} {DOUBLE} \"$@\"\n")
+    launcher.chmod(0o755)
+    results = tmp_path / "results"
+    servers, targets, remotes = [], [], []
+    kh = tmp_path / "known_hosts"
+    toml = ""
+    for name in ("a", "b"):
+        srv = sshd_factory()
+        remote = tmp_path / f"remote-{name}"
+        remote.mkdir()
+        servers.append(srv)
+        remotes.append(remote)
+        toml += srv.target_toml(name, remote, trtexec=str(launcher), python=sys.executable) + "\n"
+        targets.append(Target(name=name, host=srv.host, port=srv.port, user=srv.user, identity_file=srv.client_key,
+                              workdir=str(remote), trtexec=str(launcher), python=sys.executable))
+    kh.write_text("".join(s.host_pubkey_line + "\n" for s in servers))
+    Path("fbocc.toml").write_text(f'[project]\nresults_dir = "{results}"\nknown_hosts = "{kh}"\n\n'
+                                  f'[groups]\npair = ["a", "b"]\n\n' + toml)
+    cur = make_artifacts(tmp_path / "local")
+    for target, remote in zip(targets, remotes, strict=True):
+        upload(target, kh, cur, remote)
+    return {"remotes": remotes, "results": results}
+
+
+def test_several_targets_in_parallel_and_ctrl_c_stops_every_remote_step(
+        two_targets: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import datetime
+
+    code, doc, errtext = cli_json(["remote-bench", "pair", "--precision", "fp16", "--duration", "2", "--warmup", "0",
+                                   "--json"], capsys)
+    assert code == 0, errtext
+    assert sorted(r["target"]["name"] for r in doc["results"]) == ["a", "b"]
+    assert "[a]" in errtext and "[b]" in errtext
+    # in parallel, the two runs end together; one after the other, they would end a benchmark apart
+    ends = [datetime.fromisoformat(r["created"].replace("Z", "+00:00")) for r in doc["results"]]
+    walls = [r["summary"]["total_host_walltime_s"] for r in doc["results"]]
+    assert abs((ends[0] - ends[1]).total_seconds()) < min(walls)
+    for path in two_targets["results"].glob("bench-*.json"):
+        path.unlink()
+
+    proc = subprocess.Popen([sys.executable, "-m", "fbocc", "remote-bench", "pair", "--precision", "fp32",
+                             "--duration", "120", "--warmup", "0"], cwd=os.getcwd(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    patterns = [f"trtexec_double.py --loadEngine={r}" for r in two_targets["remotes"]]
+
+    def running() -> list[bool]:
+        return [subprocess.run(["pgrep", "-f", p], capture_output=True).returncode == 0 for p in patterns]
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not all(running()):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert all(running()), "the benchmarks never started on both targets"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    gone = time.monotonic() + 10
+    while time.monotonic() < gone and any(running()):
+        time.sleep(0.2)
+    assert not any(running()), "a remote trtexec survived Ctrl-C"
+    assert not list(two_targets["results"].glob("bench-*.json"))
