@@ -307,9 +307,14 @@ def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, 
     if res.exit_code != 0:
         text = res.stdout + "\n" + res.stderr
         d = diagnose_failure(text, plugin=arts.plugin)
+        hint = d.hint
+        if options.builder == "python" and "tensorrt Python module is not importable" in text:
+            d.lines = [ln for ln in text.splitlines() if "create_engine:" in ln] or d.lines
+            hint = ("this target has no TensorRT Python bindings: use --builder trtexec (the default), "
+                    "or install python3-libnvinfer")
         raise RemoteError(f"the {precision} engine build failed on {session.label} (exit {res.exit_code}):\n  "
                           + "\n  ".join(d.lines), where=session.label,
-                          fix=d.hint or "read the decisive lines above; the whole log was streamed")
+                          fix=hint or "read the decisive lines above; the whole log was streamed")
     if options.builder == "python":
         built = _tagged(res.stdout, "FBOCC_ENGINE")
         if built:

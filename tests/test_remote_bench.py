@@ -145,11 +145,14 @@ def test_push_build_bench_results_and_report(loop_target: dict, capsys: pytest.C
     assert results[0]["summary"]["metrics_ms"]["GPU Compute Time"]["median"] > \
         results[1]["summary"]["metrics_ms"]["GPU Compute Time"]["median"]
 
-    code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp16", "--iterations", "20",
-                                   "--warmup", "0", "--json"], capsys)
-    assert code == 0, errtext
-    assert doc["results"][0]["engine"]["cached"] is True
-    assert doc["results"][0]["engine"]["path"] == results[1]["engine"]["path"]
+    code = run(["remote-bench", "loop", "--precision", "fp16", "--iterations", "20", "--warmup", "0"])
+    table = capsys.readouterr().out
+    assert code == 0
+    assert "fbocc remote-bench" in table and "cached" in table and "fp16" in table
+    newest = max(loop_target["results"].glob("bench-*.json"), key=lambda p: json.loads(p.read_text())["created"])
+    again = json.loads(newest.read_text())
+    assert again["engine"]["cached"] is True and again["engine"]["build_seconds"] is None
+    assert again["engine"]["path"] == results[1]["engine"]["path"]
     leftovers = list((loop_target["remote"] / "runs").iterdir())
     assert leftovers == []  # per-run exports are fetched and removed
     assert not list((loop_target["remote"] / "engines").glob("*.part"))
@@ -216,6 +219,21 @@ def test_shape_outside_the_profile_names_the_input(loop_target: dict, capsys: py
     assert code == 6
     assert "does not satisfy any optimization profile" in errtext
     assert "input 'ranks_bev' has shape 32, outside the engine's profile min 4 .. max 16" in errtext
+
+    # the Python-API builder needs TensorRT's Python module, which this target lacks: said so, with the way out
+    code = run(["remote-bench", "loop", "--precision", "fp16", "--iterations", "5", "--builder", "python"])
+    errtext = capsys.readouterr().err
+    assert code == 6
+    assert "tensorrt Python module is not importable" in errtext and "--builder trtexec" in errtext
+
+    # a step that outlives --timeout is stopped on the target and reported
+    code = run(["remote-bench", "loop", "--precision", "fp32", "--duration", "60", "--warmup", "0", "--timeout", "4"])
+    errtext = capsys.readouterr().err
+    assert code == 6
+    assert "did not finish within 4 s" in errtext
+    time.sleep(1)
+    pattern = f"trtexec_double.py --loadEngine={loop_target['remote']}"
+    assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 1
 
 
 def test_trt10_target_gets_static_plugins(loop_target: dict, capsys: pytest.CaptureFixture[str],

@@ -137,3 +137,13 @@ def test_double_requires_every_network_input(tmp_path: Path) -> None:
     both = double([f"--loadEngine={engine}", "--shapes=ranks_bev:8", "--iterations=3", "--warmUp=0",
                    f"--loadInputs=img:{d}/frame_000/img.dat,ranks_bev:{d}/frame_000/ranks_bev.dat"])
     assert both.returncode == 0 and "=== Performance summary ===" in both.stdout
+
+
+def test_wrong_bench_options_fail_before_connecting(isolated_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fbocc.cli import run
+
+    assert run(["remote-bench", "nowhere.invalid", "--precision", "fp8"]) == 2
+    assert "--precision fp8" in capsys.readouterr().err
+    assert run(["remote-bench", "nowhere.invalid", "--backend", "tflite"]) == 2
+    assert run(["report"]) == 2
+    assert "no benchmark results" in capsys.readouterr().err
