@@ -55,7 +55,7 @@ def docker_status() -> tuple[bool, str]:
     try:
         client = _client(timeout=10)
     except EnvironmentCheckError as exc:
-        return False, exc.render()
+        return False, exc.message
     try:
         return True, str(client.version().get("Version", "unknown"))
     finally:
@@ -196,6 +196,8 @@ class BuildContainer:
                 self._seed_mount_points()
         except BaseException:
             self._remove()
+            self._restore_term_handler()
+            self._client.close()
             raise
         return self
 
@@ -360,7 +362,8 @@ def _restore_sigint(previous: Any) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def interrupted(step: str) -> Interrupted:
-    """The error raised after Ctrl-C, once the container is gone."""
-    return Interrupted(f"interrupted during {step}; the build container was removed",
+def interrupted(step: str, kept: str | None = None) -> Interrupted:
+    """The error raised after Ctrl-C, once the container is gone (or kept, when asked)."""
+    what = f"the build container {kept} was kept (--keep-container)" if kept else "the build container was removed"
+    return Interrupted(f"interrupted during {step}; {what}",
                        fix="run the same command again; finished steps are cached")

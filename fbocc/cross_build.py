@@ -557,7 +557,7 @@ def cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink)
                     raise _compile_error(profile, sources, code, log_tail, box.name if req.keep_container else None)
                 box.collect_outputs()
         except KeyboardInterrupt:
-            raise bc.interrupted("cross-build") from None
+            raise bc.interrupted("cross-build", container_id if req.keep_container else None) from None
         on_step("verifying artefacts")
         libs = sorted(staging.glob("*.so"))
         for lib in libs:
