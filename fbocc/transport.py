@@ -127,6 +127,19 @@ def find_known_host_lines(files: Iterable[Path], name: str) -> list[tuple[Path, 
     return found
 
 
+class _AeadFirstTransport(paramiko.Transport):
+    """paramiko's Transport preferring AES-GCM: one AEAD pass instead of AES-CTR + a separate HMAC.
+
+    Measured on loopback with pipelined SFTP writes: the cipher is most of paramiko's CPU per byte.
+    Every other algorithm stays available for servers without GCM.
+    """
+
+    _preferred_ciphers = (
+        "aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+        *(c for c in paramiko.Transport._preferred_ciphers if "gcm" not in c),  # type: ignore[attr-defined]
+    )
+
+
 class _StrictHostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """Unknown host: refuse, or with accept_new record it in the project known_hosts and go on."""
 
@@ -282,6 +295,7 @@ class TargetSession:
                 for f in files:
                     if f.is_file():
                         hop.client.load_system_host_keys(str(f))
+                hop.connect_kwargs.setdefault("transport_factory", _AeadFirstTransport)
                 self._open_hop(hop, files, label)
                 hop.transport.set_keepalive(15)
         except BaseException:

@@ -347,3 +347,17 @@ def test_cli_two_targets_in_parallel_one_down(sshd_factory: Callable[..., SshSer
     assert "orin-a" in captured.out and "ok" in captured.out and "failed" in captured.out
     assert (project / "remote-a" / "current" / "fbocc.onnx").is_file()
     assert not (project / "remote-b").exists()
+
+
+def test_targets_without_openssl_verify_with_sha256sum(sshd: SshServer, artefacts: dict[str, Path],
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fbocc.push
+
+    monkeypatch.setattr(fbocc.push, "OPENSSL_SHA256", "no-such-openssl dgst -sha256 -r")
+    aset = collect(artefacts, tmp_path)
+    workdir = tmp_path / "w"
+    with TargetSession(target_for(sshd, workdir), known_hosts=sshd.known_hosts) as session:
+        assert push_artifacts(session, aset).files_sent == len(aset.files)
+        (workdir / "objects" / "index.tsv").unlink()  # forget what was verified: everything is re-hashed
+        assert push_artifacts(session, aset).files_sent == 0
+    assert_set_matches(workdir, aset)
