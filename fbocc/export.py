@@ -139,7 +139,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
     import torch
 
     from fbocc.model.checkpoint import load_checkpoint
-    from fbocc.model.network import HISTORY_PAIRS, INPUT_NAMES, OUTPUT_NAMES, build_model
+    from fbocc.model.network import HISTORY_PAIRS, INPUT_NAMES, OUTPUT_NAMES, TraceRecorder, build_model
     from fbocc.model.preprocess import SequencePreprocessor
     from fbocc.model.synthetic import synthetic_sequence
     from fbocc.samples import save_manifest, write_tensor
@@ -167,47 +167,47 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
         frames = synthetic_sequence(cfg, options.samples, seed=options.seed)
         pre = SequencePreprocessor(cfg, options.index_dtype)
         history = pre.initial_history(frames[0].sequence_id)
+        onnx_name = options.onnx_name or f"{cfg.name}.onnx"
+        onnx_tmp = staging / onnx_name
         manifest_frames = []
-        first_inputs: dict[str, Any] | None = None
         shapes: dict[str, list[list[int]]] = {n: [] for n in DYNAMIC_AXES}
         dtypes: dict[str, str] = {}
         out_dtypes: dict[str, str] = {}
-        t1 = time.monotonic()
+        recorder = TraceRecorder(model)
         for i, frame in enumerate(frames):
             fid = f"{i:03d}"
-            progress(f"sample {fid}: preprocessing and PyTorch reference forward")
             arrays = pre.inputs(frame)
             arrays.update(history)
-            if first_inputs is None:
-                first_inputs = dict(arrays)
+            tensors = tuple(torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in INPUT_NAMES)
+            t1 = time.monotonic()
+            if i == 0:
+                # The trace runs the model once on frame 0: its outputs are frame 0's reference outputs.
+                progress(f"sample {fid}: tracing and writing {onnx_name} (TorchScript exporter, opset {ONNX_OPSET})")
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+                    torch.onnx.export(
+                        recorder, tensors, str(onnx_tmp), input_names=list(INPUT_NAMES),
+                        output_names=list(OUTPUT_NAMES), dynamic_axes=DYNAMIC_AXES, opset_version=ONNX_OPSET,
+                        do_constant_folding=True, dynamo=False)
+                results = recorder.take()
+                timings["onnx"] = time.monotonic() - t1
+            else:
+                progress(f"sample {fid}: PyTorch reference forward")
+                with torch.no_grad():
+                    results = model(*tensors)
+                timings[f"frame_{fid}"] = time.monotonic() - t1
             entry: dict[str, Any] = {"id": fid, "inputs": {}, "outputs": {}}
             for name in INPUT_NAMES:
                 entry["inputs"][name] = write_tensor(samples_dir, f"frame_{fid}/{name}.dat", arrays[name])
                 dtypes[name] = str(arrays[name].dtype)
                 if name in shapes:
                     shapes[name].append(list(arrays[name].shape))
-            with torch.no_grad():
-                results = model(*[torch.from_numpy(np.ascontiguousarray(arrays[n])) for n in INPUT_NAMES])
             out_arrays = {n: r.numpy() for n, r in zip(OUTPUT_NAMES, results, strict=True)}
             for name in OUTPUT_NAMES:
                 entry["outputs"][name] = write_tensor(samples_dir, f"frame_{fid}/{name}.dat", out_arrays[name])
                 out_dtypes[name] = str(out_arrays[name].dtype)
             history = {inp: out_arrays[outp] for inp, outp in HISTORY_PAIRS}
             manifest_frames.append(entry)
-        timings["samples"] = time.monotonic() - t1
-
-        assert first_inputs is not None
-        onnx_name = options.onnx_name or f"{cfg.name}.onnx"
-        onnx_tmp = staging / onnx_name
-        progress(f"tracing and writing {onnx_name} (TorchScript exporter, opset {ONNX_OPSET})")
-        t2 = time.monotonic()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(
-                model, tuple(torch.from_numpy(np.ascontiguousarray(first_inputs[n])) for n in INPUT_NAMES),
-                str(onnx_tmp), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                dynamic_axes=DYNAMIC_AXES, opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False)
-        timings["onnx"] = time.monotonic() - t2
 
         from fbocc.onnx_graph import custom_op_counts, load_graph
 

@@ -134,6 +134,28 @@ class FBOCC(nn.Module):
         return pred_occupancy, out_history_bev, history_seq_ids.clone(), out_sweep
 
 
+class TraceRecorder(nn.Module):
+    """Wraps the model for the ONNX exporter's trace and keeps detached copies of that call's outputs, so the
+    trace doubles as the reference forward of the traced sample."""
+
+    def __init__(self, model: FBOCC):
+        super().__init__()
+        self.model = model
+        self._outputs: list[torch.Tensor] = []
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        result = self.model(*args)
+        self._outputs = [t.detach().clone() for t in result]
+        return result
+
+    def take(self) -> list[torch.Tensor]:
+        """The outputs of the last call (once)."""
+        if not self._outputs:
+            raise RuntimeError("the model was not run since the last take()")
+        out, self._outputs = self._outputs, []
+        return out
+
+
 def build_model(cfg: ModelConfig | None = None, *, index_dtype: torch.dtype = torch.int32,
                 seed: int | None = None) -> FBOCC:
     """The network in eval mode; with `seed`, deterministic random weights (BN statistics included)."""

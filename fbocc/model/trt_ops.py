@@ -15,8 +15,23 @@ _PADDING = {"zeros": 0, "border": 1, "reflection": 2}
 _INTERP = {"bilinear": 0, "nearest": 1}
 
 
+_BACKEND = {"name": "reference"}
+
+
+def set_backend(name: str) -> None:
+    """Run the ops with the PyTorch references ("reference", default) or the plugin kernels ("cuda",
+    `fbocc.ops.cuda`, built on first use). Export is unaffected: the graph holds the contract nodes."""
+    if name not in ("reference", "cuda"):
+        raise ValueError(f"unknown op backend {name!r}: use 'reference' or 'cuda'")
+    _BACKEND["name"] = name
+
+
 def _ops() -> Any:
-    import fbocc.ops as ops  # the plugin library's references (CPU) and CUDA binding
+    if _BACKEND["name"] == "cuda":
+        from fbocc.ops import cuda
+
+        return cuda
+    import fbocc.ops as ops  # the references (CPU and CUDA tensors alike)
 
     return ops
 
@@ -44,7 +59,8 @@ class BEVPoolV2Function(torch.autograd.Function):
     def forward(ctx: Any, depth: torch.Tensor, feat: torch.Tensor, ranks_depth: torch.Tensor,
                 ranks_feat: torch.Tensor, ranks_bev: torch.Tensor, interval_starts: torch.Tensor,
                 interval_lengths: torch.Tensor, out_height: int, out_width: int, out_depth: int) -> torch.Tensor:
-        return _ops().bev_pool_v2(depth, feat, ranks_depth, ranks_feat, ranks_bev, interval_starts,
+        # Under autocast the depth softmax stays fp32 while features are fp16; the kernel takes one dtype.
+        return _ops().bev_pool_v2(depth.to(feat.dtype), feat, ranks_depth, ranks_feat, ranks_bev, interval_starts,
                                   interval_lengths, out_height, out_width, out_depth=out_depth)
 
     @staticmethod
@@ -62,8 +78,8 @@ class MultiScaleDeformableAttnFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                 sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
-        return _ops().multi_scale_deformable_attn(value, spatial_shapes, level_start_index,
-                                                  sampling_locations, attention_weights)
+        return _ops().multi_scale_deformable_attn(value, spatial_shapes, level_start_index, sampling_locations,
+                                                  attention_weights.to(sampling_locations.dtype))
 
     @staticmethod
     def symbolic(g: Any, value: Any, spatial_shapes: Any, level_start_index: Any, sampling_locations: Any,
