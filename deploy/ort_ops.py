@@ -10,6 +10,10 @@ the custom nodes move to `ai.onnx.contrib`, and integer inputs whose type differ
 registered type (int64 ranks from TensorRT 10 exports) get a Cast.
 """
 
+import os
+import sys
+import time
+
 import numpy as np
 
 CUSTOM_DOMAIN = "ai.onnx.contrib"
@@ -189,8 +193,6 @@ def import_extensions():
     Its converter module imports torch when it can; we hide torch only for the duration of the import,
     so a process that wants torch later still gets it.
     """
-    import sys
-
     if "onnxruntime_extensions" in sys.modules:
         return sys.modules["onnxruntime_extensions"]
     hide = "torch" not in sys.modules
@@ -245,9 +247,14 @@ def _install_array_hook():
     except ImportError:  # layout of a future release: keep its own (slower, correct) hook
         return
 
+    timing = bool(os.environ.get("FBOCC_ORT_OPS_TIMING"))
+
     def invoke(op_id, feed, attributes):
         opdef = Opdef._odlist[op_id]
+        started = time.perf_counter()
         result = opdef.body(*feed, **opdef.cast_attributes(attributes))
+        if timing:  # FBOCC_ORT_OPS_TIMING=1: where the CPU time of a run goes
+            sys.stderr.write("ort_ops: {} {:.1f} ms\n".format(opdef.op_type, (time.perf_counter() - started) * 1e3))
         parts = []
         for array in (result if isinstance(result, tuple) else (result,)):
             array = np.ascontiguousarray(array)

@@ -86,6 +86,29 @@ def test_validate_cli_without_push_names_the_missing_step(sshd: SshServer, tmp_p
     assert code == 6  # RemoteError: nothing pushed
 
 
+@pytest.mark.ssh
+def test_validate_cli_reports_json_and_joins_the_history(sshd: SshServer, tmp_path: Path, isolated_home: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from fbocc.cli import run
+    from fbocc.transport import TargetSession
+
+    export = tmp_path / "export"
+    make_sequence_set(export)
+    target = _target(sshd, tmp_path / "remote")
+    with TargetSession(target, known_hosts=sshd.known_hosts) as session:
+        push_current(session, export)
+    (Path.cwd() / "fbocc.toml").write_text(
+        sshd.target_toml("loop", tmp_path / "remote", python=sys.executable)
+        + f'\n[project]\nknown_hosts = "{sshd.known_hosts}"\nresults_dir = "{tmp_path / "results"}"\n')
+    capsys.readouterr()
+    assert run(["validate", "loop", "--backend", "onnxruntime", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] and doc["backend"] == "onnxruntime"
+    assert doc["comparisons"][0]["miou_against"] == "pytorch"
+    assert [v.target for v in load_validations(tmp_path / "results")] == ["loop"]
+    assert run(["validate", "loop", "--backend", "onnxruntime", "--precision", "fp16"]) == 2
+
+
 def test_check_onnx_run_on_host_reports_agreement(tmp_path: Path) -> None:
     make_sequence_set(tmp_path)
     result = run_onnx(tmp_path / "tiny.onnx", tmp_path / "samples", tmp_path / "out")
