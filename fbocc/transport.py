@@ -440,9 +440,9 @@ class TargetSession:
                     errb.feed(chan.recv_stderr(65536))
                     busy = True
                 if not busy:
-                    if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                        break
-                    if chan.closed and not chan.recv_ready():
+                    # sshd may send the exit status before the last output: the end is EOF (or close),
+                    # which comes after every byte of stdout and stderr.
+                    if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
                         break
                     if timeout is not None and time.monotonic() - started > timeout:
                         self._kill_group(errb.pgid, chan)

@@ -46,6 +46,15 @@ def test_run_returns_output_and_exit_code_and_streams_lines(sshd: SshServer) -> 
         assert env.stdout == "a 'quoted' value; $HOME"
 
 
+def test_run_returns_all_output_of_a_command_that_exits_at_once(sshd: SshServer) -> None:
+    # sshd may report the exit status before the last output bytes; none may be lost.
+    with TargetSession(target_for(sshd), known_hosts=sshd.known_hosts) as session:
+        for _ in range(5):
+            result = session.run("seq 1 100000; seq 1 50000 >&2")
+            assert result.stdout.splitlines()[-1] == "100000" and len(result.stdout.splitlines()) == 100000
+            assert len(result.stderr.splitlines()) == 50000
+
+
 def test_workdir_relative_to_remote_home_and_paths_with_spaces_and_quotes(sshd: SshServer, tmp_path: Path) -> None:
     with TargetSession(target_for(sshd, workdir="fbocc work"), known_hosts=sshd.known_hosts) as session:
         home = session.run('printf "%s" "$HOME"').stdout
