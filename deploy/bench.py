@@ -173,6 +173,27 @@ def capture_env(trtexec):
     }
 
 
+def engine_keys(onnx, plugin, samples, precisions, trt_version, builder="trtexec", engine_dir=None):
+    # type: (str, Optional[str], str, List[str], str, str, Optional[str]) -> Dict[str, Any]
+    """{precision: {key, onnx_sha256, plugin_sha256, profile, engine, exists}} (files hashed once)."""
+    manifest = samples_manifest.load(samples)
+    profile = create_engine.profile_from_manifest(manifest)
+    for flag, path in (("--onnx", onnx), ("--plugin", plugin)):
+        if path is not None and not os.path.isfile(path):
+            raise create_engine.UsageError("{} {}: no such file on the target".format(flag, path))
+    onnx_sha = create_engine.sha256_file(onnx)
+    plugin_sha = create_engine.sha256_file(plugin) if plugin else None
+    out = {}  # type: Dict[str, Any]
+    for precision in precisions:
+        k = create_engine.engine_cache_key(onnx_sha, plugin_sha, precision, trt_version, profile, builder=builder)
+        doc = {"key": k, "onnx_sha256": onnx_sha, "plugin_sha256": plugin_sha, "profile": profile}
+        if engine_dir:
+            doc["engine"] = os.path.join(engine_dir, "{}-{}.engine".format(precision, k))
+            doc["exists"] = os.path.isfile(doc["engine"])
+        out[precision] = doc
+    return out
+
+
 # --- tegrastats -----------------------------------------------------------------------------------
 
 _RAM = re.compile(r"RAM (\d+)/(\d+)MB")
@@ -285,10 +306,13 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="command")
     env = sub.add_parser("env")
     env.add_argument("--trtexec", required=True)
+    for flag in ("--onnx", "--plugin", "--samples", "--precisions", "--engine-dir"):
+        env.add_argument(flag)
+    env.add_argument("--builder", default="trtexec")
     key = sub.add_parser("key")
     key.add_argument("--onnx", required=True)
     key.add_argument("--plugin")
-    key.add_argument("--precision", required=True)
+    key.add_argument("--precision", required=True, help="one precision or a comma list")
     key.add_argument("--tensorrt", required=True)
     key.add_argument("--samples", required=True)
     key.add_argument("--builder", default="trtexec")
@@ -300,27 +324,27 @@ def main(argv=None):
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     if args.command == "env":
-        print("FBOCC_ENV " + json.dumps(capture_env(args.trtexec)))
+        doc = capture_env(args.trtexec)
+        if args.onnx and args.samples and args.precisions:
+            # the cache keys in the same round trip, for the TensorRT version just found
+            version = doc["tensorrt"].get("version")
+            try:
+                if not version:
+                    raise create_engine.UsageError("the TensorRT version is unknown")
+                doc["engine_keys"] = engine_keys(args.onnx, args.plugin, args.samples, args.precisions.split(","),
+                                                 version, args.builder, args.engine_dir)
+            except (create_engine.UsageError, samples_manifest.ManifestError) as exc:
+                doc["engine_keys_error"] = str(getattr(exc, "message", exc))
+        print("FBOCC_ENV " + json.dumps(doc))
         return 0
     if args.command == "key":
         try:
-            manifest = samples_manifest.load(args.samples)
-            profile = create_engine.profile_from_manifest(manifest)
-            for flag, path in (("--onnx", args.onnx), ("--plugin", args.plugin)):
-                if path is not None and not os.path.isfile(path):
-                    raise create_engine.UsageError("{} {}: no such file on the target".format(flag, path))
-            onnx_sha = create_engine.sha256_file(args.onnx)
-            plugin_sha = create_engine.sha256_file(args.plugin) if args.plugin else None
-            k = create_engine.engine_cache_key(onnx_sha, plugin_sha, args.precision, args.tensorrt, profile,
-                                               builder=args.builder)
+            keys = engine_keys(args.onnx, args.plugin, args.samples, args.precision.split(","), args.tensorrt,
+                               args.builder, args.engine_dir)
         except (create_engine.UsageError, samples_manifest.ManifestError) as exc:
             sys.stderr.write("bench.py key: {}\n".format(getattr(exc, "message", exc)))
             return 2
-        doc = {"key": k, "onnx_sha256": onnx_sha, "plugin_sha256": plugin_sha, "profile": profile}
-        if args.engine_dir:
-            doc["engine"] = os.path.join(args.engine_dir, "{}-{}.engine".format(args.precision, k))
-            doc["exists"] = os.path.isfile(doc["engine"])
-        print("FBOCC_KEY " + json.dumps(doc))
+        print("FBOCC_KEY " + json.dumps(keys))
         return 0
     if args.command == "run":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

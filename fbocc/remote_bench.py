@@ -163,11 +163,18 @@ def locate_artifacts(session: TargetSession) -> RemoteArtifacts:
                            manifest=manifest)
 
 
-def capture_environment(session: TargetSession, arts: RemoteArtifacts) -> dict[str, Any]:
-    """deploy/bench.py env: versions, release, power mode, clocks, tegrastats as found on the target."""
+def capture_environment(session: TargetSession, arts: RemoteArtifacts,
+                        options: BenchOptions | None = None) -> dict[str, Any]:
+    """deploy/bench.py env: versions, release, power mode, clocks, tegrastats as found on the target;
+    with `options` (TensorRT backend) also the engine cache keys (`engine_keys`), in the same round trip."""
     t = session.target
-    res = session.run(f"{quote(t.python)} {quote(arts.deploy + '/bench.py')} env --trtexec {quote(t.trtexec)}",
-                      timeout=120, check=False)
+    argv = [t.python, arts.deploy + "/bench.py", "env", "--trtexec", t.trtexec]
+    if options is not None:
+        argv += ["--onnx", arts.onnx, "--samples", arts.samples, "--precisions", ",".join(options.precisions),
+                 "--builder", options.builder, "--engine-dir", f"{session.workdir()}/engines"]
+        if arts.plugin:
+            argv += ["--plugin", arts.plugin]
+    res = session.run(_argv(argv), timeout=600, check=False)
     env = _tagged(res.stdout, "FBOCC_ENV")
     if res.exit_code != 0 or env is None:
         tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-5:])
@@ -225,7 +232,9 @@ def bench_target(session: TargetSession, options: BenchOptions, results_dir: Pat
     label = session.label
     sink = _prefixed(on_line, label)
     arts = replace(locate_artifacts(session), pid_file=pid_file or pid_file_for(session))
-    env = capture_environment(session, arts)
+    env = capture_environment(session, arts, options if options.backend == "tensorrt" else None)
+    keys = env.pop("engine_keys", None)
+    keys_error = env.pop("engine_keys_error", None)
     manifest = arts.manifest
     outcome = TargetBench(target=label)
     if options.backend == "onnxruntime":
@@ -246,31 +255,25 @@ def bench_target(session: TargetSession, options: BenchOptions, results_dir: Pat
     if not supported(version):
         raise RemoteError(f"TensorRT {version} on {label} is not supported (8.6, 10.x, 11.x are)", where=label,
                           fix="use a DRIVE OS 6.0.10+ / JetPack 6 image")
+    if not keys:
+        raise RemoteError(f"cannot compute the engine cache keys on {label}: {keys_error or 'no answer'}",
+                          where=label,
+                          fix="re-run `fbocc push-to-target` (the samples or ONNX on the target are damaged)")
     frame_id, inputs, shapes = frame_inputs(manifest, arts.samples, options.frame)
     profile = manifest.get("profile") or {}
     for precision in options.precisions:
         result = _bench_precision(session, arts, env, version, precision, options, frame_id, inputs, shapes,
-                                  profile, sink)
+                                  profile, keys[precision], sink)
         outcome.results.append(result)
         outcome.paths.append(save_result(results_dir, result))
     return outcome
 
 
 def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, precision: str,
-            options: BenchOptions, profile: dict[str, Any], sink: LineSink | None) -> dict[str, Any]:
+            options: BenchOptions, profile: dict[str, Any], key: dict[str, Any],
+            sink: LineSink | None) -> dict[str, Any]:
     t = session.target
     engines = str(PurePosixPath(session.workdir()) / "engines")
-    bench_py = arts.deploy + "/bench.py"
-    key_cmd = [t.python, bench_py, "key", "--onnx", arts.onnx, "--precision", precision, "--tensorrt",
-               str(version), "--samples", arts.samples, "--builder", options.builder, "--engine-dir", engines]
-    if arts.plugin:
-        key_cmd += ["--plugin", arts.plugin]
-    res = session.run(_argv(key_cmd), timeout=600, check=False)
-    key = _tagged(res.stdout, "FBOCC_KEY")
-    if res.exit_code != 0 or key is None:
-        raise RemoteError(f"cannot compute the engine cache key on {session.label}: "
-                          f"{(res.stderr or res.stdout).strip()[-400:]}", where=session.label,
-                          fix="re-run `fbocc push-to-target` (the samples or ONNX on the target are damaged)")
     engine = str(key["engine"])
     exists = bool(key["exists"])
     info = {"key": key["key"], "path": engine, "cached": exists and not options.rebuild,
@@ -324,9 +327,10 @@ def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, 
 
 def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[str, Any], version: TrtVersion,
                      precision: str, options: BenchOptions, frame_id: str, inputs: dict[str, str],
-                     shapes: dict[str, list[int]], profile: dict[str, Any], sink: LineSink | None) -> BenchResult:
+                     shapes: dict[str, list[int]], profile: dict[str, Any], key: dict[str, Any],
+                     sink: LineSink | None) -> BenchResult:
     t = session.target
-    engine = _engine(session, arts, version, precision, options, profile, sink)
+    engine = _engine(session, arts, version, precision, options, profile, key, sink)
     run_id = new_run_id(session.label, precision)
     run_dir = str(PurePosixPath(session.workdir()) / "runs" / run_id)
     spec = BenchSpec(engine=engine["path"], plugin=arts.plugin, inputs=inputs, shapes=shapes,
