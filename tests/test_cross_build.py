@@ -49,13 +49,28 @@ def sim_profile(docker_daemon: None):  # type: ignore[no-untyped-def]
     return profile
 
 
-@pytest.fixture
-def plugin_copy(tmp_path: Path) -> Path:
+def _copy_plugins(dest: Path) -> Path:
     """A private copy of the shipped plugin sources (a unique tree, so the build cache cannot answer)."""
-    src = tmp_path / "plugins"
+    src = dest / "plugins"
     shutil.copytree(asset_dir("plugins"), src, ignore=shutil.ignore_patterns("build", "out", ".*"))
     (src / "fbocc-test-nonce.txt").write_text(uuid.uuid4().hex)
     return src
+
+
+@pytest.fixture
+def plugin_copy(tmp_path: Path) -> Path:
+    return _copy_plugins(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def first_build(sim_profile, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """One real build of fresh sources, shared by the tests that inspect it and re-run it."""
+    tmp = tmp_path_factory.mktemp("first-build")
+    src = _copy_plugins(tmp)
+    out = tmp / "out"
+    result = cross_build(CrossBuildRequest(profile=sim_profile, out_dir=out, sources=src),
+                         on_step=_quiet, on_line=_quiet)
+    return src, out, result
 
 
 def _docker_client():  # type: ignore[no-untyped-def]
@@ -74,10 +89,8 @@ def _containers_created_since(since: float) -> int:
         client.close()
 
 
-def test_sim_build_returns_aarch64_sm87_library_owned_by_the_invoking_user(sim_profile, plugin_copy, tmp_path):
-    out = tmp_path / "out"
-    result = cross_build(CrossBuildRequest(profile=sim_profile, out_dir=out, sources=plugin_copy),
-                         on_step=_quiet, on_line=_quiet)
+def test_sim_build_returns_aarch64_sm87_library_owned_by_the_invoking_user(sim_profile, first_build):
+    _, out, result = first_build
     assert not result.cache_hit
     lib = out / "libfbocc_kernels.so"
     assert result.artefacts == [lib]
@@ -96,9 +109,8 @@ def test_sim_build_returns_aarch64_sm87_library_owned_by_the_invoking_user(sim_p
     assert bc.count_containers() == 0
 
 
-def test_unchanged_sources_are_a_cache_hit_in_seconds_without_a_container(sim_profile, plugin_copy, tmp_path):
-    cross_build(CrossBuildRequest(profile=sim_profile, out_dir=tmp_path / "first", sources=plugin_copy),
-                on_step=_quiet, on_line=_quiet)
+def test_unchanged_sources_are_a_cache_hit_in_seconds_without_a_container(first_build, tmp_path):
+    plugin_copy, first, _ = first_build
     since = time.time()
     started = time.monotonic()
     code = run(["cross-build", "--profile", "sim", "--sources", str(plugin_copy), "--out", str(tmp_path / "again")])
@@ -106,7 +118,7 @@ def test_unchanged_sources_are_a_cache_hit_in_seconds_without_a_container(sim_pr
     assert code == 0
     assert read_manifest(tmp_path / "again")["cache"] == "hit"
     lib = "libfbocc_kernels.so"
-    assert (tmp_path / "again" / lib).read_bytes() == (tmp_path / "first" / lib).read_bytes()
+    assert (tmp_path / "again" / lib).read_bytes() == (first / lib).read_bytes()
     assert elapsed < 5.0, f"cache hit took {elapsed:.1f}s"
     assert _containers_created_since(since) == 0
 
