@@ -96,7 +96,8 @@ def grid_sampler3d(inp, grid, interpolation_mode=0, padding_mode=0, align_corner
                 for dx in (0, 1):
                     wx = fx if dx else 1.0 - fx
                     corners.append((x0 + dx, y0 + dy, z0 + dz, wx * wy * wz))
-    step = max(1, (16 << 20) // max(1, c))  # samples per chunk: temporaries stay ~64 MB
+    step = max(1, (16 << 20) // max(1, c))  # samples per chunk: the one scratch buffer stays ~64 MB
+    scratch = np.empty((min(step, count), c), dtype=np.float32)
     for cx, cy, cz, weight in corners:
         valid = (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1) & (cz >= 0) & (cz <= d - 1)
         index = (np.clip(cz, 0, d - 1) * h + np.clip(cy, 0, h - 1)) * w + np.clip(cx, 0, w - 1)
@@ -105,7 +106,10 @@ def grid_sampler3d(inp, grid, interpolation_mode=0, padding_mode=0, align_corner
         for b in range(n):
             for p0 in range(0, count, step):
                 sel = slice(p0, p0 + step)
-                out[b, sel] += rows[b][index[b, sel]] * weight[b, sel, None]
+                buf = scratch[: len(index[b, sel])]
+                np.take(rows[b], index[b, sel], axis=0, out=buf)  # gather without a fresh allocation
+                np.multiply(buf, weight[b, sel, None], out=buf)
+                out[b, sel] += buf
     out = out.transpose(0, 2, 1)
     return out.reshape((n, c) + tuple(out_spatial)).astype(inp.dtype, copy=False)
 

@@ -245,7 +245,8 @@ class Demo:
 
     def remote_bench(self, lt: LocalTarget) -> str:
         mod = _require("fbocc.remote_bench", "BenchOptions", "remote_bench")
-        options = mod.BenchOptions(precisions=("fp32",), backend="onnxruntime", iterations=3)
+        # one timed pass per frame: at full size a CPU frame takes tens of seconds
+        options = mod.BenchOptions(precisions=("fp32",), backend="onnxruntime", iterations=1)
         outcomes = mod.remote_bench([lt.target], options, self.results, known_hosts=lt.known_hosts,
                                     on_line=lambda line: self.say(f"      remote-bench: {line}"))
         outcome = outcomes[0]
@@ -343,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_demo(args.work_dir, frames=args.frames, checkpoint=args.checkpoint, say=say)
     except KeyboardInterrupt:
-        err = Interrupted("demo interrupted; the local target was stopped and its keys deleted")
+        err = Interrupted("demo interrupted; nothing left running (a started local target was stopped, "
+                          "its keys deleted)")
         print(f"{err.kind}: {err.render()}", file=sys.stderr)
         return err.exit_code
     except FboccError as exc:
