@@ -348,7 +348,8 @@ def run_remote_sequence(session: Any, *, backend: str, precision: str, remote_ou
         engine_cmd = [python, f"{layout['deploy']}/create_engine.py", "--onnx", layout["onnx"], "--plugin",
                       layout["plugin"], "--samples", layout["samples"], "--precision", precision,
                       "--engine-dir", f"{session.workdir()}/engines"]
-        built = session.run(" ".join(quote(a) for a in engine_cmd), check=False, timeout=timeout, on_line=on_line)
+        built = session.run(f"mkdir -p {quote(session.workdir() + '/engines')} && "
+                            + " ".join(quote(a) for a in engine_cmd), check=False, timeout=timeout, on_line=on_line)
         engine = parse_tagged(built.stdout, ENGINE_TAG)
         if built.exit_code != 0 or not engine:
             tail = "\n".join(built.stderr.strip().splitlines()[-8:])
