@@ -1,0 +1,93 @@
+"""Planning `fbocc cross-build` without a daemon: image tags by content, cache keys, source hashing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from fbocc.build_container import daemon_is_remote
+from fbocc.config import load_config
+from fbocc.cross_build import cache_key, plan_image, sim_base_tag, source_tree_hash
+from fbocc.errors import ConfigError
+
+
+@pytest.fixture
+def cfg():  # type: ignore[no-untyped-def]
+    return load_config(user_file=Path("/nonexistent"), cwd=Path("/"))
+
+
+def test_every_builtin_profile_plans_an_image_from_a_shipped_dockerfile(cfg):
+    for name in ("drive-os-6.0.10", "drive-os-6.5", "jetpack-6", "x86_64", "sim"):
+        profile = cfg.profile(name)
+        plan = plan_image(profile, None, base_id="sha256:base")
+        assert plan.tag.startswith(f"fbocc/build:{name}-") and plan.dockerfile.is_file()
+        assert profile.cuda_target_dir.startswith(profile.cuda_home)
+        assert "87" in profile.cuda_archs or profile.target_arch == "x86_64"
+
+
+def test_drive_os_profile_matches_the_public_deployment_guide(cfg):
+    p = cfg.profile("drive-os-6.0.10")
+    assert p.base_image == "nvcr.io/drive/driveos-sdk/drive-agx-orin-linux-aarch64-sdk-build-x86:6.0.10.0-0009"
+    assert p.trt_deb == "nv-tensorrt-repo-ubuntu2004-cuda11.4-trt8.6.13.3-d6l-cross-ga-20240202_1-1_amd64.deb"
+    assert p.trt_packages == "tensorrt-safe-cross-aarch64"
+    assert (p.cuda_target_dir, p.tensorrt_include_dir, p.tensorrt_lib_dir) == (
+        "/usr/local/cuda-11.4/targets/aarch64-linux", "/usr/include/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu")
+    plan = plan_image(p, None, base_id=None)
+    assert plan.buildargs["TRT_DEB"] == p.trt_deb and plan.buildargs["BASE_IMAGE"] == p.base_image
+
+
+def test_image_tag_changes_with_the_base_image_content_and_the_deb(cfg, tmp_path):
+    p = cfg.profile("drive-os-6.0.10")
+    deb = tmp_path / str(p.trt_deb)
+    deb.write_bytes(b"x" * 10)
+    a = plan_image(p, deb, base_id="sha256:one").tag
+    assert plan_image(p, deb, base_id="sha256:one").tag == a
+    assert plan_image(p, deb, base_id="sha256:two").tag != a
+    deb.write_bytes(b"x" * 11)
+    assert plan_image(p, deb, base_id="sha256:one").tag != a
+
+
+def test_sim_base_tag_is_the_hash_of_its_recipe(cfg, tmp_path):
+    recipe = tmp_path / "base.txt"
+    recipe.write_text("suite = bookworm\nvariant = minbase\npackages = make\n")
+    first = sim_base_tag(recipe)
+    recipe.write_text("suite = bookworm\nvariant = minbase\npackages = make unzip\n")
+    assert first.startswith("fbocc/sim-base:") and sim_base_tag(recipe) != first
+
+
+def test_source_hash_follows_content_and_ignores_build_outputs(tmp_path):
+    src = tmp_path / "plugins"
+    (src / "op").mkdir(parents=True)
+    (src / "Makefile").write_text("all:\n")
+    (src / "op" / "op.cu").write_text("// kernel\n")
+    first = source_tree_hash(src)
+    (src / "build" / "x86_64").mkdir(parents=True)
+    (src / "build" / "x86_64" / "libfbocc_kernels.so").write_bytes(b"\x7fELF")
+    (src / "op" / "op.o").write_bytes(b"obj")
+    assert source_tree_hash(src) == first
+    (src / "op" / "op.cu").write_text("// kernel, changed\n")
+    assert source_tree_hash(src) != first
+    with pytest.raises(ConfigError, match="do not exist"):
+        source_tree_hash(tmp_path / "missing")
+
+
+def test_cache_key_covers_profile_image_sources_and_recipe(cfg):
+    p = cfg.profile("sim")
+    key = cache_key(p, "sha256:img", "src", "recipe")
+    assert key == cache_key(p, "sha256:img", "src", "recipe")
+    assert len({key, cache_key(p, "sha256:other", "src", "recipe"), cache_key(p, "sha256:img", "src2", "recipe"),
+                cache_key(p, "sha256:img", "src", "recipe2"),
+                cache_key(dataclasses.replace(p, cuda_archs=["87", "90"]), "sha256:img", "src", "recipe")}) == 5
+
+
+def test_ssh_and_tcp_daemons_are_remote_the_local_socket_is_not():
+    import docker
+
+    for url, remote in (("unix:///var/run/docker.sock", False), ("tcp://127.0.0.1:2375", True)):
+        client = docker.DockerClient(base_url=url, version="1.41")  # no connection made
+        try:
+            assert daemon_is_remote(client) is remote, url
+        finally:
+            client.close()
