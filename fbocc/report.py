@@ -42,6 +42,7 @@ class Report:
     rows: list[RunComparison]
     speedups: dict[str, float] = field(default_factory=dict)  # target -> fp32 / fp16 headline
     threshold: float = 0.05
+    pytorch_miou: float | None = None  # PyTorch's own mIoU vs ground truth, from `fbocc validate`
 
     @property
     def regressions(self) -> list[RunComparison]:
@@ -58,7 +59,7 @@ class Report:
                 "change": r.change, "regression": r.regression, "miou": r.miou,
                 "miou_against": r.miou_against,
             } for r in self.rows],
-            "fp16_speedup_over_fp32": self.speedups,
+            "fp16_speedup_over_fp32": self.speedups, "pytorch_miou": self.pytorch_miou,
             "regressions": [r.current.run_id for r in self.regressions],
         }
 
@@ -91,7 +92,13 @@ def compare(history: list[BenchResult], *, threshold: float = 0.05,
             a, b = fp32[-1].headline_ms(), fp16[-1].headline_ms()
             if a and b:
                 speedups[tgt] = a / b
-    return Report(rows, speedups, threshold)
+    pytorch = None
+    for v in reversed(validations or []):
+        ref = v.details.get("miou_reference")
+        if ref is not None and v.details.get("miou_against") == "ground-truth":
+            pytorch = float(ref)
+            break
+    return Report(rows, speedups, threshold, pytorch)
 
 
 def _validation(validations: list[ValidationRecord], run: BenchResult) -> ValidationRecord | None:
@@ -125,6 +132,8 @@ def to_markdown(report: Report) -> str:
         device = _device_label(rows[0].current)
         lines += [f"|  | Precision | mIoU | Latency (ms) on {device} |",
                   "|---|---|---|---|"]
+        if report.pytorch_miou is not None:
+            lines.append(f"| FB-OCC-PyTorch | FP32 | {_fmt(report.pytorch_miou)} | - |")
         for r in rows:
             c = r.current
             miou = _fmt(r.miou) + (" (vs PyTorch)" if r.miou is not None and r.miou_against == "pytorch" else "")

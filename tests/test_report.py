@@ -68,7 +68,8 @@ def test_markdown_has_the_seed_table_and_miou_from_validation(tmp_path: Path) ->
     history = [run("orin-a", "fp32", 197.0, created="2026-01-01T00:00:00.000000Z"),
                run("orin-a", "fp16", 138.0, created="2026-01-01T00:00:01.000000Z"),
                run("orin-a", "fp32", 12.0, created="2026-01-01T00:00:02.000000Z", backend="onnxruntime")]
-    record_validation(tmp_path, backend="tensorrt", precision="fp16", miou=38.86, target="orin-a")
+    record_validation(tmp_path, backend="tensorrt", precision="fp16", miou=38.86, target="orin-a",
+                      details={"miou_against": "ground-truth", "miou_reference": 39.1})
     record_validation(tmp_path, backend="onnxruntime", precision="fp32", miou=99.5, target="orin-a",
                       details={"miou_against": "pytorch"})
     vals = load_validations(tmp_path)
@@ -76,6 +77,7 @@ def test_markdown_has_the_seed_table_and_miou_from_validation(tmp_path: Path) ->
     lines = md.splitlines()
     assert lines[0] == "|  | Precision | mIoU | Latency (ms) on orin-a |"
     assert lines[1] == "|---|---|---|---|"
+    assert lines[2] == "| FB-OCC-PyTorch | FP32 | 39.10 | - |"  # the seed's reference row
     assert "| FB-OCC-TensorRT | FP32 | - | 197.00 |" in lines
     assert "| FB-OCC-TensorRT | FP16 | 38.86 | 138.00 |" in lines
     assert "| FB-OCC-ONNXRuntime | FP32 | 99.50 (vs PyTorch) | 12.00 |" in lines
