@@ -108,15 +108,22 @@ class Comparison:
                 "tolerance": None if self.tolerance is None else vars(self.tolerance)}
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.reshape(-1).astype(np.float64)
-    b = b.reshape(-1).astype(np.float64)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+def _cosine(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 22) -> float:
+    """Cosine similarity accumulated in float64 chunk by chunk (a 400 MB history tensor stays 400 MB)."""
+    a = a.reshape(-1)
+    b = b.reshape(-1)
+    dot = na = nb = 0.0
+    for i in range(0, a.size, chunk):
+        x = a[i:i + chunk].astype(np.float64)
+        y = b[i:i + chunk].astype(np.float64)
+        dot += float(np.dot(x, y))
+        na += float(np.dot(x, x))
+        nb += float(np.dot(y, y))
     if na == 0.0 and nb == 0.0:
         return 1.0
     if na == 0.0 or nb == 0.0:
         return 0.0
-    return float(np.dot(a, b) / (na * nb))
+    return dot / (np.sqrt(na) * np.sqrt(nb))
 
 
 def occupancy_output(manifest: dict[str, Any]) -> str | None:
@@ -178,9 +185,10 @@ def compare_runs(reference_dir: Path, run_dir: Path, precision: str, *, against:
                                       f"the reference {list(want.shape)}", fix="re-export and push the samples")
             s = stats.setdefault(name, {"max_abs": 0.0, "sum_abs": 0.0, "count": 0, "ref_max": 0.0,
                                         "cos": 1.0, "exact": True, "int": want.dtype.kind in "iub"})
-            diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
+            wide = np.float64 if want.dtype.kind in "iub" or want.dtype == np.float64 else np.float32
+            diff = np.abs(have.astype(wide) - want.astype(wide))
             s["max_abs"] = max(s["max_abs"], float(diff.max()) if diff.size else 0.0)
-            s["sum_abs"] += float(diff.sum())
+            s["sum_abs"] += float(diff.sum(dtype=np.float64))
             s["count"] += diff.size
             s["ref_max"] = max(s["ref_max"], float(np.abs(want).max()) if want.size else 0.0)
             s["cos"] = min(s["cos"], _cosine(have, want))
