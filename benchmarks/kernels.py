@@ -56,6 +56,9 @@ def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+_SPIN_CYCLES = 1_000_000  # ~0.5 ms of GPU clock cycles
+
+
 def time_ms(fn: Callable[[int], object], reps: int, warmup: int = 5) -> float:
     """Median of `reps` CUDA-event timings of `fn(i)` (i selects the input set)."""
     for i in range(warmup):
@@ -64,6 +67,9 @@ def time_ms(fn: Callable[[int], object], reps: int, warmup: int = 5) -> float:
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for i in range(reps):
+        # Keep the GPU busy while Python queues the launch: the events then time the kernel, not the
+        # host's launch latency (which is longer than these kernels).
+        torch.cuda._sleep(_SPIN_CYCLES)
         starts[i].record()
         fn(i)
         ends[i].record()
@@ -222,7 +228,8 @@ def render(rows: list[Row], device: str, copy_gbs: float, command: str, l2_bytes
         f"Command: `{command}`",
         "",
         f"Measured device-to-device copy bandwidth: **{copy_gbs:.0f} GB/s** (bytes read + written).",
-        "Times are medians of CUDA-event timings of single launches (warm); effective bandwidth counts each",
+        "Times are medians of CUDA-event timings of single warm launches, each queued behind a GPU spin so",
+        "that host launch latency is not timed; effective bandwidth counts each",
         "input read once and the output written once. The reference is the PyTorch implementation in",
         "`fbocc/ops/reference.py` (for GridSampler3D: `torch.nn.functional.grid_sample` on the same tensors),",
         "timed in the same run. Inputs are unit-normal; GridSampler3D uses FB-OCC's ego-motion warp (3 degree",

@@ -139,10 +139,11 @@ __global__ void __launch_bounds__(kThreads) bevPoolV2Kernel(T const* __restrict_
             }
         }
         __syncthreads();
-        for (int64_t task = threadIdx.x; task < chunkCells * vecsPerCell; task += kThreads)
+        int32_t const tasks = static_cast<int32_t>(chunkCells) * vecsPerCell; // < kMapCells * channels
+        for (int32_t task = threadIdx.x; task < tasks; task += kThreads)
         {
-            int64_t const local = task / vecsPerCell;
-            int32_t const lane = static_cast<int32_t>(task - local * vecsPerCell);
+            int32_t const local = task / vecsPerCell; // 32-bit: the kernel is instruction-bound
+            int32_t const lane = task - local * vecsPerCell;
             int64_t const cell = chunk + local;
             float acc[VEC];
 #pragma unroll
@@ -257,7 +258,7 @@ cudaError_t bevPoolV2Forward(void const* depth, void const* feat, DType dtype, v
     {
         return cudaSuccess;
     }
-    if (shape.channels > INT32_MAX || shape.intervals < 0 || shape.points < 0)
+    if (shape.channels > INT32_MAX / kMapCells || shape.intervals < 0 || shape.points < 0)
     {
         return cudaErrorInvalidValue;
     }

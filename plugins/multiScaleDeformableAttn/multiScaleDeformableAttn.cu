@@ -3,6 +3,9 @@
 #include "../common/cudaUtils.cuh"
 #include "multiScaleDeformableAttn.h"
 
+#include <algorithm>
+#include <climits>
+
 namespace fbocc
 {
 namespace
@@ -17,15 +20,13 @@ struct Corners
 };
 
 // mmcv's bilinear sampling of a level at normalized (x, y): pixel = loc * size - 0.5, zeros outside.
-__device__ __forceinline__ bool corners(float x, float y, int32_t h, int32_t w, int32_t levelStart, Corners& c)
+// Branch-free: outside corners get weight 0 and a valid row, so the loads of several points overlap.
+__device__ __forceinline__ void corners(float x, float y, int32_t h, int32_t w, int32_t levelStart, Corners& c)
 {
     float const hIm = y * static_cast<float>(h) - 0.5f;
     float const wIm = x * static_cast<float>(w) - 0.5f;
-    if (!(hIm > -1.f && wIm > -1.f && hIm < static_cast<float>(h) && wIm < static_cast<float>(w)))
-    {
-        return false;
-    }
-    float const fh = floorf(hIm), fw = floorf(wIm);
+    bool const near = hIm > -1.f && wIm > -1.f && hIm < static_cast<float>(h) && wIm < static_cast<float>(w);
+    float const fh = floorf(near ? hIm : 0.f), fw = floorf(near ? wIm : 0.f);
     int32_t const h0 = static_cast<int32_t>(fh), w0 = static_cast<int32_t>(fw);
     float const lh = hIm - fh, lw = wIm - fw;
 #pragma unroll
@@ -33,11 +34,20 @@ __device__ __forceinline__ bool corners(float x, float y, int32_t h, int32_t w, 
     {
         int32_t const dy = k >> 1, dx = k & 1;
         int32_t const yi = h0 + dy, xi = w0 + dx;
-        bool const inside = yi >= 0 && yi < h && xi >= 0 && xi < w;
+        bool const inside = near && yi >= 0 && yi < h && xi >= 0 && xi < w;
         c.weight[k] = inside ? (dy ? lh : 1.f - lh) * (dx ? lw : 1.f - lw) : 0.f;
         c.offset[k] = inside ? levelStart + yi * w + xi : levelStart;
     }
-    return true;
+}
+
+__device__ __forceinline__ float2 loadPair(float const* p)
+{
+    return __ldg(reinterpret_cast<float2 const*>(p));
+}
+__device__ __forceinline__ float2 loadPair(__half const* p)
+{
+    unsigned const raw = __ldg(reinterpret_cast<unsigned const*>(p));
+    return __half22float2(*reinterpret_cast<__half2 const*>(&raw));
 }
 
 template <typename T, int VEC>
@@ -48,24 +58,25 @@ struct alignas(sizeof(T) * VEC) Packet
 
 // One thread per (n, query, head, group of VEC channels): the D / VEC lanes of a head read one value row
 // together (coalesced), each lane computing the same sampling corners (cheap, and loads broadcast).
-template <typename T, typename C, typename I, int VEC>
+// Idx is int32_t whenever every element offset fits (32-bit index math is much cheaper).
+template <typename T, typename C, typename I, typename Idx, int VEC>
 __global__ void __launch_bounds__(kThreads) msdaKernel(T const* __restrict__ value,
     I const* __restrict__ spatialShapes, I const* __restrict__ levelStart, C const* __restrict__ locations,
-    C const* __restrict__ weights, T* __restrict__ output, int64_t threads, int32_t lanes, int32_t spatial,
+    C const* __restrict__ weights, T* __restrict__ output, Idx threads, int32_t lanes, int32_t spatial,
     int32_t heads, int32_t levels, int32_t queries, int32_t points)
 {
-    int64_t const t = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+    Idx const t = static_cast<Idx>(blockIdx.x) * kThreads + threadIdx.x;
     if (t >= threads)
     {
         return;
     }
-    int64_t const task = t / lanes; // (n, q, m)
+    Idx const task = t / lanes; // (n, q, m)
     int32_t const lane = static_cast<int32_t>(t - task * lanes);
-    int64_t const channels = static_cast<int64_t>(lanes) * VEC;
-    int64_t const m = task % heads;
-    int64_t const n = task / (static_cast<int64_t>(heads) * queries);
+    Idx const channels = static_cast<Idx>(lanes) * VEC;
+    Idx const m = task % heads;
+    Idx const n = task / (static_cast<Idx>(heads) * queries);
     T const* v = value + (n * spatial * heads + m) * channels + lane * VEC;
-    int64_t const rowStride = heads * channels;
+    Idx const rowStride = heads * channels;
     C const* loc = locations + task * levels * points * 2;
     C const* wgt = weights + task * levels * points;
     using Vec = Packet<T, VEC>;
@@ -80,20 +91,18 @@ __global__ void __launch_bounds__(kThreads) msdaKernel(T const* __restrict__ val
         int32_t const h = static_cast<int32_t>(spatialShapes[2 * l]);
         int32_t const w = static_cast<int32_t>(spatialShapes[2 * l + 1]);
         int32_t const start = static_cast<int32_t>(levelStart[l]);
-#pragma unroll 2
+#pragma unroll 4
         for (int32_t p = 0; p < points; ++p)
         {
             Corners c;
-            if (!corners(toFloat(ldg(loc + 2 * p)), toFloat(ldg(loc + 2 * p + 1)), h, w, start, c))
-            {
-                continue;
-            }
+            float2 const xy = loadPair(loc + 2 * p);
+            corners(xy.x, xy.y, h, w, start, c);
             float const a = toFloat(ldg(wgt + p));
             Vec x[4];
 #pragma unroll
             for (int k = 0; k < 4; ++k)
             {
-                x[k] = *reinterpret_cast<Vec const*>(v + c.offset[k] * rowStride);
+                x[k] = *reinterpret_cast<Vec const*>(v + static_cast<Idx>(c.offset[k]) * rowStride);
             }
 #pragma unroll
             for (int k = 0; k < 4; ++k)
@@ -127,6 +136,10 @@ template <typename T, typename C, typename I>
 cudaError_t launchTyped(void const* value, void const* shapes, void const* starts, void const* locations,
     void const* weights, void* output, MultiScaleDeformableAttnShape const& s, cudaStream_t stream)
 {
+    if (!aligned(locations, 2 * sizeof(C)))
+    {
+        return cudaErrorMisalignedAddress; // (x, y) pairs are read as one 2-element load
+    }
     // Widest packet (at most 16 bytes) that divides the head width and suits both buffers' alignment.
     int vec = 16 / static_cast<int>(sizeof(T));
     while (vec > 1 && (s.channels % vec != 0 || !aligned(value, vec * sizeof(T)) || !aligned(output, vec * sizeof(T))))
@@ -135,19 +148,33 @@ cudaError_t launchTyped(void const* value, void const* shapes, void const* start
     }
     int32_t const lanes = static_cast<int32_t>(s.channels / vec);
     int64_t const threads = s.batch * s.queries * s.heads * lanes;
-    auto const run = [&](auto kernel) {
+    int64_t const largest = std::max({threads * vec, s.batch * s.spatial * s.heads * s.channels,
+        s.batch * s.queries * s.heads * s.levels * s.points * 2});
+    auto const run = [&](auto kernel, auto idx) {
+        using Idx = decltype(idx);
         kernel<<<static_cast<unsigned>(ceilDiv(threads, kThreads)), kThreads, 0, stream>>>(
             static_cast<T const*>(value), static_cast<I const*>(shapes), static_cast<I const*>(starts),
-            static_cast<C const*>(locations), static_cast<C const*>(weights), static_cast<T*>(output), threads, lanes,
-            static_cast<int32_t>(s.spatial), static_cast<int32_t>(s.heads), static_cast<int32_t>(s.levels),
-            static_cast<int32_t>(s.queries), static_cast<int32_t>(s.points));
+            static_cast<C const*>(locations), static_cast<C const*>(weights), static_cast<T*>(output),
+            static_cast<Idx>(threads), lanes, static_cast<int32_t>(s.spatial), static_cast<int32_t>(s.heads),
+            static_cast<int32_t>(s.levels), static_cast<int32_t>(s.queries), static_cast<int32_t>(s.points));
     };
-    switch (vec)
+    auto const byIndex = [&](auto idx) {
+        using Idx = decltype(idx);
+        switch (vec)
+        {
+        case 8: run(msdaKernel<T, C, I, Idx, (sizeof(T) == 2 ? 8 : 4)>, idx); break;
+        case 4: run(msdaKernel<T, C, I, Idx, 4>, idx); break;
+        case 2: run(msdaKernel<T, C, I, Idx, 2>, idx); break;
+        default: run(msdaKernel<T, C, I, Idx, 1>, idx); break;
+        }
+    };
+    if (largest < INT32_MAX)
     {
-    case 8: run(msdaKernel<T, C, I, (sizeof(T) == 2 ? 8 : 4)>); break;
-    case 4: run(msdaKernel<T, C, I, 4>); break;
-    case 2: run(msdaKernel<T, C, I, 2>); break;
-    default: run(msdaKernel<T, C, I, 1>); break;
+        byIndex(int32_t{0});
+    }
+    else
+    {
+        byIndex(int64_t{0});
     }
     return cudaGetLastError();
 }
@@ -179,9 +206,9 @@ cudaError_t multiScaleDeformableAttnForward(void const* value, DType valueType, 
     {
         return cudaMemsetAsync(output, 0, static_cast<size_t>(outCount) * dtypeSize(valueType), stream);
     }
-    if (shape.spatial * shape.heads * shape.channels > INT32_MAX)
+    if (shape.spatial * shape.heads * shape.channels > INT32_MAX || shape.levels > INT32_MAX)
     {
-        return cudaErrorInvalidValue;
+        return cudaErrorInvalidValue; // one value row offset must fit the int32 corner offsets
     }
     if (valueType == DType::kFLOAT32 && coordType == DType::kFLOAT32)
     {
