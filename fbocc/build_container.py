@@ -364,6 +364,6 @@ def _restore_sigint(previous: Any) -> None:
 
 def interrupted(step: str, kept: str | None = None) -> Interrupted:
     """The error raised after Ctrl-C, once the container is gone (or kept, when asked)."""
-    what = f"the build container {kept} was kept (--keep-container)" if kept else "the build container was removed"
-    return Interrupted(f"interrupted during {step}; {what}",
+    what = f"the build container {kept} was kept (--keep-container)" if kept else "no build container is left"
+    return Interrupted(f"interrupted during '{step}'; {what}",
                        fix="run the same command again; finished steps are cached")

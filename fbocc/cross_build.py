@@ -497,7 +497,24 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink) -> CrossBuildResult:
-    """Build (or fetch from the cache) the plugin library for `req.profile` into `req.out_dir`."""
+    """Build (or fetch from the cache) the plugin library for `req.profile` into `req.out_dir`.
+
+    Ctrl-C (or SIGTERM while the container runs) ends in `Interrupted` naming the step; the build
+    container, a half-made base tarball and the staging directory are gone by then.
+    """
+    current = ["start"]
+
+    def step(name: str) -> None:
+        current[0] = name
+        on_step(name)
+
+    try:
+        return _cross_build(req, on_step=step, on_line=on_line)
+    except KeyboardInterrupt:
+        raise bc.interrupted(current[0]) from None
+
+
+def _cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink) -> CrossBuildResult:
     started = time.monotonic()
     profile = req.profile
     sources = (req.sources or default_sources()).resolve()
