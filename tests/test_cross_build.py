@@ -255,3 +255,24 @@ def test_missing_ngc_base_image_says_docker_login_and_pull(docker_daemon, tmp_pa
     assert code == 3
     assert f"docker login {profile.needs_login}" in err and f"docker pull {profile.base_image}" in err
     assert "Traceback" not in err and err.count("environment error:") == 1
+
+
+def test_keep_container_keeps_a_failed_build_for_inspection(sim_profile, plugin_copy, tmp_path, capsys):
+    broken = plugin_copy / "bevPoolV2" / "bevPoolV2.cu"
+    broken.write_text("#error deliberately broken for this test\n" + broken.read_text())
+    code = run(["cross-build", "--profile", "sim", "--sources", str(plugin_copy), "--out", str(tmp_path / "out"),
+                "--keep-container"])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "deliberately broken" in err and "kept for inspection" in err
+    client = _docker_client()
+    try:
+        kept = client.containers.list(all=True, filters={"label": bc.LABEL})
+        assert len(kept) == 1 and kept[0].name in err
+        assert kept[0].attrs["HostConfig"]["NetworkMode"] == "none"
+        assert kept[0].attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+        mounts = {m["Destination"]: m["RW"] for m in kept[0].attrs["Mounts"]}
+        assert mounts["/fbocc/src"] is False and mounts["/fbocc/out"] is True
+        kept[0].remove(force=True)
+    finally:
+        client.close()
