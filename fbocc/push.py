@@ -84,6 +84,7 @@ class ArtefactFile:
     size: int
     sha256: str
     role: str
+    stamp: tuple[int, int, int] = (0, 0, 0)  # (size, mtime_ns, inode) when it was hashed
 
 
 @dataclass(frozen=True)
@@ -127,18 +128,24 @@ class HashCache:
             self._data = {}
 
     def sha256(self, path: Path) -> str:
-        st = path.stat()
+        return self.stamped(path)[0]
+
+    def stamped(self, path: Path) -> tuple[str, tuple[int, int, int]]:
+        """(sha256, (size, mtime_ns, inode)) of a file; the stamp is the one the digest belongs to."""
+        stamp = _stamp(path)
         key = str(path.resolve())
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
         with self._lock:
             hit = self._data.get(key)
-        if hit and hit[:3] == stamp:
-            return str(hit[3])
+        if hit and tuple(hit[:3]) == stamp:
+            return str(hit[3]), stamp
         digest = sha256_file(path)
+        if _stamp(path) != stamp:
+            raise ValidationError(f"{path} changed while it was being hashed",
+                                  fix="wait until whatever writes it has finished, then re-run the push")
         with self._lock:
             self._data[key] = [*stamp, digest]
             self._dirty = True
-        return digest
+        return digest, stamp
 
     def save(self) -> None:
         if not self._dirty:
@@ -166,6 +173,11 @@ def sha256_file(path: Path, limit: int | None = None) -> str:
             if left is not None:
                 left -= len(block)
     return digest.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _prefix_digest(path: Path, limit: int) -> Any:
@@ -358,16 +370,16 @@ def collect_artefacts(*, onnx: Path | None, plugin: Path | None, samples: Path |
                                   fix="rename one of them (the ONNX, its data files and the plugin share a folder)")
     hashed: list[ArtefactFile] = []
     with ThreadPoolExecutor(max_workers=2) as pool:  # hashing releases the GIL: two files at a time
-        digests = list(pool.map(lambda e: cache.sha256(e[1]), entries))
+        digests = list(pool.map(lambda e: cache.stamped(e[1]), entries))
     cache.save()
-    for (rel, path, role), digest in zip(entries, digests, strict=True):
+    for (rel, path, role), (digest, stamp) in zip(entries, digests, strict=True):
         if role == "plugin" and expected_libs.get(path.name, digest) != digest:
             raise ValidationError(f"{path} does not match its build manifest {BUILD_MANIFEST} (sha256 differs)",
                                   fix="re-run `fbocc cross-build`; do not edit its output by hand")
         if rel in expected_samples and expected_samples[rel] != digest:
             raise ValidationError(f"{path} does not match the sha256 in {samples}/manifest.json",
                                   fix="re-export the samples (`fbocc export`); the file changed after export")
-        hashed.append(ArtefactFile(path=rel, local=path, size=path.stat().st_size, sha256=digest, role=role))
+        hashed.append(ArtefactFile(path=rel, local=path, size=stamp[0], sha256=digest, role=role, stamp=stamp))
     listing = "".join(f"{f.path}\0{f.sha256}\0{f.size}\n" for f in sorted(hashed, key=lambda f: f.path))
     set_hash = hashlib.sha256(f"{SET_FORMAT}\n{listing}".encode()).hexdigest()[:16]
     return ArtefactSet(files=tuple(hashed), set_hash=set_hash, onnx=onnx_rel, plugin=plugin_rel,
@@ -444,6 +456,7 @@ class _Object:
     sha256: str
     size: int
     local: Path
+    stamp: tuple[int, int, int]
     names: list[str] = field(default_factory=list)
 
 
@@ -470,7 +483,7 @@ class _Pusher:
         self.label = session.label
         self.objects: dict[str, _Object] = {}
         for f in aset.files:
-            self.objects.setdefault(f.sha256, _Object(f.sha256, f.size, f.local)).names.append(f.path)
+            self.objects.setdefault(f.sha256, _Object(f.sha256, f.size, f.local, f.stamp)).names.append(f.path)
         self.sent: set[str] = set()
         self.bytes_sent = 0
         self.resumed = 0
@@ -748,8 +761,10 @@ class _Pusher:
                 raise TransferError(f"writing to {self.label} failed: {first}", where=self.label,
                                     fix="check free space and permissions in the target's workdir") from first
             raise first
-        if any(sha not in self.sent and sha not in pending for sha in todo):
-            raise _ConnectionLost("some files arrived with a wrong sha256; sending them again")
+        unverified = [sha for sha in todo if sha not in self.sent and sha not in pending]
+        if unverified:
+            raise _ConnectionLost(f"{len(unverified)} file(s) arrived with a wrong sha256 "
+                                  f"({', '.join(self.objects[s].names[0] for s in unverified)}); sending them again")
         return pending
 
     def _send_one(self, sftp: paramiko.SFTPClient, sha: str, part_size: int) -> bool:
@@ -758,13 +773,10 @@ class _Pusher:
         name = o.names[0]
         part = f"{self.obj(sha)}.part"
         offset = 0
-        # The bytes sent are hashed as they are read: a local file that changes mid-push is caught here.
-        digest = hashlib.sha256()
         if 0 < part_size <= o.size:
             remote = self.session.run(f"head -c {part_size} -- {quote(part)} | {self.hasher}", timeout=3600).stdout
-            prefix = _prefix_digest(o.local, part_size)
-            if remote.split()[:1] == [prefix.hexdigest()]:
-                offset, digest = part_size, prefix
+            if remote.split()[:1] == [_prefix_digest(o.local, part_size).hexdigest()]:
+                offset = part_size
                 with self._lock:
                     self.resumed += 1
         self.progress.file_started(self.label, name, o.size, offset)
@@ -779,12 +791,12 @@ class _Pusher:
                     block = src.read(CHUNK)
                     if not block:
                         break
-                    digest.update(block)
                     dst.write(block)
                     with self._lock:
                         self.bytes_sent += len(block)
                     self.progress.advance(self.label, name, len(block))
-            if not self._stop.is_set() and digest.hexdigest() != sha:
+            # A local file rewritten since it was hashed would arrive "corrupt": say what really happened.
+            if not self._stop.is_set() and _stamp(o.local) != o.stamp:
                 self._remove(part)
                 raise TransferError(f"{o.local} changed while it was being pushed", where=self.label,
                                     fix="wait until whatever writes it has finished, then re-run the push")
@@ -806,17 +818,28 @@ class _Pusher:
     def _verify_script(self, shas: Sequence[str]) -> str:
         """Shell lines (run in the workdir) hashing finished parts and renaming the good ones into place.
 
-        Prints `OK <sha> size mtime inode` or `BAD <sha> <got>` per object, records good objects in
-        objects/index.tsv, and leaves `bad=1` when any did not match.
+        Prints `OK <sha> size mtime inode` per good object (also appended to objects/index.tsv) and
+        `BAD <sha> <got>` per bad one; leaves `bad=1` unless every object was good. One hasher process
+        per batch, a few more per batch, one `mv` per file: process starts cost CPU on a small target.
         """
         if not shas:
             return "bad=0"
-        return (f"bad=0\nfor h in {' '.join(shas)}; do\n"
-                f'  s=$({self.hasher} < "objects/$h.part") || {{ echo "MISSING $h"; bad=1; continue; }}\n'
-                '  s=${s%% *}\n'
-                '  if [ "$s" = "$h" ]; then chmod a-w -- "objects/$h.part" && mv -f -- "objects/$h.part" "objects/$h" '
-                '&& stat -c "$h %s %Y %i" -- "objects/$h" | tee -a objects/index.tsv | sed "s/^/OK /"; '
-                'else rm -f -- "objects/$h.part"; echo "BAD $h $s"; bad=1; fi\ndone')
+        parts = " ".join(f"{h}.part" for h in shas)
+        return f"""bad=0; ok=; okparts=; n=0
+sums=$(cd objects && {self.hasher} {parts} 2>/dev/null)
+while read -r s p; do
+  p=${{p#\\*}}; h=${{p%.part}}
+  [ -n "$h" ] || continue
+  if [ "$s" = "$h" ]; then ok="$ok $h"; okparts="$okparts $p"; n=$((n+1))
+  else rm -f -- "objects/$p"; echo "BAD $h $s"; fi
+done <<FBOCC_SUMS
+$sums
+FBOCC_SUMS
+[ "$n" = {len(shas)} ] || bad=1
+if [ -n "$ok" ]; then
+  (cd objects && chmod a-w -- $okparts && for h in $ok; do mv -f -- "$h.part" "$h" || exit 1; done &&
+   stat -c '%n %s %Y %i' -- $ok | tee -a index.tsv | sed 's/^/OK /') || exit 1
+fi"""
 
     def _verify_batch(self, shas: list[str]) -> None:
         """Hash the finished parts on the target; rename each to its object name only when it matches."""
@@ -824,27 +847,29 @@ class _Pusher:
         self._verified(res.stdout, shas)
 
     def _verified(self, stdout: str, shas: Sequence[str]) -> None:
-        seen: set[str] = set()
+        good: set[str] = set()
+        got: dict[str, str] = {}
         for line in stdout.splitlines():
             words = line.split()
-            if len(words) >= 2 and words[1] in self.objects:
-                seen.add(words[1])
-            if words[:1] == ["OK"] and len(words) == 5:
-                with self._lock:
-                    self.sent.add(words[1])
-            elif words[:1] in (["BAD"], ["MISSING"]) and len(words) >= 2:
-                sha = words[1]
-                with self._lock:
-                    self.bad_hash[sha] = self.bad_hash.get(sha, 0) + 1
-                    tries = self.bad_hash[sha]
-                if tries >= 2:
-                    name = self.objects[sha].names[0]
-                    got = words[2] if len(words) > 2 else "nothing"
-                    raise TransferError(f"{name} arrived on {self.label} with sha256 {got}, expected {sha}, twice",
-                                        where=self.label,
-                                        fix="check the target's disk and memory; the link corrupts data")
-        if len(seen) < len(shas) and not self.session.connected:
+            if words[:1] == ["OK"] and len(words) == 5 and words[1] in self.objects:
+                good.add(words[1])
+            elif words[:1] == ["BAD"] and len(words) >= 2:
+                got[words[1]] = words[2] if len(words) > 2 else "nothing"
+        with self._lock:
+            self.sent.update(good)
+        if not self.session.connected and len(good) + len(got) < len(shas):
             raise _ConnectionLost("connection lost while verifying files")
+        for sha in shas:
+            if sha in good:
+                continue
+            with self._lock:
+                self.bad_hash[sha] = self.bad_hash.get(sha, 0) + 1
+                tries = self.bad_hash[sha]
+            if tries >= 2:
+                name = self.objects[sha].names[0]
+                raise TransferError(
+                    f"{name} arrived on {self.label} with sha256 {got.get(sha, '(unreadable)')}, expected {sha}, "
+                    "twice", where=self.label, fix="check the target's disk and memory; the link corrupts data")
 
     def _remove(self, path: str) -> None:
         with contextlib.suppress(FboccError):
@@ -893,6 +918,7 @@ class _Pusher:
             if pending:
                 self._verified(res.stdout, pending)
             if res.exit_code == 30:
+                log.info("verification output: %s", res.stdout)
                 raise _ConnectionLost("some files arrived with a wrong sha256; sending them again")
             if res.exit_code != 0:
                 if not self.session.connected:
