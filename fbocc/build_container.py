@@ -39,7 +39,8 @@ def _client(timeout: int = 600) -> Any:
     try:
         client = docker.from_env(timeout=timeout)  # type: ignore[attr-defined]
         client.ping()
-    except DockerException as exc:
+    # ssh:// daemons fail through paramiko/socket errors, not only DockerException.
+    except (DockerException, OSError, ValueError, ImportError) as exc:
         where = os.environ.get("DOCKER_HOST") or "the default Docker socket"
         raise EnvironmentCheckError(f"no Docker daemon answers at {where}: {_short(exc)}", fix=DOCKER_FIX) from None
     return client

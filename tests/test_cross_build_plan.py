@@ -91,3 +91,16 @@ def test_ssh_and_tcp_daemons_are_remote_the_local_socket_is_not():
             assert daemon_is_remote(client) is remote, url
         finally:
             client.close()
+
+
+def test_no_daemon_is_one_environment_error_and_docker_status_says_why(monkeypatch, tmp_path, capsys):
+    from fbocc.build_container import docker_status
+    from fbocc.cli import run
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")  # nothing listens on port 1
+    ok, reason = docker_status()
+    assert not ok and "tcp://127.0.0.1:1" in reason
+    code = run(["cross-build", "--profile", "sim", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert err.count("environment error:") == 1 and "no Docker daemon answers" in err and "fix:" in err
