@@ -111,20 +111,52 @@ def test_kernels_cross_compile_for_orin_aarch64_sm87(aarch64_cudart: Path, tmp_p
     assert any(n.startswith("libcudart.so") for n in info.needed)
 
 
-@pytest.mark.parametrize(("version", "entry_point"), [("8.6.1", "getPluginCreators"), ("10.8.0", "getCreators")])
-def test_plugin_library_compiles_against_tensorrt_oss_headers(x86_kernels: tuple[Path, str], tmp_path: Path,
-                                                              version: str, entry_point: str) -> None:
+TRT_VERSIONS = [("8.6.1", "getPluginCreators"), ("10.8.0", "getCreators")]
+
+
+PluginBuild = tuple[str, str, Path, Path, subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module", params=TRT_VERSIONS, ids=[v for v, _ in TRT_VERSIONS])
+def plugin_build(request: pytest.FixtureRequest, x86_kernels: tuple[Path, str],
+                 tmp_path_factory: pytest.TempPathFactory) -> PluginBuild:
+    """(version, entry point, headers, library, make result) of the plugin library for one TensorRT version."""
+    version, entry_point = request.param
     headers = TRT_HEADERS / version / "include"
     if not (headers / "NvInfer.h").exists():
         pytest.skip(f"TensorRT {version} OSS headers not unpacked at {headers} (see plugins/README.md)")
+    out = tmp_path_factory.mktemp(f"trt{version}")
     kernels_out, _ = x86_kernels
-    shutil.copytree(kernels_out / "obj", tmp_path / "obj")  # kernel objects keep their times: not rebuilt
-    result = _make("TARGET=x86_64", "CUDA_ARCHS=90", f"OUT={tmp_path}", f"TENSORRT_INCLUDE_DIR={headers}")
+    shutil.copytree(kernels_out / "obj", out / "obj", dirs_exist_ok=True)  # times kept: kernels not rebuilt
+    result = _make("TARGET=x86_64", "CUDA_ARCHS=90", f"OUT={out}", f"TENSORRT_INCLUDE_DIR={headers}")
+    return version, entry_point, headers, out / "libfbocc_plugins.so", result
+
+
+def test_plugin_library_compiles_against_tensorrt_oss_headers(plugin_build: PluginBuild) -> None:
+    _version, entry_point, _headers, library, result = plugin_build
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warning" not in result.stderr.lower(), result.stderr[-3000:]
-    info = inspect_library(tmp_path / "libfbocc_plugins.so")
+    info = inspect_library(library)
     assert info.exported == tuple(sorted((entry_point, "setLoggerFinder")))
     assert info.sm_archs == (90,)
+
+
+def test_tensorrt_standin_loads_registers_and_builds_each_plugin(plugin_build: PluginBuild, tmp_path: Path) -> None:
+    """The stand-in (tests/tensorrt_standin_harness.cpp, not TensorRT) drives the library through the real
+    TensorRT headers' interfaces: registration hand-over, attributes, shapes, formats, serialization."""
+    version, _entry, headers, library, result = plugin_build
+    assert result.returncode == 0, result.stderr[-3000:]
+    harness = tmp_path / "tensorrt_standin_harness"
+    compiled = subprocess.run(
+        ["g++", "-std=c++17", "-Wall", "-Wno-deprecated-declarations", f"-I{headers}", f"-I{CUDA_HOME}/include",
+         str(REPO / "tests" / "tensorrt_standin_harness.cpp"), "-o", str(harness), "-rdynamic", "-ldl"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{CUDA_HOME}/lib64:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    run = subprocess.run([str(harness), str(library)], capture_output=True, text=True, timeout=60, env=env,
+                         check=False)
+    assert run.returncode == 0 and run.stdout.startswith("OK"), run.stdout + run.stderr
+    assert f"TensorRT {version.rsplit('.', 1)[0]} headers" in run.stdout
 
 
 def test_an_unknown_target_is_refused_naming_the_allowed_ones(tmp_path: Path) -> None:

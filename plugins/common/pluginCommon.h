@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include "kernelCommon.h"
@@ -93,7 +94,7 @@ bool parseAttributes(nvinfer1::PluginFieldCollection const* fc, AttributeValues<
             }
             if (f.data == nullptr || f.length < 1)
             {
-                logError(Op::kName, "attribute without a value");
+                logError(Op::kName, "an attribute has no value");
                 return false;
             }
             if (f.type == nvinfer1::PluginFieldType::kINT32)
@@ -118,7 +119,9 @@ bool parseAttributes(nvinfer1::PluginFieldCollection const* fc, AttributeValues<
     {
         if (Op::kAttributeRequired[a] && !seen[a])
         {
-            logError(Op::kName, Op::kAttributeNames[a]);
+            char message[128];
+            std::snprintf(message, sizeof(message), "required attribute %s is missing", Op::kAttributeNames[a]);
+            logError(Op::kName, message);
             return false;
         }
     }
