@@ -72,6 +72,12 @@ BENCH_MODEL_OUT ?= docs/benchmarks/model.md
 bench-model:
 	$(PYTHON) benchmarks/model.py --output $(BENCH_MODEL_OUT) $(BENCH_ARGS)
 
+# Here: push-to-target vs OpenSSH scp of the same 300 MB artefact set over a loopback sshd -> markdown.
+.PHONY: bench-push
+BENCH_PUSH_OUT ?= docs/benchmarks/push.md
+bench-push: venv
+	$(PY) benchmarks/push.py --out $(BENCH_PUSH_OUT) $(BENCH_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check fbocc tests
 	$(VENV)/bin/mypy

@@ -150,6 +150,7 @@ class HashCache:
     def save(self) -> None:
         if not self._dirty:
             return
+        self._data = {k: v for k, v in self._data.items() if os.path.exists(k)}  # forget deleted files
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -523,10 +524,12 @@ class _Pusher:
                         fix="check the link to the target and re-run: finished files are kept and a "
                         "partial file is resumed") from None
                 self._reconnect(attempt)
+        del skipped  # after a reconnect the last attempt also "skips" what the first one sent
+        files_sent = sum(len(self.objects[s].names) for s in self.sent)
         return PushResult(
             target=self.label, set_hash=self.aset.set_hash, remote_set_dir=f"{self.workdir}/sets/{self.aset.set_hash}",
             remote_current=f"{self.workdir}/current", files_total=len(self.aset.files),
-            files_sent=sum(len(self.objects[s].names) for s in self.sent), files_skipped=skipped,
+            files_sent=files_sent, files_skipped=len(self.aset.files) - files_sent,
             bytes_total=self.aset.total_bytes, bytes_sent=self.bytes_sent,
             seconds=time.monotonic() - started, resumed=self.resumed, reconnects=self.reconnects,
             switched=switched)

@@ -298,13 +298,14 @@ def test_no_sftp_subsystem_is_one_clear_error(sshd_factory: Callable[..., SshSer
 
 
 @pytest.fixture
-def project(isolated_home: Path, artefacts: dict[str, Path]) -> Iterator[Path]:
+def project(isolated_home: Path, artefacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The cwd of an isolated project with the artefacts at the default places."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(isolated_home / ".cache"))  # the CLI's hash cache
     work = Path.cwd()
-    (work / "out").mkdir()
-    artefacts["onnx"].rename(work / "out" / "fbocc.onnx")
-    (artefacts["onnx"].parent / "weights.bin").rename(work / "out" / "weights.bin")
-    artefacts["samples"].rename(work / "out" / "samples")
+    (work / "fbocc-export").mkdir()  # where `fbocc export` writes
+    artefacts["onnx"].rename(work / "fbocc-export" / "fbocc.onnx")
+    (artefacts["onnx"].parent / "weights.bin").rename(work / "fbocc-export" / "weights.bin")
+    artefacts["samples"].rename(work / "fbocc-export" / "samples")
     (work / "build").mkdir()
     artefacts["plugin"].rename(work / "build" / "plugins")
     yield work

@@ -14,8 +14,7 @@ from fbocc.errors import ConfigError, FboccError, TransferError
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-DEFAULT_ONNX = Path("out/fbocc.onnx")
-DEFAULT_SAMPLES = Path("out/samples")
+DEFAULT_EXPORT_DIR = Path("fbocc-export")  # where `fbocc export` writes <model>.onnx and samples/
 
 
 class RichPushProgress:
@@ -66,10 +65,13 @@ def push_to_target(
                                                               "ssh_config aliases).", show_default=False)] = None,
     target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Target or group (repeatable).",
                                                      show_default=False)] = None,
-    onnx: Annotated[Path | None, typer.Option(help=f"ONNX model [default: {DEFAULT_ONNX}].")] = None,
+    export_dir: Annotated[Path, typer.Option(
+        "--export-dir", help="Output of `fbocc export`: its *.onnx and samples/ are the defaults of --onnx and "
+        "--samples.")] = DEFAULT_EXPORT_DIR,
+    onnx: Annotated[Path | None, typer.Option(help="ONNX model [default: the *.onnx in --export-dir].")] = None,
     plugin: Annotated[Path | None, typer.Option(help="Plugin .so or cross-build output dir "
                                                      "[default: [build] out_dir].")] = None,
-    samples: Annotated[Path | None, typer.Option(help=f"Samples directory [default: {DEFAULT_SAMPLES}].")] = None,
+    samples: Annotated[Path | None, typer.Option(help="Samples directory [default: --export-dir/samples].")] = None,
     no_plugin: Annotated[bool, typer.Option("--no-plugin", help="Push without a plugin library.")] = False,
     no_samples: Annotated[bool, typer.Option("--no-samples", help="Push without samples.")] = False,
     accept_new: Annotated[bool, typer.Option("--accept-new", help="Trust and record the host key of a target "
@@ -101,7 +103,7 @@ def push_to_target(
         _raise_failures(outcomes)
         return
 
-    onnx_path = onnx or DEFAULT_ONNX
+    onnx_path = onnx or _exported_onnx(export_dir)
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX model {onnx_path} does not exist", where="--onnx",
                           fix="run `fbocc export` first or pass --onnx PATH")
@@ -110,7 +112,7 @@ def push_to_target(
         raise ConfigError(f"plugin {plugin_path} does not exist", where="--plugin",
                           fix="run `fbocc cross-build`, pass --plugin PATH (a .so or the build output dir), "
                           "or --no-plugin to push without it")
-    samples_path = None if no_samples else (samples or DEFAULT_SAMPLES)
+    samples_path = None if no_samples else (samples or export_dir / "samples")
     if samples_path is not None and not samples_path.is_dir():
         raise ConfigError(f"samples directory {samples_path} does not exist", where="--samples",
                           fix="run `fbocc export` first, pass --samples DIR, or --no-samples to push without them")
@@ -148,6 +150,17 @@ def push_to_target(
                           f"{r.mb_per_s:.1f}", f"{r.seconds:.2f}", r.remote_set_dir)
         out.print(table)
     _raise_failures(outcomes)
+
+
+def _exported_onnx(export_dir: Path) -> Path:
+    models = sorted(export_dir.glob("*.onnx"))
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        raise ConfigError(f"no ONNX model in {export_dir}", where="--onnx",
+                          fix="run `fbocc export` first, or pass --onnx PATH (or --export-dir DIR)")
+    raise ConfigError(f"{export_dir} holds several ONNX models: {', '.join(m.name for m in models)}",
+                      where="--onnx", fix="pass --onnx PATH to choose one")
 
 
 def _render_manage(outcomes: list[Any], prune: bool, as_json: bool) -> None:
