@@ -984,7 +984,7 @@ def list_sets(session: TargetSession) -> list[RemoteSet]:
             s.files, s.onnx, s.complete = len(doc.get("files", [])), doc.get("onnx"), True
     for s in sets:
         s.current = s.set_hash == current
-    sets.sort(key=lambda s: s.created, reverse=True)
+    sets.sort(key=lambda s: (s.created, s.current), reverse=True)  # same second: current first
     return sets
 
 

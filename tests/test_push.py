@@ -329,6 +329,15 @@ def test_cli_unknown_host_refused_then_accept_new_recorded(sshd: SshServer, proj
     assert cli(["push-to-target", "orin", "--no-samples", "--onnx", "missing.onnx"]) == 2
     assert "--onnx" in capsys.readouterr().err
 
+    assert cli(["push-to-target", "orin", "--no-samples"]) == 0  # a second set
+    capsys.readouterr()
+    assert cli(["push-to-target", "orin", "--list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)[0]["result"]
+    assert len(listed) == 2 and [s["current"] for s in listed] == [True, False]
+    assert cli(["push-to-target", "orin", "--prune", "--keep", "1"]) == 0
+    assert "removed 1 set(s)" in capsys.readouterr().out
+    assert len(list((project / "remote" / "sets").iterdir())) == 1
+
 
 def test_cli_two_targets_in_parallel_one_down(sshd_factory: Callable[..., SshServer], project: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:

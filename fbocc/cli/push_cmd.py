@@ -133,7 +133,8 @@ def push_to_target(
                                 **(o.value.as_dict() if o.value else {}),
                                 **({"error": o.error.render(), "exit_code": o.error.exit_code} if o.error else {})}
                                for o in outcomes]})
-    else:
+    elif len(outcomes) > 1 or outcomes[0].ok:  # a single failure is reported as the error alone
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"push-to-target: set {aset.set_hash}")
@@ -143,7 +144,7 @@ def push_to_target(
             r = o.value
             if r is None:
                 assert o.error is not None
-                table.add_row(o.target.name, f"[red]failed[/red]: {o.error.message}", "", "", "", "", "", "")
+                table.add_row(o.target.name, f"[red]failed[/red]: {escape(o.error.message)}", "", "", "", "", "", "")
                 continue
             note = "ok" + (f" ({r.resumed} resumed, {r.reconnects} reconnects)" if r.reconnects else "")
             table.add_row(o.target.name, note, str(r.files_sent), str(r.files_skipped), _mb(r.bytes_sent),
@@ -196,8 +197,10 @@ def _raise_failures(outcomes: list[Any]) -> None:
         return
     if len(outcomes) == 1:
         raise failed[0].error
+    from rich.text import Text
+
     for o in failed:
-        err.print(f"[red]{o.target.name}[/red]: {o.error.render()}")
+        err.print(Text(o.error.render(), style="red"))
     first: FboccError = failed[0].error
     raise TransferError(f"{len(failed)} of {len(outcomes)} targets failed: "
                         + ", ".join(o.target.name for o in failed), fix=first.fix)
