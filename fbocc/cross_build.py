@@ -684,6 +684,8 @@ def _store(store: Path, libs: list[Path], manifest: BuildManifest) -> None:
         (tmp / MANIFEST_NAME).write_text(manifest.to_json())
         shutil.rmtree(store, ignore_errors=True)
         os.replace(tmp, store)
+    except OSError:
+        pass  # a concurrent build stored the same key first; the cache is an optimisation only
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
