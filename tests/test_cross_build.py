@@ -165,7 +165,8 @@ def test_compile_error_ends_in_one_build_error_naming_the_file(sim_profile, plug
     assert bc.count_containers() == 0
 
 
-def test_ctrl_c_mid_build_removes_the_container_and_leaves_no_artefact(sim_profile, plugin_copy, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_mid_build_removes_the_container_and_leaves_no_artefact(sim_profile, plugin_copy, tmp_path, signum):
     out = tmp_path / "out"
     env = {**os.environ, "FBOCC_DEBUG": ""}
     proc = subprocess.Popen(
@@ -186,7 +187,7 @@ def test_ctrl_c_mid_build_removes_the_container_and_leaves_no_artefact(sim_profi
     reader.start()
     assert compiling.wait(120), "".join(seen)
     assert bc.count_containers() == 1  # the build is really running in its container
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     assert proc.wait(60) == 130
     reader.join(10)
     text = "".join(seen)
