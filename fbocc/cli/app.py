@@ -86,6 +86,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         # Without standalone mode, typer returns the code of a `typer.Exit` instead of raising it.
         code = app(args=argv, prog_name="fbocc", standalone_mode=False)
+        if code == 130:  # typer turns a KeyboardInterrupt that escaped the command into Exit(130)
+            err.print("interrupted: stopped by Ctrl-C", style="red")
         return code if isinstance(code, int) else 0
     except FboccError as exc:
         err.print(Text.assemble((f"{exc.kind}: ", "bold red"), exc.render()), soft_wrap=True)
