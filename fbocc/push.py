@@ -940,7 +940,7 @@ def push_artifacts(session: TargetSession, aset: ArtefactSet, *, progress: PushP
     """
     try:
         return _Pusher(session, aset, progress or _NoProgress(), parallel, retries, verify).run()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):  # Ctrl-C here or inside a remote command (already killed)
         raise Interrupted(f"push to {session.label} interrupted; `current` still points at the previous set",
                           fix="re-run the same command: finished files are kept and partial ones resume") from None
 

@@ -6,9 +6,11 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fbocc.cli import run as cli
 from fbocc.config import Target
-from fbocc.errors import RemoteError, TransferError, ValidationError
+from fbocc.errors import Interrupted, RemoteError, TransferError, ValidationError
 from fbocc.push import (
     ArtefactSet,
     HashCache,
@@ -190,9 +192,10 @@ def test_first_push_repush_and_one_changed_file(sshd: SshServer, artefacts: dict
 class CuttingProxy:
     """TCP proxy on 127.0.0.1 that drops its first connection after `cut_after` client->server bytes."""
 
-    def __init__(self, upstream_port: int, cut_after: int) -> None:
+    def __init__(self, upstream_port: int, cut_after: int | None, bytes_per_s: float | None = None) -> None:
         self.upstream_port = upstream_port
         self.cut_after = cut_after
+        self.bytes_per_s = bytes_per_s
         self.cuts = 0
         self.connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -224,6 +227,8 @@ class CuttingProxy:
                     break  # the link dies mid-transfer: both directions are closed below
                 dst.sendall(data)
                 sent += len(data)
+                if self.bytes_per_s:  # a slow link
+                    time.sleep(len(data) / self.bytes_per_s)
         except OSError:
             pass
         for s in (src, dst):
@@ -253,6 +258,42 @@ def test_cut_connection_resumes_and_ends_verified(sshd: SshServer, artefacts: di
     assert result.resumed == 1  # the partial weights file continued from its verified prefix
     assert result.bytes_sent < aset.total_bytes + 2_500_000
     assert_set_matches(workdir, aset)
+
+
+def test_ctrl_c_mid_push_keeps_current_and_the_next_push_resumes(sshd: SshServer, artefacts: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    aset = collect(artefacts, tmp_path)
+    workdir = tmp_path / "remote"
+    with TargetSession(target_for(sshd, workdir), known_hosts=sshd.known_hosts) as session:
+        push_artifacts(session, aset)
+    make_onnx(artefacts["onnx"], weights=1024 * 1024)  # a new 4 MiB weights file over a 1 MB/s link
+    changed = collect(artefacts, tmp_path)
+    proxy = CuttingProxy(sshd.port, cut_after=None, bytes_per_s=1_000_000)
+    known_hosts = tmp_path / "kh"
+    known_hosts.write_text(sshd.host_pubkey_line.replace(f":{sshd.port} ", f":{proxy.port} ") + "\n")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with TargetSession(target_for(sshd, workdir, port=proxy.port), known_hosts=known_hosts) as session:
+            signal.setitimer(signal.ITIMER_REAL, 2.0)
+            with pytest.raises(Interrupted, match="interrupted") as stopped:
+                push_artifacts(session, changed, parallel=1)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        proxy.close()
+    assert "re-run" in (stopped.value.fix or "")
+    assert os.readlink(workdir / "current") == f"sets/{aset.set_hash}"  # the old set is still the one in use
+    weights = next(f for f in changed.files if f.path == "weights.bin")
+    assert not (workdir / "objects" / weights.sha256).exists()  # nothing half-written at a final name
+    with TargetSession(target_for(sshd, workdir), known_hosts=sshd.known_hosts) as session:
+        resumed = push_artifacts(session, changed)
+    assert resumed.resumed == 1 and resumed.bytes_sent < weights.size
+    assert_set_matches(workdir, changed)
 
 
 def test_out_of_space_is_refused_before_sending(sshd: SshServer, artefacts: dict[str, Path],
