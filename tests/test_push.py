@@ -412,3 +412,16 @@ def test_targets_without_openssl_verify_with_sha256sum(sshd: SshServer, artefact
         (workdir / "objects" / "index.tsv").unlink()  # forget what was verified: everything is re-hashed
         assert push_artifacts(session, aset).files_sent == 0
     assert_set_matches(workdir, aset)
+
+
+def test_push_through_a_proxyjump_host(sshd_factory: Callable[..., SshServer], artefacts: dict[str, Path],
+                                       isolated_home: Path, tmp_path: Path) -> None:
+    jump = sshd_factory()
+    target = sshd_factory(client_key=jump.client_key)
+    (isolated_home / ".ssh" / "config").write_text(jump.ssh_config("jumpbox"))
+    aset = collect(artefacts, tmp_path)
+    workdir = tmp_path / "via jump"
+    with TargetSession(target_for(target, workdir, proxy_jump="jumpbox"), known_hosts=target.known_hosts) as session:
+        assert session._conn is not None and session._conn.gateway.port == jump.port
+        assert push_artifacts(session, aset).files_sent == len(aset.files)
+    assert_set_matches(workdir, aset)
