@@ -190,6 +190,9 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
                         output_names=list(OUTPUT_NAMES), dynamic_axes=DYNAMIC_AXES, opset_version=ONNX_OPSET,
                         do_constant_folding=True, dynamo=False)
                 results = recorder.take()
+                model.eval()  # whatever the exporter restored, references are computed in eval mode
+                if any(m.training for m in model.modules()):
+                    raise RuntimeError("the model left eval mode during export")
                 timings["onnx"] = time.monotonic() - t1
             else:
                 progress(f"sample {fid}: PyTorch reference forward")

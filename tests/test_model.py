@@ -178,3 +178,31 @@ def test_cross_attention_gathers_like_fbbev_without_data_dependent_shapes() -> N
         ours = sca(query, value, pos, shapes, start, bev, depth)
         theirs = _fbbev_cross_attention(sca, query, value, pos, shapes, start, bev, depth) + query
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_trace_leaves_the_model_in_eval_mode(tmp_path: Path) -> None:
+    """The exporter restores the traced module's mode recursively; later reference forwards must still
+    run BatchNorm on running statistics and Dropout as identity."""
+    import warnings
+
+    from fbocc.model.network import TraceRecorder
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.5))
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = self.body(x)
+            return y, y.sum(-1)
+
+    inner = Net().eval()
+    x = torch.randn(3, 4)
+    recorder = TraceRecorder(inner)  # type: ignore[arg-type]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(recorder, (x,), str(tmp_path / "m.onnx"), dynamo=False, opset_version=16)
+    assert not any(m.training for m in inner.modules())
+    traced = recorder.take()  # what the trace computed is what the eval-mode model computes afterwards
+    with torch.no_grad():
+        torch.testing.assert_close(traced[0], inner(x)[0])

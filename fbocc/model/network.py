@@ -142,6 +142,9 @@ class TraceRecorder(nn.Module):
         super().__init__()
         self.model = model
         self._outputs: list[torch.Tensor] = []
+        # The exporter restores the top module's mode afterwards, recursively: a wrapper left in training
+        # mode (nn.Module's default) would switch BatchNorm and Dropout of every later forward to training.
+        self.eval()
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         result = self.model(*args)
