@@ -156,50 +156,43 @@ def bench_bev_pool(copy_gbs: float, reps: int, l2_bytes: int) -> list[Row]:
 def bench_msda(copy_gbs: float, reps: int, l2_bytes: int) -> list[Row]:
     rows = []
     for site, case in wl.FBOCC_MSDA.items():
-        for dtype in (torch.float32, torch.float16):
-            sets = input_sets(lambda seed: wl.msda_inputs(case, dtype, "cuda", seed=seed), l2_bytes)  # noqa: B023
-            shape = (case.n, case.queries, case.heads * case.channels)
-            outs = [torch.empty(shape, dtype=dtype, device="cuda") for _ in sets]
+        for locality in ("local", "uniform"):
+            for dtype in (torch.float32, torch.float16):
+                def make(seed: int, dtype: torch.dtype = dtype, locality: str = locality,
+                         case: wl.MsdaCase = case) -> tuple[torch.Tensor, ...]:
+                    return wl.msda_inputs(case, dtype, "cuda", seed=seed, locality=locality)
 
-            def kernel(i: int) -> object:
-                return kernels.multi_scale_deformable_attn(*sets[i % len(sets)], out=outs[i % len(outs)])  # noqa: B023
+                sets = input_sets(make, l2_bytes)
+                shape = (case.n, case.queries, case.heads * case.channels)
+                outs = [torch.empty(shape, dtype=dtype, device="cuda") for _ in sets]
 
-            k_ms = time_ms(kernel, reps)
-            r_ms = time_ms(lambda i: ref.multi_scale_deformable_attn(*sets[i % len(sets)]), reps)  # noqa: B023
-            moved = _nbytes([*sets[0], outs[0]])
-            err = None
-            if dtype == torch.float16:
-                got = kernels.multi_scale_deformable_attn(*sets[0])
-                v, s, st, loc, w = sets[0]
-                err = (got.float() - ref.multi_scale_deformable_attn(v.float(), s, st, loc.float(), w.float())
-                       ).abs().max().item()
-            bw = moved / (k_ms * 1e-3) / 1e9
-            trt = TRT_MSDA_MS.get(site)
-            bar = f"<= {trt / 2:.4f} ms (2x faster than TensorRT's {trt} ms)" if trt else "none (reported only)"
-            met = None if trt is None else k_ms <= trt / 2 and (err is None or err <= FP16_BAR)
-            n, lq, m, d, p = case.n, case.queries, case.heads, case.channels, case.points
-            h, w_ = case.levels[0]
-            rows.append(Row("MultiScaleDeformableAttn", f"{site}: value [{n},{h * w_},{m},{d}], {lq} queries, "
-                            f"{p} points", str(dtype)[6:], k_ms, r_ms, moved, bw, bw / copy_gbs, r_ms / k_ms, err,
-                            bar, met))
+                def kernel(i: int, sets: list[tuple[torch.Tensor, ...]] = sets,
+                           outs: list[torch.Tensor] = outs) -> object:
+                    return kernels.multi_scale_deformable_attn(*sets[i % len(sets)], out=outs[i % len(outs)])
+
+                def reference(i: int, sets: list[tuple[torch.Tensor, ...]] = sets) -> object:
+                    return ref.multi_scale_deformable_attn(*sets[i % len(sets)])
+
+                k_ms = time_ms(kernel, reps)
+                r_ms = time_ms(reference, reps)
+                moved = _nbytes([*sets[0], outs[0]])
+                err = None
+                if dtype == torch.float16:
+                    got = kernels.multi_scale_deformable_attn(*sets[0])
+                    v, s, st, loc, w = sets[0]
+                    expected = ref.multi_scale_deformable_attn(v.float(), s, st, loc.float(), w.float())
+                    err = (got.float() - expected).abs().max().item()
+                bw = moved / (k_ms * 1e-3) / 1e9
+                trt = TRT_MSDA_MS.get(site)
+                bar = f"<= {trt / 2:.4f} ms (2x TensorRT's {trt} ms)" if trt else "none (reported only)"
+                met = None if trt is None else k_ms <= trt / 2 and (err is None or err <= FP16_BAR)
+                n, lq, m, d, p = case.n, case.queries, case.heads, case.channels, case.points
+                h, w_ = case.levels[0]
+                where = "points near a reference point" if locality == "local" else "points uniformly anywhere"
+                rows.append(Row("MultiScaleDeformableAttn", f"{site}: value [{n},{h * w_},{m},{d}], {lq} queries, "
+                                f"{p} points, {where}", str(dtype)[6:], k_ms, r_ms, moved, bw, bw / copy_gbs,
+                                r_ms / k_ms, err, bar, met))
     return rows
-
-
-def sweep_grid_tiles(tiles: list[tuple[int, ...]], copy_gbs: float) -> None:
-    """Print the FB-OCC GridSampler3D time for each block tile (z, y, x), fp32 and fp16."""
-    case = wl.FBOCC_GRID_SAMPLER
-    volume32, grid = wl.grid_sampler_inputs(case, torch.float32, "cuda", warp="ego-motion")
-    for dtype in (torch.float32, torch.float16):
-        volume = volume32.to(dtype)
-        out = torch.empty((case.n, case.c, *case.out), dtype=dtype, device="cuda")
-        moved = _nbytes([volume, grid, out])
-        for tile in tiles:
-            def run(_: int, volume: torch.Tensor = volume, out: torch.Tensor = out,
-                    tile: tuple[int, ...] = tile) -> object:
-                return kernels.grid_sampler3d(volume, grid, 0, 0, True, out=out, tile=(tile[0], tile[1], tile[2]))
-
-            ms = time_ms(run, 10)
-            print(f"tile {tile} {dtype}: {ms:.4f} ms, {moved / ms / 1e6 / copy_gbs:.0%} of copy", flush=True)
 
 
 def run_once() -> None:
@@ -233,7 +226,9 @@ def render(rows: list[Row], device: str, copy_gbs: float, command: str, l2_bytes
         "input read once and the output written once. The reference is the PyTorch implementation in",
         "`fbocc/ops/reference.py` (for GridSampler3D: `torch.nn.functional.grid_sample` on the same tensors),",
         "timed in the same run. Inputs are unit-normal; GridSampler3D uses FB-OCC's ego-motion warp (3 degree",
-        "yaw, 2.3/1.7 voxel shift); BEVPool puts 200k frustum points into random voxels. fp16 error: max |fp16",
+        "yaw, 2.3/1.7 voxel shift); BEVPool puts 200k frustum points into random voxels. MSDA runs twice:",
+        "with FB-OCC's access pattern (each query's points within ~2 pixels of its reference point, queries in",
+        "raster order) and with points uniformly anywhere (no locality, the worst case). fp16 error: max |fp16",
         "kernel - fp32 reference on the same fp16 inputs|.",
         "",
         "| op | workload | dtype | kernel ms | PyTorch ms | speed-up | GB/s | % of copy | fp16 max err | bar | met |",
@@ -254,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--only", choices=["grid", "bev", "msda"], action="append")
     parser.add_argument("--once", action="store_true", help="run each FB-OCC kernel once (for a profiler), no table")
-    parser.add_argument("--grid-tiles", help="tuning: time GridSampler3D block tiles 'z,y,x;z,y,x;...' first")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench-kernels: no CUDA device; run it on the GPU machine", file=sys.stderr)
@@ -266,8 +260,6 @@ def main(argv: list[str] | None = None) -> int:
         run_once()
         return 0
     copy_gbs = copy_bandwidth_gbs()
-    if args.grid_tiles:
-        sweep_grid_tiles([tuple(int(v) for v in t.split(",")) for t in args.grid_tiles.split(";")], copy_gbs)
     only = set(args.only or ["grid", "bev", "msda"])
     rows: list[Row] = []
     if "bev" in only:

@@ -169,8 +169,9 @@ def test_bev_pool_fbocc_shape(kernels) -> None:  # type: ignore[no-untyped-def]
 
 # --- MultiScaleDeformableAttn -----------------------------------------------------------------------------
 
-def _msda_check(kernels, case, dtype, coord_dtype=None, index_dtype=torch.int32, seed=0):  # type: ignore[no-untyped-def]
-    inputs = wl.msda_inputs(case, dtype, DEVICE, seed=seed, coord_dtype=coord_dtype, index_dtype=index_dtype)
+def _msda_check(kernels, case, dtype, coord_dtype=None, index_dtype=torch.int32, seed=0, locality="uniform"):  # type: ignore[no-untyped-def]
+    inputs = wl.msda_inputs(case, dtype, DEVICE, seed=seed, coord_dtype=coord_dtype, index_dtype=index_dtype,
+                            locality=locality)
     shape = (case.n, case.queries, case.heads * case.channels)
     out = kernels.multi_scale_deformable_attn(*inputs, out=_poisoned(shape, dtype))
     expected = ref.multi_scale_deformable_attn(inputs[0].double(), inputs[1], inputs[2], inputs[3].double(),
@@ -184,6 +185,15 @@ def test_msda_matches_reference_for_head_widths(kernels, channels: int) -> None:
     _msda_check(kernels, case, torch.float32)
 
 
+@pytest.mark.parametrize("channels", [10, 32, 7])
+def test_msda_large_multi_level_value_matches_reference(kernels, channels: int) -> None:
+    # value slices too large for shared memory take the direct-gather kernel; small ones the staged one
+    case = wl.MsdaCase(n=2, levels=((100, 60), (50, 30), (25, 15)), heads=2, channels=channels, queries=300,
+                       points=3)
+    _msda_check(kernels, case, torch.float32)
+    _msda_check(kernels, case, torch.float16, coord_dtype=torch.float32)
+
+
 @pytest.mark.parametrize("coord_dtype", [torch.float16, torch.float32])
 def test_msda_fp16_values_with_fp16_or_fp32_coordinates(kernels, coord_dtype) -> None:  # type: ignore[no-untyped-def]
     case = wl.MsdaCase(n=2, levels=((16, 44),), heads=8, channels=10, queries=300, points=8)
@@ -195,10 +205,11 @@ def test_msda_int64_indices(kernels) -> None:  # type: ignore[no-untyped-def]
     _msda_check(kernels, case, torch.float32, index_dtype=torch.int64)
 
 
+@pytest.mark.parametrize("locality", ["uniform", "local"])
 @pytest.mark.parametrize("site", sorted(wl.FBOCC_MSDA))
-def test_msda_fbocc_call_sites(kernels, site: str) -> None:
+def test_msda_fbocc_call_sites(kernels, site: str, locality: str) -> None:
     for dtype in (torch.float32, torch.float16):
-        _msda_check(kernels, wl.FBOCC_MSDA[site], dtype)
+        _msda_check(kernels, wl.FBOCC_MSDA[site], dtype, locality=locality)
 
 
 def test_msda_zero_queries(kernels) -> None:  # type: ignore[no-untyped-def]

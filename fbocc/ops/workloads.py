@@ -125,17 +125,32 @@ def bev_pool_inputs(
 
 def msda_inputs(
     case: MsdaCase, dtype: torch.dtype, device: str | torch.device, seed: int = 0,
-    coord_dtype: torch.dtype | None = None, index_dtype: torch.dtype = torch.int32,
+    coord_dtype: torch.dtype | None = None, index_dtype: torch.dtype = torch.int32, locality: str = "uniform",
 ) -> tuple[torch.Tensor, ...]:
-    """(value, spatial_shapes, level_start_index, sampling_locations, attention_weights); locations are
-    uniform in [-0.05, 1.05] so some fall outside their level."""
+    """(value, spatial_shapes, level_start_index, sampling_locations, attention_weights).
+
+    `locality`: "uniform" puts every point anywhere in [-0.05, 1.05] (some fall outside; no locality);
+    "local" is deformable attention as FB-OCC runs it: each query has a reference point (queries laid out
+    in raster order over the first level, as BEV queries and the per-camera rebatched queries are) and its
+    points sit at small learned offsets around it (Gaussian, 2 pixels of each level)."""
     g = _generator(seed)
     sizes = [h * w for h, w in case.levels]
     levels = len(case.levels)
     value = torch.randn(case.n, sum(sizes), case.heads, case.channels, generator=g)
     shapes = torch.tensor(case.levels, dtype=torch.int64).reshape(levels, 2)
     starts = torch.tensor([0, *sizes[:-1]], dtype=torch.int64).cumsum(0)
-    locations = torch.rand(case.n, case.queries, case.heads, levels, case.points, 2, generator=g) * 1.1 - 0.05
+    shape = (case.n, case.queries, case.heads, levels, case.points, 2)
+    if locality == "local":
+        h0, w0 = case.levels[0]
+        cols = max(1, math.ceil(math.sqrt(case.queries * w0 / h0)))
+        rows = max(1, math.ceil(case.queries / cols))
+        q = torch.arange(case.queries)
+        reference = torch.stack([((q % cols) + 0.5) / cols, ((q // cols) + 0.5) / rows], -1)  # (x, y)
+        size_xy = torch.tensor([[w, h] for h, w in case.levels], dtype=torch.float32)  # [L, 2]
+        offsets = torch.randn(*shape, generator=g) * 2.0 / size_xy[None, None, None, :, None, :]
+        locations = reference[None, :, None, None, None, :] + offsets
+    else:
+        locations = torch.rand(*shape, generator=g) * 1.1 - 0.05
     logits = torch.randn(case.n, case.queries, case.heads, levels * case.points, generator=g)
     weights = logits.softmax(-1).reshape(case.n, case.queries, case.heads, levels, case.points)
     coord = coord_dtype or dtype
