@@ -288,6 +288,38 @@ class TensorRTBackend(object):
 # --- the sequence --------------------------------------------------------------------------------
 
 
+def reference_stats(have, want, chunk=1 << 22):
+    # type: (Any, Any, int) -> Dict[str, Any]
+    """How far one output is from its reference: sums a host can merge over frames, never a copy of it.
+
+    Computed chunk by chunk in float64, so a 400 MB history tensor is compared on the target without
+    pulling it back. `fbocc validate` uses this same function on the host for the tensors it pulls.
+    """
+    import numpy as np
+
+    have = np.asarray(have).reshape(-1)
+    want = np.asarray(want).reshape(-1)
+    if have.shape != want.shape:
+        raise RunError("output has {} values, its reference {}".format(have.size, want.size),
+                       fix="the samples come from another model: re-export and push")
+    stats = {"max_abs": 0.0, "sum_abs": 0.0, "count": int(want.size), "ref_max": 0.0, "dot": 0.0,
+             "norm_have": 0.0, "norm_want": 0.0, "exact": True,
+             "integer": want.dtype.kind in "iub"}  # type: Dict[str, Any]
+    for i in range(0, want.size, chunk):
+        x = have[i:i + chunk].astype(np.float64)
+        y = want[i:i + chunk].astype(np.float64)
+        d = np.abs(x - y)
+        if d.size:
+            stats["max_abs"] = max(stats["max_abs"], float(d.max()))
+            stats["ref_max"] = max(stats["ref_max"], float(np.abs(y).max()))
+        stats["sum_abs"] += float(d.sum())
+        stats["dot"] += float(np.dot(x, y))
+        stats["norm_have"] += float(np.dot(x, x))
+        stats["norm_want"] += float(np.dot(y, y))
+        stats["exact"] = stats["exact"] and bool(np.array_equal(have[i:i + chunk], want[i:i + chunk]))
+    return stats
+
+
 def carried_inputs(history):
     # type: (List[Dict[str, str]]) -> Dict[str, str]
     """{history input name: history output name} from the manifest's `history` pairs."""
@@ -373,6 +405,11 @@ def _run_frames(backend, samples, set_dir, part, out_manifest, carry, repeat, sa
         for name in backend.output_names:
             entry["outputs"][name] = sample_manifest.write_tensor(
                 part, "frame_{}/{}.dat".format(frame["id"], name), outputs[name])
+        references = frame.get("outputs", {})
+        if references:  # compared here too, so big tensors need not travel back to the host
+            entry["reference_stats"] = dict(
+                (name, reference_stats(outputs[name], sample_manifest.read_tensor(set_dir, references[name])))
+                for name in backend.output_names if name in references)
         if save_history_inputs:
             for name in carry:
                 if name in feeds:

@@ -8,31 +8,16 @@ numpy custom ops), then compares with `fbocc.validate.compare_runs`.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from fbocc.assets import asset_dir
 from fbocc.errors import EnvironmentCheckError, ValidationError
 from fbocc.samples import load_manifest
-from fbocc.validate import Comparison, compare_runs
-
-
-def _load_runner() -> ModuleType:
-    deploy = asset_dir("deploy")
-    if str(deploy) not in sys.path:
-        sys.path.insert(0, str(deploy))  # the runner imports its siblings (manifest, ort_ops) by name
-    spec = importlib.util.spec_from_file_location("fbocc_deploy_run_sequence", deploy / "run_sequence.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from fbocc.validate import Comparison, compare_runs, load_runner
 
 
 @dataclass
@@ -68,7 +53,7 @@ def run_onnx(onnx_path: Path, samples_dir: Path, out_dir: Path | None = None,
     if not onnx_path.is_file():
         raise ValidationError(f"ONNX file {onnx_path} does not exist", fix="pass the file `fbocc export` wrote")
     manifest = load_manifest(samples_dir)
-    runner = _load_runner()
+    runner = load_runner()
     started = time.monotonic()
     try:
         backend = runner.OnnxRuntimeBackend(str(onnx_path), "fp32")

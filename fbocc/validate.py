@@ -69,11 +69,12 @@ class TensorComparison:
     exact: bool  # integer outputs: every value identical
     within: bool
     history: bool = False
+    compared_on: str = "host"  # "target": a big tensor compared there by deploy/run_sequence.py, not pulled
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "max_abs": self.max_abs, "mean_abs": self.mean_abs, "rel_error": self.rel_error,
                 "cosine": self.cosine, "exact": self.exact, "within_tolerance": self.within,
-                "history": self.history}
+                "history": self.history, "compared_on": self.compared_on}
 
 
 @dataclass
@@ -108,22 +109,34 @@ class Comparison:
                 "tolerance": None if self.tolerance is None else vars(self.tolerance)}
 
 
-def _cosine(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 22) -> float:
-    """Cosine similarity accumulated in float64 chunk by chunk (a 400 MB history tensor stays 400 MB)."""
-    a = a.reshape(-1)
-    b = b.reshape(-1)
-    dot = na = nb = 0.0
-    for i in range(0, a.size, chunk):
-        x = a[i:i + chunk].astype(np.float64)
-        y = b[i:i + chunk].astype(np.float64)
-        dot += float(np.dot(x, y))
-        na += float(np.dot(x, x))
-        nb += float(np.dot(y, y))
+def _cosine_of(stats: dict[str, Any]) -> float:
+    na, nb = float(stats["norm_have"]), float(stats["norm_want"])
     if na == 0.0 and nb == 0.0:
         return 1.0
     if na == 0.0 or nb == 0.0:
         return 0.0
-    return dot / (np.sqrt(na) * np.sqrt(nb))
+    return float(stats["dot"]) / (float(np.sqrt(na)) * float(np.sqrt(nb)))
+
+
+def load_runner() -> Any:
+    """deploy/run_sequence.py as a module: the target's own runner and comparison code, run on the host."""
+    import importlib.util
+    import sys
+
+    from fbocc.assets import asset_dir
+
+    name = "fbocc_deploy_run_sequence"
+    if name in sys.modules:
+        return sys.modules[name]
+    deploy = asset_dir("deploy")
+    if str(deploy) not in sys.path:
+        sys.path.insert(0, str(deploy))  # the runner imports its siblings (manifest, ort_ops) by name
+    spec = importlib.util.spec_from_file_location(name, deploy / "run_sequence.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def occupancy_output(manifest: dict[str, Any]) -> str | None:
@@ -172,30 +185,38 @@ def compare_runs(reference_dir: Path, run_dir: Path, precision: str, *, against:
     metric = OccupancyMIoU()
     ref_metric = OccupancyMIoU()
     has_gt = all("ground_truth" in ref_frames[f["id"]] for f in run_frames)
+    stats_of = load_runner().reference_stats
     for frame in run_frames:
-        ref = _frame_arrays(reference_dir, ref_frames[frame["id"]], reference_group)
-        got = _frame_arrays(run_dir, frame, "outputs")
-        for name, want in ref.items():
-            if name not in got:
+        ref_entries = ref_frames[frame["id"]].get(reference_group, {})
+        ref_occ = got_occ = None
+        for name, ref_entry in ref_entries.items():
+            if name in frame.get("outputs", {}):
+                have = read_tensor(run_dir, frame["outputs"][name])
+                want = read_tensor(reference_dir, ref_entry)
+                if have.shape != want.shape:
+                    raise ValidationError(f"output {name!r} of frame {frame['id']} has shape {list(have.shape)}, "
+                                          f"the reference {list(want.shape)}", fix="re-export and push the samples")
+                frame_stats = stats_of(have, want)
+                if name == occ_name:
+                    ref_occ, got_occ = want, have
+            elif name in frame.get("remote_only", []) and name in frame.get("reference_stats", {}):
+                frame_stats = frame["reference_stats"][name]  # compared on the target, not pulled back
+            else:
                 raise ValidationError(f"{run_dir}: frame {frame['id']} lacks output {name!r}",
                                       fix="the run and the reference come from different models: re-export and push")
-            have = got[name]
-            if have.shape != want.shape:
-                raise ValidationError(f"output {name!r} of frame {frame['id']} has shape {list(have.shape)}, "
-                                      f"the reference {list(want.shape)}", fix="re-export and push the samples")
             s = stats.setdefault(name, {"max_abs": 0.0, "sum_abs": 0.0, "count": 0, "ref_max": 0.0,
-                                        "cos": 1.0, "exact": True, "int": want.dtype.kind in "iub"})
-            wide = np.float64 if want.dtype.kind in "iub" or want.dtype == np.float64 else np.float32
-            diff = np.abs(have.astype(wide) - want.astype(wide))
-            s["max_abs"] = max(s["max_abs"], float(diff.max()) if diff.size else 0.0)
-            s["sum_abs"] += float(diff.sum(dtype=np.float64))
-            s["count"] += diff.size
-            s["ref_max"] = max(s["ref_max"], float(np.abs(want).max()) if want.size else 0.0)
-            s["cos"] = min(s["cos"], _cosine(have, want))
-            s["exact"] = s["exact"] and bool(np.array_equal(have, want))
-        if occ_name and occ_name in ref and occ_name in got:
-            want_labels = occupancy_labels(ref[occ_name], layout)
-            have_labels = occupancy_labels(got[occ_name], layout)
+                                        "cos": 1.0, "exact": True, "int": bool(frame_stats["integer"]),
+                                        "on_target": False})
+            s["max_abs"] = max(s["max_abs"], frame_stats["max_abs"])
+            s["sum_abs"] += frame_stats["sum_abs"]
+            s["count"] += frame_stats["count"]
+            s["ref_max"] = max(s["ref_max"], frame_stats["ref_max"])
+            s["cos"] = min(s["cos"], _cosine_of(frame_stats))
+            s["exact"] = s["exact"] and bool(frame_stats["exact"])
+            s["on_target"] = s["on_target"] or name in frame.get("remote_only", [])
+        if ref_occ is not None and got_occ is not None:
+            want_labels = occupancy_labels(ref_occ, layout)
+            have_labels = occupancy_labels(got_occ, layout)
             agree += int((want_labels == have_labels).sum())
             total += want_labels.size
             if has_gt:
@@ -211,7 +232,8 @@ def compare_runs(reference_dir: Path, run_dir: Path, precision: str, *, against:
         rel = s["max_abs"] / s["ref_max"] if s["ref_max"] > 0 else (0.0 if s["max_abs"] == 0 else float("inf"))
         within = s["exact"] if s["int"] else (s["cos"] >= tolerance.cosine_min and rel <= tolerance.rel_error_max)
         tensors.append(TensorComparison(name, s["max_abs"], s["sum_abs"] / max(1, s["count"]), rel, s["cos"],
-                                        s["exact"], within, history=name in history_outputs))
+                                        s["exact"], within, history=name in history_outputs,
+                                        compared_on="target" if s["on_target"] else "host"))
     result = Comparison(precision=precision, against=against, tensors=tensors, frames=len(run_frames),
                         occupancy_output=occ_name if total else None, tolerance=tolerance)
     if total:
@@ -288,8 +310,13 @@ def _remote_current(session: Any) -> dict[str, str]:
             "plugin": arts.plugin or ""}
 
 
-def _pull_run(session: Any, remote_dir: str, local_dir: Path) -> None:
-    """Fetch a run_sequence output directory (its manifest, then every file it names), atomically."""
+PULL_LIMIT = 64 << 20  # outputs bigger than this stay on the target, compared there (history: 400 MB/frame)
+
+
+def _pull_run(session: Any, remote_dir: str, local_dir: Path, *, keep: set[str], limit: int = PULL_LIMIT) -> None:
+    """Fetch a run_sequence output directory atomically: its manifest, the outputs named in `keep`, and
+    every other output up to `limit` bytes; bigger ones are listed under the frame's `remote_only` and
+    judged by the statistics the target computed (`reference_stats`)."""
     import shutil
 
     part = local_dir.with_name(local_dir.name + ".part")
@@ -299,9 +326,14 @@ def _pull_run(session: Any, remote_dir: str, local_dir: Path) -> None:
         session.get(f"{remote_dir}/manifest.json", part / "manifest.json")
         manifest = json.loads((part / "manifest.json").read_text())
         for frame in manifest.get("frames", []):
-            for group in ("outputs", "inputs"):
-                for entry in frame.get(group, {}).values():
+            for name, entry in list(frame.get("outputs", {}).items()):
+                if name in keep or int(entry.get("bytes", 0)) <= limit or name not in frame.get("reference_stats", {}):
                     session.get(f"{remote_dir}/{entry['file']}", part / entry["file"])
+                else:
+                    frame.setdefault("remote_only", []).append(name)
+                    del frame["outputs"][name]
+            frame["inputs"] = {}  # fed history inputs (--save-history-inputs) are a test aid; not pulled
+        (part / "manifest.json").write_text(json.dumps(manifest, indent=2))
         load_manifest(part, verify_hashes=True)
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
@@ -380,7 +412,7 @@ def run_remote_sequence(session: Any, *, backend: str, precision: str, remote_ou
 
 def validate_target(session: Any, *, backend: str, precisions: list[str], local_dir: Path,
                     samples_dir: Path | None = None, python: str = "python3", results_dir: Path | None = None,
-                    progress: Callable[[str], None] | None = None) -> ValidationReport:
+                    progress: Callable[[str], None] | None = None, pull_limit: int = PULL_LIMIT) -> ValidationReport:
     """Run each precision remotely, pull outputs into `local_dir`, compare, and record the mIoU.
 
     `samples_dir` is the local export (reference outputs); without it the reference outputs are pulled
@@ -394,6 +426,8 @@ def validate_target(session: Any, *, backend: str, precisions: list[str], local_
         samples_dir = local_dir / "reference"
         say(f"pulling reference outputs from {session.label}")
         _pull_samples_reference(session, f"{_remote_current(session)['samples']}", samples_dir)
+    occ = occupancy_output(load_manifest(samples_dir))
+    keep = {occ} if occ else set()
     for precision in precisions:
         started = time.monotonic()
         remote_out = f"{session.workdir()}/runs/validate-{backend}-{precision}"
@@ -401,8 +435,9 @@ def validate_target(session: Any, *, backend: str, precisions: list[str], local_
         result = run_remote_sequence(session, backend=backend, precision=precision, remote_out=remote_out,
                                      python=python)
         local_out = local_dir / f"{backend}-{precision}"
-        say(f"pulling {result.get('frames')} frames of outputs to {local_out}")
-        _pull_run(session, remote_out, local_out)
+        say(f"pulling {result.get('frames')} frames of outputs to {local_out} (tensors over "
+            f"{pull_limit / 2**20:g} MiB were compared on the target and stay there)")
+        _pull_run(session, remote_out, local_out, keep=keep, limit=pull_limit)
         report.runs.append(ValidationRun(precision, backend, result, local_out, time.monotonic() - started))
         comparison = compare_runs(samples_dir, local_out, precision)
         report.comparisons.append(comparison)

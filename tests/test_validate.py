@@ -50,10 +50,16 @@ def test_validate_onnxruntime_on_loopback_target_agrees_with_pytorch(sshd: SshSe
         report = validate_target(session, backend="onnxruntime", precisions=["fp32"], local_dir=tmp_path / "local",
                                  samples_dir=export / "samples", python=sys.executable, results_dir=results)
         # without a local export the references come from the target (ground truth is not pushed)
+        # and with a pull limit of 0 bytes only the occupancy output travels; the rest is judged on the target
         pulled = validate_target(session, backend="onnxruntime", precisions=["fp32"], local_dir=tmp_path / "l2",
-                                 python=sys.executable)
+                                 python=sys.executable, pull_limit=0)
     assert pulled.passed and pulled.comparisons[0].miou_against == "pytorch"
     assert pulled.comparisons[0].miou == pytest.approx(100.0)
+    where = {t.name: t.compared_on for t in pulled.comparisons[0].tensors}
+    assert where == {"occ_scores": "host", "hist_out": "target"}
+    assert not list((tmp_path / "l2" / "onnxruntime-fp32").rglob("hist_out.dat"))
+    assert {t.name: t.compared_on for t in report.comparisons[0].tensors} == {"occ_scores": "host",
+                                                                               "hist_out": "host"}
     assert report.passed, json.dumps(report.as_dict(), indent=1)
     (comp,) = report.comparisons
     assert comp.against == "pytorch" and comp.frames == 3
