@@ -310,6 +310,27 @@ def _remote_current(session: Any) -> dict[str, str]:
             "plugin": arts.plugin or ""}
 
 
+def _fetch(session: Any, remote: str, local: Path) -> None:
+    """One remote file to `local` through a temporary name, with SFTP read-ahead.
+
+    TargetSession.get reads at ~1.6 MB/s on loopback here; paramiko's prefetch with a bounded number of
+    requests in flight reaches ~22 MB/s on the same link (measured), which matters for 50 MB outputs.
+    """
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.fbocc-tmp")
+    try:
+        session.sftp().get(remote, str(tmp), max_concurrent_prefetch_requests=64)
+        tmp.replace(local)
+    except FileNotFoundError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TransferError(f"{remote} does not exist on {session.label}", where=session.label,
+                            fix="check that the remote step produced it (see the output above)") from exc
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TransferError(f"copying {session.label}:{remote} to {local} failed: {exc}", where=session.label,
+                            fix="check the connection and local free space") from exc
+
+
 PULL_LIMIT = 64 << 20  # outputs bigger than this stay on the target, compared there (history: 400 MB/frame)
 
 
@@ -323,12 +344,12 @@ def _pull_run(session: Any, remote_dir: str, local_dir: Path, *, keep: set[str],
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     try:
-        session.get(f"{remote_dir}/manifest.json", part / "manifest.json")
+        _fetch(session, f"{remote_dir}/manifest.json", part / "manifest.json")
         manifest = json.loads((part / "manifest.json").read_text())
         for frame in manifest.get("frames", []):
             for name, entry in list(frame.get("outputs", {}).items()):
                 if name in keep or int(entry.get("bytes", 0)) <= limit or name not in frame.get("reference_stats", {}):
-                    session.get(f"{remote_dir}/{entry['file']}", part / entry["file"])
+                    _fetch(session, f"{remote_dir}/{entry['file']}", part / entry["file"])
                 else:
                     frame.setdefault("remote_only", []).append(name)
                     del frame["outputs"][name]
@@ -350,14 +371,14 @@ def _pull_samples_reference(session: Any, remote_samples: str, local_dir: Path) 
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     try:
-        session.get(f"{remote_samples}/manifest.json", part / "manifest.json")
+        _fetch(session, f"{remote_samples}/manifest.json", part / "manifest.json")
         manifest = json.loads((part / "manifest.json").read_text())
         for frame in manifest.get("frames", []):
             for entry in frame.get("outputs", {}).values():
-                session.get(f"{remote_samples}/{entry['file']}", part / entry["file"])
+                _fetch(session, f"{remote_samples}/{entry['file']}", part / entry["file"])
             try:
                 for entry in frame.get("ground_truth", {}).values():
-                    session.get(f"{remote_samples}/{entry['file']}", part / entry["file"])
+                    _fetch(session, f"{remote_samples}/{entry['file']}", part / entry["file"])
             except TransferError:  # ground truth not pushed: mIoU falls back to "against PyTorch"
                 frame.pop("ground_truth", None)
             frame["inputs"] = {}  # inputs stay on the target: only the reference side is needed here
