@@ -400,14 +400,15 @@ def test_cli_two_targets_in_parallel_one_down(sshd_factory: Callable[..., SshSer
     assert not (project / "remote-b").exists()
 
 
-def test_targets_without_openssl_verify_with_sha256sum(sshd: SshServer, artefacts: dict[str, Path],
-                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_targets_without_openssl_or_python_use_sha256sum_and_ln(
+        sshd: SshServer, artefacts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fbocc.push
 
     monkeypatch.setattr(fbocc.push, "OPENSSL_SHA256", "no-such-openssl dgst -sha256 -r")
     aset = collect(artefacts, tmp_path)
     workdir = tmp_path / "w"
-    with TargetSession(target_for(sshd, workdir), known_hosts=sshd.known_hosts) as session:
+    target = target_for(sshd, workdir, python="no-such-python3")
+    with TargetSession(target, known_hosts=sshd.known_hosts) as session:
         assert push_artifacts(session, aset).files_sent == len(aset.files)
         (workdir / "objects" / "index.tsv").unlink()  # forget what was verified: everything is re-hashed
         assert push_artifacts(session, aset).files_sent == 0
