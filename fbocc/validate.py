@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from fbocc.errors import RemoteError, TransferError, ValidationError
+from fbocc.errors import Interrupted, RemoteError, TransferError, ValidationError
 from fbocc.metrics import OccupancyMIoU
 from fbocc.samples import load_manifest, read_tensor
 
@@ -325,8 +325,15 @@ def _fetch(session: Any, remote: str, local: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise TransferError(f"{remote} does not exist on {session.label}", where=session.label,
                             fix="check that the remote step produced it (see the output above)") from exc
-    except OSError as exc:
+    except KeyboardInterrupt:
         tmp.unlink(missing_ok=True)
+        raise Interrupted(f"interrupted while pulling {remote} from {session.label}; nothing half-written kept",
+                          fix="re-run the same command") from None
+    except Exception as exc:  # paramiko's SFTPError/SSHException as well as OSError
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc.__context__, KeyboardInterrupt):  # paramiko failed while closing after Ctrl-C
+            raise Interrupted(f"interrupted while pulling {remote} from {session.label}",
+                              fix="re-run the same command") from None
         raise TransferError(f"copying {session.label}:{remote} to {local} failed: {exc}", where=session.label,
                             fix="check the connection and local free space") from exc
 
