@@ -494,6 +494,7 @@ class _Pusher:
         self.reconnects = 0
         self.bad_hash: dict[str, int] = {}
         self.hasher = "sha256sum"
+        self.python: str | None = None  # the target's Python, when it has one: fewer process starts
         self.new_index: dict[str, tuple[int, int, int]] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -593,6 +594,7 @@ class _Pusher:
             f'if [ "$(printf "" | {OPENSSL_SHA256} 2>/dev/null | cut -c1-64)" = {EMPTY_SHA256} ]; '
             'then echo "HASHER openssl"; elif command -v sha256sum >/dev/null 2>&1; then echo "HASHER sha256sum"; '
             "else exit 13; fi",
+            f"command -v {quote(self.session.target.python)} >/dev/null 2>&1 && echo PYTHON",
             'printf "DF %s\\n" "$(df -Pk . | tail -n 1)"',
             'printf "CURRENT %s\\n" "$(readlink current 2>/dev/null)"',
             "[ -f objects/index.tsv ] && sed 's/^/I /' objects/index.tsv",
@@ -622,6 +624,8 @@ class _Pusher:
                 state.current = rest.strip()
             elif tag == "HASHER":
                 self.hasher = OPENSSL_SHA256 if rest.strip() == "openssl" else "sha256sum"
+            elif tag == "PYTHON":
+                self.python = quote(self.session.target.python)
             elif tag == "SETOK":
                 state.set_manifest = True
             elif tag == "I" and len(parts) == 4:
@@ -836,6 +840,8 @@ class _Pusher:
         if not shas:
             return "bad=0"
         parts = " ".join(f"{h}.part" for h in shas)
+        renames = (f"{self.python} -c {quote(_RENAMER)} $ok" if self.python else
+                   'for h in $ok; do mv -f -- "$h.part" "$h" || exit 1; done')
         return f"""bad=0; ok=; okparts=; n=0
 sums=$(cd objects && {self.hasher} {parts} 2>/dev/null)
 while read -r s p; do
@@ -848,7 +854,7 @@ $sums
 FBOCC_SUMS
 [ "$n" = {len(shas)} ] || bad=1
 if [ -n "$ok" ]; then
-  (cd objects && chmod a-w -- $okparts && for h in $ok; do mv -f -- "$h.part" "$h" || exit 1; done &&
+  (cd objects && chmod a-w -- $okparts && {renames} &&
    stat -c '%n %s %Y %i' -- $ok | tee -a index.tsv | sed 's/^/OK /') || exit 1
 fi"""
 
@@ -918,9 +924,10 @@ fi"""
             shell_links = "\n".join(
                 f"{{ ln -- objects/{f.sha256} {quote(f'{tmp}/{f.path}')} 2>/dev/null || "
                 f"cp -p -- objects/{f.sha256} {quote(f'{tmp}/{f.path}')}; }} || exit 1" for f in self.aset.files)
-            py = quote(self.session.target.python)
-            cmds.append(f"if command -v {py} >/dev/null 2>&1; then {py} -c {quote(_LINKER)} <<'FBOCC_LINKS' || exit 1\n"
-                        f"{pairs}FBOCC_LINKS\nelse\n{shell_links}\nfi")
+            if self.python:
+                cmds.append(f"{self.python} -c {quote(_LINKER)} <<'FBOCC_LINKS' || exit 1\n{pairs}FBOCC_LINKS")
+            else:
+                cmds.append(shell_links)
             doc = json.dumps(self.aset.manifest(), indent=1) + "\n"
             old = f"sets/.{h}.old.$$"
             cmds += [f"printf %s {quote(doc)} > {quote(tmp + '/' + SET_MANIFEST)} || exit 1",
@@ -943,6 +950,12 @@ fi"""
             self.new_index.clear()
         return switched
 
+
+# Python 3.8-compatible: rename each verified <sha>.part to <sha> (rename(2): atomic, replaces).
+_RENAMER = """import os, sys
+for h in sys.argv[1:]:
+    os.rename(h + ".part", h)
+"""
 
 # Python 3.8-compatible: hard-link each "object<TAB>path" line of stdin (copy where links fail).
 _LINKER = """import os, shutil, sys
