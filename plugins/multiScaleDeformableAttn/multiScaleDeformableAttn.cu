@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <type_traits>
 
 namespace fbocc
 {
@@ -59,12 +60,14 @@ struct alignas(sizeof(T) * VEC) Packet
 // One thread per (n, query, head, group of VEC channels): the D / VEC lanes of a head read one value row
 // together (coalesced), each lane computing the same sampling corners (cheap, and loads broadcast).
 // Idx is int32_t whenever every element offset fits (32-bit index math is much cheaper).
-template <typename T, typename C, typename I, typename Idx, int VEC>
+template <typename T, typename C, typename I, typename Idx, int VEC, int POINTS>
 __global__ void __launch_bounds__(kThreads) msdaKernel(T const* __restrict__ value,
     I const* __restrict__ spatialShapes, I const* __restrict__ levelStart, C const* __restrict__ locations,
     C const* __restrict__ weights, T* __restrict__ output, Idx threads, int32_t lanes, int32_t spatial,
-    int32_t heads, int32_t levels, int32_t queries, int32_t points)
+    int32_t heads, int32_t levels, int32_t queries, int32_t runtimePoints)
 {
+    // FB-OCC's point counts (4, 8) are compile-time, so every point's loads are issued before any is used.
+    int32_t const points = POINTS > 0 ? POINTS : runtimePoints;
     Idx const t = static_cast<Idx>(blockIdx.x) * kThreads + threadIdx.x;
     if (t >= threads)
     {
@@ -91,7 +94,7 @@ __global__ void __launch_bounds__(kThreads) msdaKernel(T const* __restrict__ val
         int32_t const h = static_cast<int32_t>(spatialShapes[2 * l]);
         int32_t const w = static_cast<int32_t>(spatialShapes[2 * l + 1]);
         int32_t const start = static_cast<int32_t>(levelStart[l]);
-#pragma unroll 4
+#pragma unroll(POINTS > 0 ? POINTS : 2)
         for (int32_t p = 0; p < points; ++p)
         {
             Corners c;
@@ -158,14 +161,23 @@ cudaError_t launchTyped(void const* value, void const* shapes, void const* start
             static_cast<Idx>(threads), lanes, static_cast<int32_t>(s.spatial), static_cast<int32_t>(s.heads),
             static_cast<int32_t>(s.levels), static_cast<int32_t>(s.queries), static_cast<int32_t>(s.points));
     };
-    auto const byIndex = [&](auto idx) {
+    auto const byVec = [&](auto idx, auto points) {
         using Idx = decltype(idx);
+        constexpr int P = decltype(points)::value;
         switch (vec)
         {
-        case 8: run(msdaKernel<T, C, I, Idx, (sizeof(T) == 2 ? 8 : 4)>, idx); break;
-        case 4: run(msdaKernel<T, C, I, Idx, 4>, idx); break;
-        case 2: run(msdaKernel<T, C, I, Idx, 2>, idx); break;
-        default: run(msdaKernel<T, C, I, Idx, 1>, idx); break;
+        case 8: run(msdaKernel<T, C, I, Idx, (sizeof(T) == 2 ? 8 : 4), P>, idx); break;
+        case 4: run(msdaKernel<T, C, I, Idx, 4, P>, idx); break;
+        case 2: run(msdaKernel<T, C, I, Idx, 2, P>, idx); break;
+        default: run(msdaKernel<T, C, I, Idx, 1, P>, idx); break;
+        }
+    };
+    auto const byIndex = [&](auto idx) {
+        switch (s.points)
+        {
+        case 4: byVec(idx, std::integral_constant<int, 4>{}); break;
+        case 8: byVec(idx, std::integral_constant<int, 8>{}); break;
+        default: byVec(idx, std::integral_constant<int, 0>{}); break;
         }
     };
     if (largest < INT32_MAX)
