@@ -286,9 +286,9 @@ def main() -> int:
         "so it sits close to the `ssh target true` floor",
         "",
         "fbocc's full push includes what scp does not do: a SHA-256 of every file on the target (`openssl dgst`, "
-        "else `sha256sum`) before it is renamed into place, the set assembly and the atomic `current` switch. "
-        "That is the extra CPU in the table above; with both ends on 2 shared cores the wall-clock ratio "
-        "depends on how busy the machine is (fully CPU-bound it would approach the ratio of total CPU).",
+        "else `sha256sum`) before it is renamed into place, the set assembly and the atomic `current` switch; "
+        "the CPU table shows what that costs. With both ends on 2 shared cores the wall-clock ratio moves with "
+        "the machine's load from run to run: compare the individual runs, not only the medians.",
         "The whole-process re-push row adds Python start-up and imports (typer, rich, paramiko, fabric) on a "
         "loaded machine; the bar is read on the library call, which is what the command does after start-up.",
     ]
