@@ -32,8 +32,11 @@ NUM_CLASSES = len(CLASS_NAMES)
 FREE_CLASS = NUM_CLASSES - 1
 
 
-def confusion(pred: Any, gt: Any, mask: Any | None = None, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Confusion matrix [gt, pred] of one frame, counting voxels where `mask` is true and 0 <= gt < n."""
+def confusion_with_misses(pred: Any, gt: Any, mask: Any | None = None,
+                          num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """Confusion matrix [gt, pred] of one frame (voxels where `mask` is true and 0 <= gt < n), and per
+    ground-truth class the voxels whose prediction is no class at all (a label >= n, e.g. a 19th head
+    channel): those count against their ground-truth class and for no other class."""
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
@@ -47,15 +50,25 @@ def confusion(pred: Any, gt: Any, mask: Any | None = None, num_classes: int = NU
     gt = gt.reshape(-1).astype(np.int64)
     pred = pred.reshape(-1).astype(np.int64)
     keep = (gt >= 0) & (gt < num_classes)
-    counts = np.bincount(num_classes * gt[keep] + pred[keep], minlength=num_classes * num_classes)
-    return counts[: num_classes * num_classes].reshape(num_classes, num_classes).astype(np.int64)
+    gt, pred = gt[keep], pred[keep]
+    pred = np.where((pred >= 0) & (pred < num_classes), pred, num_classes)  # column n: "no class"
+    width = num_classes + 1
+    counts = np.bincount(width * gt + pred, minlength=num_classes * width).reshape(num_classes, width)
+    return counts[:, :num_classes].astype(np.int64), counts[:, num_classes].astype(np.int64)
 
 
-def per_class_iou(hist: np.ndarray) -> np.ndarray:
+def confusion(pred: Any, gt: Any, mask: Any | None = None, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Confusion matrix [gt, pred] of one frame, counting voxels where `mask` is true and 0 <= gt < n."""
+    return confusion_with_misses(pred, gt, mask, num_classes)[0]
+
+
+def per_class_iou(hist: np.ndarray, missed: np.ndarray | None = None) -> np.ndarray:
     """TP / (TP + FP + FN) per class; NaN where a class appears in neither prediction nor ground truth."""
     hist = np.asarray(hist, dtype=np.float64)
     tp = np.diag(hist)
     union = hist.sum(axis=1) + hist.sum(axis=0) - tp
+    if missed is not None:
+        union = union + np.asarray(missed, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return tp / union
 
@@ -67,28 +80,32 @@ class OccupancyMIoU:
     num_classes: int = NUM_CLASSES
     hist: np.ndarray = field(default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64))
     frames: int = 0
+    missed: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, dtype=np.int64))
 
     def __post_init__(self) -> None:
         if self.hist.shape != (self.num_classes, self.num_classes):
             self.hist = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+            self.missed = np.zeros(self.num_classes, dtype=np.int64)
 
     def add(self, pred: Any, gt: Any, mask_camera: Any | None = None) -> None:
         """Add one frame. `pred` is labels [X,Y,Z] or class scores [X,Y,Z,C] (argmax over the last axis)."""
         pred = np.asarray(pred)
         if pred.ndim == np.asarray(gt).ndim + 1:
             pred = pred.argmax(axis=-1)
-        self.hist += confusion(pred, gt, mask_camera, self.num_classes)
+        hist, missed = confusion_with_misses(pred, gt, mask_camera, self.num_classes)
+        self.hist += hist
+        self.missed += missed
         self.frames += 1
 
     def result(self) -> MIoUResult:
-        iou = per_class_iou(self.hist)
+        iou = per_class_iou(self.hist, self.missed)
         scored = iou[: self.num_classes - 1]  # "free" is not a scored class
         with np.errstate(invalid="ignore"):
             miou = float(np.nanmean(scored)) * 100.0 if np.isfinite(scored).any() else float("nan")
         names = CLASS_NAMES if self.num_classes == NUM_CLASSES else tuple(str(i) for i in range(self.num_classes))
         per_class = {names[i]: (None if np.isnan(v) else round(float(v) * 100.0, 4)) for i, v in enumerate(scored)}
         return MIoUResult(miou=miou, per_class=per_class, frames=self.frames,
-                          voxels=int(self.hist.sum()))
+                          voxels=int(self.hist.sum() + self.missed.sum()))
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,17 @@ def test_nothing_scored_gives_nan_not_zero() -> None:
     assert np.isnan(per_class_iou(np.zeros((18, 18)))).all()
 
 
+def test_a_label_outside_the_class_set_counts_against_the_true_class_only() -> None:
+    # FB-OCC's head has 19 channels: an argmax of 18 is no Occ3D class. It must neither crash nor leak
+    # into another class's bin (a plain bincount would count it as the next row's class 0).
+    gt = np.array([4, 4, 0])
+    pred = np.array([4, 18, 0])
+    result = sequence_miou([pred], [gt])
+    assert result.per_class["car"] == pytest.approx(50.0)
+    assert result.per_class["others"] == pytest.approx(100.0)
+    assert confusion(pred, gt).sum() == 2 and result.voxels == 3
+
+
 def test_shape_mismatch_is_reported() -> None:
     with pytest.raises(ValueError, match="shape"):
         confusion(np.zeros((2, 2)), np.zeros((2, 3)))
