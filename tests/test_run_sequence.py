@@ -7,6 +7,7 @@ The model is a tiny hand-built ONNX graph with a history input/output pair and o
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -16,13 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-pytest.importorskip("onnxruntime_extensions")
-
-import itertools
-
-import onnx
-from onnx import TensorProto, helper
 
 from fbocc.samples import load_manifest, read_tensor, save_manifest, write_tensor
 
@@ -34,8 +28,10 @@ HIST = (1, C, 2, 2, 3)           # history / grid-sample output volume
 BEV = (1, 2, 2, 3, C)            # bev_pool output [B, out_depth, out_h, out_w, C]
 
 
-def tiny_temporal_model() -> onnx.ModelProto:
+def tiny_temporal_model() -> Any:
     """hist_out = 0.5 * hist_in + GridSampler3D(img, grid) + permute(BEVPoolV2(...)); occ = scores of it."""
+    from onnx import TensorProto, helper
+
     f, i32 = TensorProto.FLOAT, TensorProto.INT32
     inputs = [
         helper.make_tensor_value_info("img", f, [1, C, D, H, W]),
@@ -86,7 +82,7 @@ def expected_chain(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.nda
 
 
 def make_sequence_set(root: Path, frames: int = 3, seed: int = 0, with_reference: bool = True,
-                      ground_truth: bool = False) -> Path:
+                      ground_truth: bool = False, write_onnx: bool = True) -> Path:
     """A samples directory (deploy/manifest.py schema) for tiny_temporal_model, ONNX beside it.
 
     Frames after the first carry a *wrong* hist_in file (large constant): a runner that reads it instead
@@ -95,7 +91,10 @@ def make_sequence_set(root: Path, frames: int = 3, seed: int = 0, with_reference
     rng = np.random.default_rng(seed)
     samples = root / "samples"
     samples.mkdir(parents=True)
-    onnx.save(tiny_temporal_model(), str(root / "tiny.onnx"))
+    if write_onnx:
+        import onnx
+
+        onnx.save(tiny_temporal_model(), str(root / "tiny.onnx"))
     data = []
     for k in range(frames):
         data.append({
@@ -142,8 +141,9 @@ def make_sequence_set(root: Path, frames: int = 3, seed: int = 0, with_reference
     return samples
 
 
-def run_runner(*args: str) -> tuple[int, dict[str, Any] | None, str]:
-    proc = subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, timeout=120)
+def run_runner(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
+    proc = subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, timeout=120,
+                          env=env)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     doc = None
     for tag in ("FBOCC_RESULT ", "FBOCC_ERROR "):
@@ -154,7 +154,36 @@ def run_runner(*args: str) -> tuple[int, dict[str, Any] | None, str]:
 
 @pytest.fixture(scope="module")
 def sequence_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("onnxruntime_extensions")
     return make_sequence_set(tmp_path_factory.mktemp("seq"))
+
+
+STANDIN = REPO / "tests" / "doubles" / "tensorrt_standin"
+
+
+@pytest.mark.gpu
+def test_tensorrt_backend_binds_by_name_and_carries_history_in_device_memory(tmp_path: Path) -> None:
+    """The TensorRT backend against a strict stand-in of the tensorrt module (no TensorRT binary exists
+    here) on a real GPU: buffers in CUDA memory bound by tensor name, engine loaded once, history carried."""
+    samples = make_sequence_set(tmp_path / "set", write_onnx=False)
+    engine = tmp_path / "tiny.engine"
+    engine.write_bytes(b'{"standin": "tiny_temporal"}')
+    env = {**os.environ, "PYTHONPATH": f"{STANDIN}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = tmp_path / "out"
+    rc, result, log = run_runner("--backend", "tensorrt", "--engine", str(engine), "--set-dir", str(samples),
+                                 "--out", str(out), "--save-history-inputs", "--repeat", "2", env=env)
+    assert rc == 0, log
+    assert result is not None and result["backend"] == "tensorrt"
+    assert result["versions"]["tensorrt"] == "0.0-standin"
+    got = load_manifest(out)
+    for prev, cur in itertools.pairwise(got["frames"]):
+        assert (out / cur["inputs"]["hist_in"]["file"]).read_bytes() == \
+            (out / prev["outputs"]["hist_out"]["file"]).read_bytes()
+    ref = load_manifest(samples)
+    for rf, gf in zip(ref["frames"], got["frames"], strict=True):
+        for name in ("occ_scores", "hist_out"):
+            np.testing.assert_allclose(read_tensor(out, gf["outputs"][name]),
+                                       read_tensor(samples, rf["outputs"][name]), rtol=1e-5, atol=1e-5)
 
 
 def test_history_output_of_a_frame_is_the_next_frames_history_input(sequence_set: Path, tmp_path: Path) -> None:
