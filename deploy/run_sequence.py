@@ -111,7 +111,11 @@ class _Cuda(object):
         import ctypes.util
 
         self.ctypes = ctypes
-        names = [ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.12", "libcudart.so.11.0"]
+        names = [ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.13", "libcudart.so.12",
+                 "libcudart.so.11.0"]
+        for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):  # not always on the loader path
+            if home:
+                names.append(os.path.join(home, "lib64", "libcudart.so"))
         self.lib = None
         for name in names:
             if not name:

@@ -74,7 +74,9 @@ _SPEC = dict((t[0], t) for t in TENSORS)
 
 
 def _cudart():
-    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"):
+    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0",
+                 os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "lib64", "libcudart.so"),
+                 "/usr/local/cuda/lib64/libcudart.so"):
         try:
             return ctypes.CDLL(name)
         except OSError:
