@@ -56,11 +56,12 @@ venv: $(VENV)/.complete
 	@ln -sfn $(VENV) .venv
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 # On the GPU machine (no network): the system python there already has torch with CUDA.
+GPU_TESTS := $(shell grep -l 'mark.gpu' tests/test_*.py)
 test-gpu:
-	$(PYTHON) -m pytest -m gpu -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m gpu -p no:cacheprovider $(GPU_TESTS) $(PYTEST_ARGS)
 
 # On the GPU machine: the plugin kernels vs the PyTorch references at FB-OCC's shapes -> markdown table.
 BENCH_KERNELS_OUT ?= docs/benchmarks/kernels.md
