@@ -1,8 +1,12 @@
 // GridSampler3D: one thread per output point computes its 8 corner offsets and weights once (fp32), then
 // streams a chunk of channels through them. Writes are coalesced; reads hit L1/L2 because neighbouring
 // output points sample neighbouring voxels, so DRAM sees the input about once.
+// fp16 trilinear reads each point's x-corner pair as one 32-bit word pair shared with its neighbour (below).
 #include "../common/cudaUtils.cuh"
 #include "gridSampler3D.h"
+
+#include <cstdint>
+#include <cstring>
 
 namespace fbocc
 {
@@ -156,6 +160,168 @@ __global__ void __launch_bounds__(kThreads) gridSampler3DKernel(T const* __restr
     }
 }
 
+// fp16 trilinear fast path: a thread samples two adjacent output points (flat index 2t, 2t+1). For each of the
+// four (y, z) corner rows it reads the x-corner pair of both points with aligned 32-bit loads and funnel
+// shifts: when the points' corners are x0, x0+1 and x0+1, x0+2 on the same rows (the usual case for a warp
+// grid) two words serve both points, so a thread issues about a quarter of the scalar path's load
+// instructions per output. Offsets and weights are computed once per point, in fp32.
+struct CornerRows
+{
+    int32_t element[4]; // the pair's first element (within a channel), per (dy, dz) row
+    float weight[8];  // [row][dx]
+    int32_t xc, y0, z0;
+};
+
+__device__ __forceinline__ void cornerRows(float x, float y, float z, int32_t inD, int32_t inH, int32_t inW,
+    CornerRows& r)
+{
+    float const fx = floorf(x), fy = floorf(y), fz = floorf(z);
+    int const x0 = static_cast<int>(fx), y0 = static_cast<int>(fy), z0 = static_cast<int>(fz);
+    float const tx = x - fx, ty = y - fy, tz = z - fz;
+    // The pair read starts at xc (clamped so that xc, xc+1 are in the row); each element takes the weight of
+    // the corner it is, zero if it is neither.
+    int const xc = min(max(x0, 0), inW - 2);
+    float wx[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+    {
+        int const xe = xc + j;
+        wx[j] = xe == x0 ? 1.f - tx : (xe == x0 + 1 ? tx : 0.f);
+    }
+    r.xc = xc;
+    r.y0 = y0;
+    r.z0 = z0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+    {
+        int const dy = k & 1, dz = k >> 1;
+        int const yi = y0 + dy, zi = z0 + dz;
+        bool const inside = yi >= 0 && yi < inH && zi >= 0 && zi < inD;
+        int32_t const e = (inside ? (zi * inH + yi) * inW : 0) + xc;
+        r.element[k] = e;
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+        {
+            float const w = wx[j] * (dy ? ty : 1.f - ty) * (dz ? tz : 1.f - tz);
+            r.weight[k * 2 + j] = inside ? w : 0.f;
+        }
+    }
+}
+
+__device__ __forceinline__ float2 halfPair(uint32_t bits)
+{
+    __half2 h;
+    static_assert(sizeof(h) == sizeof(bits), "half2 is 32 bits");
+    memcpy(&h, &bits, sizeof(bits));
+    return __half22float2(h);
+}
+
+// 64 registers (4 blocks of 256 per SM) and one channel per iteration measured best on H100 (0.346 ms at the
+// FB-OCC shape against 0.352 ms unrolled by 2, 0.39 ms at 3 blocks, 0.50 ms at 5 blocks, which spill).
+template <typename G>
+__global__ void __launch_bounds__(kThreads, 4) gridSampler3DHalfPairKernel(__half const* __restrict__ input,
+    G const* __restrict__ grid, __half* __restrict__ output, int32_t channels, int32_t inD, int32_t inH,
+    int32_t inW, int64_t outVolume, int64_t pairs, GridSamplerPadding padding, bool alignCorners)
+{
+    int64_t const pair = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (pair >= pairs)
+    {
+        return;
+    }
+    int64_t const p0 = 2 * pair; // outVolume is even, so both points are in batch n
+    int64_t const n = p0 / outVolume;
+    int64_t const p = p0 - n * outVolume;
+    G const* g = grid + n * 3 * outVolume + p;
+    CornerRows a, b;
+    cornerRows(sourceIndex(toFloat(ldg(g)), inW, padding, alignCorners),
+        sourceIndex(toFloat(ldg(g + outVolume)), inH, padding, alignCorners),
+        sourceIndex(toFloat(ldg(g + 2 * outVolume)), inD, padding, alignCorners), inD, inH, inW, a);
+    cornerRows(sourceIndex(toFloat(ldg(g + 1)), inW, padding, alignCorners),
+        sourceIndex(toFloat(ldg(g + 1 + outVolume)), inH, padding, alignCorners),
+        sourceIndex(toFloat(ldg(g + 1 + 2 * outVolume)), inD, padding, alignCorners), inD, inH, inW, b);
+    // Shared: b's pair is a's pair shifted by one element on the same rows, so a's two words hold both.
+    bool const shared = b.xc == a.xc + 1 && b.y0 == a.y0 && b.z0 == a.z0;
+
+    int64_t const inVolume = static_cast<int64_t>(inD) * inH * inW; // even: channel bases are word aligned
+    int32_t const c0 = blockIdx.y * kChannelsPerBlock;
+    int32_t const c1 = min(channels, c0 + kChannelsPerBlock);
+    uint32_t const* in = reinterpret_cast<uint32_t const*>(input + (n * channels + c0) * inVolume);
+    int64_t const inStride = inVolume / 2;
+    __half2* out = reinterpret_cast<__half2*>(output + (n * channels + c0) * outVolume + p);
+    int64_t const outStride = outVolume / 2;
+#pragma unroll 1
+    for (int32_t c = c0; c < c1; ++c)
+    {
+        // Every load first (predicated, no branch), so that all of a channel's reads are in flight together.
+        uint32_t wa0[4], wa1[4], wb0[4], wb1[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+        {
+            int32_t const aw = a.element[k] >> 1;
+            int32_t const bw = b.element[k] >> 1;
+            bool const aOdd = a.element[k] & 1;
+            bool const bOdd = b.element[k] & 1;
+            wa0[k] = __ldg(in + aw);
+            wa1[k] = (shared || aOdd) ? __ldg(in + aw + 1) : 0u;
+            wb0[k] = shared ? 0u : __ldg(in + bw);
+            wb1[k] = (!shared && bOdd) ? __ldg(in + bw + 1) : 0u;
+        }
+        uint32_t pa[4], pb[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+        {
+            // a's pair spans two words when it starts odd; b's too; when shared, b's pair is a's shifted by one.
+            uint32_t const aShift = static_cast<uint32_t>(a.element[k] & 1) * 16u;
+            uint32_t const bShift = static_cast<uint32_t>(b.element[k] & 1) * 16u;
+            pa[k] = __funnelshift_r(wa0[k], wa1[k], aShift);
+            pb[k] = shared ? __funnelshift_rc(wa0[k], wa1[k], aShift + 16u) : __funnelshift_r(wb0[k], wb1[k], bShift);
+        }
+        float accA = 0.f, accB = 0.f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+        {
+            float2 const va = halfPair(pa[k]);
+            float2 const vb = halfPair(pb[k]);
+            accA = fmaf(a.weight[2 * k], va.x, accA);
+            accA = fmaf(a.weight[2 * k + 1], va.y, accA);
+            accB = fmaf(b.weight[2 * k], vb.x, accB);
+            accB = fmaf(b.weight[2 * k + 1], vb.y, accB);
+        }
+        *out = __floats2half2_rn(accA, accB);
+        in += inStride;
+        out += outStride;
+    }
+}
+
+template <typename G>
+bool launchHalfPair(void const* input, void const* grid, void* output, GridSampler3DShape const& s,
+    GridSamplerInterpolation interpolation, GridSamplerPadding padding, bool alignCorners, cudaStream_t stream,
+    cudaError_t& status)
+{
+    int64_t const inVolume = s.inD * s.inH * s.inW;
+    int64_t const outVolume = s.outD * s.outH * s.outW;
+    bool const fits = interpolation == GridSamplerInterpolation::kBILINEAR && s.inW >= 2 && inVolume % 2 == 0
+        && outVolume % 2 == 0 && reinterpret_cast<uintptr_t>(input) % 4 == 0
+        && reinterpret_cast<uintptr_t>(output) % 4 == 0;
+    if (!fits)
+    {
+        return false;
+    }
+    int64_t const pairs = s.n * outVolume / 2;
+    int64_t const blocksX = ceilDiv(pairs, kThreads);
+    if (blocksX > INT32_MAX)
+    {
+        return false;
+    }
+    dim3 const blocks(static_cast<unsigned>(blocksX), static_cast<unsigned>(ceilDiv(s.c, kChannelsPerBlock)));
+    gridSampler3DHalfPairKernel<G><<<blocks, kThreads, 0, stream>>>(static_cast<__half const*>(input),
+        static_cast<G const*>(grid), static_cast<__half*>(output), static_cast<int32_t>(s.c),
+        static_cast<int32_t>(s.inD), static_cast<int32_t>(s.inH), static_cast<int32_t>(s.inW), outVolume, pairs,
+        padding, alignCorners);
+    status = cudaGetLastError();
+    return true;
+}
+
 template <typename T, typename G>
 cudaError_t launch(void const* input, void const* grid, void* output, GridSampler3DShape const& s,
     GridSamplerInterpolation interpolation, GridSamplerPadding padding, bool alignCorners, GridSampler3DTile tile,
@@ -216,6 +382,16 @@ cudaError_t gridSampler3DForwardTiled(void const* input, DType inputType, void c
     if (inputType == DType::kFLOAT32 && gridType == DType::kFLOAT32)
     {
         return launch<float, float>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
+    }
+    cudaError_t status = cudaSuccess;
+    if (inputType == DType::kFLOAT16 && tile.x == 0
+        && (gridType == DType::kFLOAT16 ? launchHalfPair<__half>(input, grid, output, shape, interpolation, padding,
+                                              alignCorners, stream, status)
+                                        : gridType == DType::kFLOAT32
+                    && launchHalfPair<float>(
+                        input, grid, output, shape, interpolation, padding, alignCorners, stream, status)))
+    {
+        return status;
     }
     if (inputType == DType::kFLOAT16 && gridType == DType::kFLOAT16)
     {

@@ -28,7 +28,8 @@ enum class GridSamplerPadding : int32_t
 };
 
 //! Output points one thread block covers: x == 0 means 256 consecutive points (the default, measured best
-//! on H100); otherwise a z * y * x tile (at most 256 points) whose corner reads overlap in L1.
+//! on H100; fp16 trilinear takes 512, two per thread, where the volumes are even and the buffers 4-byte
+//! aligned); otherwise a z * y * x tile (at most 256 points) whose corner reads overlap in L1.
 struct GridSampler3DTile
 {
     int32_t z = 0;
