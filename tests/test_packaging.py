@@ -75,3 +75,26 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert '"profiles.drive-os-6.0.10.cuda_version"' in shown.stdout
+
+
+ORCHESTRATION = ["fbocc.config", "fbocc.transport", "fbocc.push", "fbocc.remote_bench", "fbocc.cross_build",
+                 "fbocc.build_container", "fbocc.report", "fbocc.results", "fbocc.doctor", "fbocc.validate",
+                 "fbocc.trtexec", "fbocc.metrics", "fbocc.cli"]
+
+
+def test_orchestration_side_never_imports_torch_or_the_model() -> None:
+    code = ("import sys, importlib;"
+            f"[importlib.import_module(m) for m in {ORCHESTRATION!r}];"
+            "print([m for m in ('torch', 'fbocc.model', 'fbocc.ops.reference', 'fbocc.export') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_model_side_never_imports_docker_or_ssh() -> None:
+    code = ("import sys; import fbocc.export, fbocc.model, fbocc.ops, fbocc.onnx_graph;"
+            "print([m for m in ('docker', 'paramiko', 'fabric', 'fbocc.transport', 'fbocc.build_container')"
+            " if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
