@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,8 +77,12 @@ def test_make_demo_end_to_end(tmp_path: Path, docker_daemon: None) -> None:
     work = tmp_path / "demo"
     env = {**os.environ, "FBOCC_DEMO_DIR": str(work)}
     env.pop("FBOCC_BUILD_PROFILE", None)
-    proc = subprocess.run([sys.executable, "-m", "fbocc.demo"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=1800)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "fbocc.demo"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=1800)
+    finally:  # the full-size export and the target's copy of it are ~4 GB: never keep them in pytest's tmp
+        for big in ("export", "target", "validation"):
+            shutil.rmtree(work / big, ignore_errors=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     assert "There is no TensorRT on this machine" in log
