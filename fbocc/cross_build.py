@@ -37,6 +37,7 @@ from fbocc.assets import asset_dir
 from fbocc.config import BuildProfile, Config
 from fbocc.elf_check import CREATOR_SYMBOLS, LOGGER_SYMBOL, verify_library
 from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError
+from fbocc.samples import sha256_file
 
 MANIFEST_NAME = "fbocc-build.json"
 MANIFEST_SCHEMA = "fbocc.cross-build/1"
@@ -57,15 +58,6 @@ def cache_root() -> Path:
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def source_tree_hash(root: Path) -> str:

@@ -29,6 +29,11 @@ MANIFEST_NAME: str = manifest_format.MANIFEST_NAME
 ManifestError: Any = manifest_format.ManifestError
 
 
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's content (the hash every manifest in fbocc records)."""
+    return str(manifest_format.sha256_file(str(path)))
+
+
 def load_manifest(samples_dir: Path, *, verify_hashes: bool = False) -> dict[str, Any]:
     """Read and validate `samples_dir/manifest.json` against its files; raise ValidationError if off."""
     try:
