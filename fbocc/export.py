@@ -49,6 +49,10 @@ class ExportOptions:
     seed: int = 0
     samples: int = 2
     dataroot: Path | None = None
+    scene: str | None = None  # scene name or token in the dataroot; default: the first scene
+    start: int = 0  # first keyframe of the scene to export
+    info_file: Path | None = None  # default: DATAROOT/bevdetv2-nuscenes_infos_{val,train}.pkl
+    occ_root: Path | None = None  # Occ3D gts/ folder; default: DATAROOT/gts (labels are then optional)
     index_dtype: str = "int32"  # int32 for TensorRT 8.6, int64 for TensorRT >= 10
     profile_margin: float = 0.25
     onnx_name: str | None = None
@@ -130,10 +134,18 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
     if (options.checkpoint is None) == (not options.random_weights):
         raise ConfigError("choose the weights: --checkpoint PTH or --random-weights",
                           fix="pass exactly one of --checkpoint and --random-weights")
-    if options.dataroot is not None:
-        raise ConfigError(f"reading nuScenes/Occ3D from {options.dataroot} is not implemented in this build",
-                          fix="leave out --dataroot to export deterministic synthetic samples")
+    if options.dataroot is None and (options.scene is not None or options.start or options.info_file is not None
+                                     or options.occ_root is not None):
+        raise ConfigError("--scene, --start, --info-file and --occ-root choose samples of a dataset",
+                          fix="add --dataroot NUSCENES")
     cfg = resolve_model_config(options)
+    sequence = None
+    if options.dataroot is not None:  # read (and check) the dataset before spending minutes on the model
+        from fbocc.model.nuscenes import nuscenes_sequence
+
+        progress(f"reading {options.samples} keyframes from {options.dataroot}")
+        sequence = nuscenes_sequence(cfg, options.dataroot, options.samples, scene=options.scene,
+                                     start=options.start, info_file=options.info_file, occ_root=options.occ_root)
 
     import numpy as np
     import torch
@@ -164,7 +176,10 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
     try:
         samples_dir = staging / "samples"
         samples_dir.mkdir()
-        frames = synthetic_sequence(cfg, options.samples, seed=options.seed)
+        if sequence is not None:
+            frames = [s.frame for s in sequence.samples]
+        else:
+            frames = synthetic_sequence(cfg, options.samples, seed=options.seed)
         pre = SequencePreprocessor(cfg, options.index_dtype)
         history = pre.initial_history(frames[0].sequence_id)
         onnx_name = options.onnx_name or f"{cfg.name}.onnx"
@@ -210,6 +225,14 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
                 entry["outputs"][name] = write_tensor(samples_dir, f"frame_{fid}/{name}.dat", out_arrays[name])
                 out_dtypes[name] = str(out_arrays[name].dtype)
             history = {inp: out_arrays[outp] for inp, outp in HISTORY_PAIRS}
+            if sequence is not None:
+                sample = sequence.samples[i]
+                entry["sample_token"] = sample.token
+                entry["timestamp"] = sample.timestamp
+                if sample.ground_truth is not None:  # Occ3D layout; validate maps predictions onto it
+                    entry["ground_truth"] = {
+                        name: write_tensor(samples_dir, f"frame_{fid}/gt_{name}.dat", array)
+                        for name, array in sample.ground_truth.items()}
             manifest_frames.append(entry)
 
         from fbocc.onnx_graph import custom_op_counts, load_graph
@@ -229,10 +252,24 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
             "export": {"fbocc": __version__, "torch": torch.__version__, "opset": ONNX_OPSET,
                        "exporter": "torchscript", "index_dtype": options.index_dtype,
                        "custom_ops": counts},
-            "source": "synthetic",
-            "source_note": "deterministic synthetic camera frames and nuScenes-like calibration "
-                           f"(seed {options.seed}); not real sensor data",
         }
+        if sequence is None:
+            manifest["source"] = "synthetic"
+            manifest["source_note"] = ("deterministic synthetic camera frames and nuScenes-like calibration "
+                                       f"(seed {options.seed}); not real sensor data")
+        else:
+            manifest["source"] = "nuscenes"
+            manifest["source_note"] = (f"{len(frames)} consecutive keyframes of nuScenes {sequence.scene_name} "
+                                       f"from keyframe {sequence.start}, prepared as FB-BEV's test pipeline; "
+                                       + ("Occ3D labels per frame" if sequence.has_ground_truth
+                                          else "no Occ3D labels found"))
+            manifest["dataset"] = {
+                "scene_name": sequence.scene_name, "scene_token": sequence.scene_token, "start": sequence.start,
+                "info_file": sequence.info_file.name, "sample_tokens": [s.token for s in sequence.samples],
+                "ground_truth": "occ3d" if sequence.has_ground_truth else None,
+                # FB-BEV's post-processing: drop the void channel 0, rotate the grid into Occ3D's layout
+                "prediction_to_ground_truth": "fbbev-occ3d" if sequence.has_ground_truth else None,
+            }
         save_manifest(samples_dir, manifest)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -245,5 +282,6 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     timings["total"] = time.monotonic() - t0
-    return ExportResult(out=out, onnx_path=out / onnx_name, samples_dir=out / "samples", source="synthetic",
+    return ExportResult(out=out, onnx_path=out / onnx_name, samples_dir=out / "samples",
+                        source="synthetic" if sequence is None else "nuscenes",
                         custom_ops=counts, inputs=list(INPUT_NAMES), outputs=list(OUTPUT_NAMES), seconds=timings)

@@ -340,7 +340,7 @@ def collect_artefacts(*, onnx: Path | None, plugin: Path | None, samples: Path |
         plugin_rel = next((r for r in plugin_rels if "kernels" not in r), plugin_rels[0])
     expected_samples: dict[str, str] = {}
     if samples is not None:
-        from fbocc.samples import MANIFEST_NAME, load_manifest
+        from fbocc.samples import MANIFEST_NAME, ManifestError, load_manifest, manifest_format
 
         if not samples.is_dir():
             raise ValidationError(f"samples directory {samples} does not exist",
@@ -349,9 +349,17 @@ def collect_artefacts(*, onnx: Path | None, plugin: Path | None, samples: Path |
         samples_rel = "samples"
         entries.append((f"samples/{MANIFEST_NAME}", samples / MANIFEST_NAME, "samples"))
         seen: set[str] = set()
+        # Occ3D labels of a dataset export (manifest "dataset.ground_truth") travel for validate's mIoU
+        kinds = ("inputs", "outputs", "ground_truth") if (manifest_doc.get("dataset") or {}).get("ground_truth") \
+            else ("inputs", "outputs")
         for frame in manifest_doc.get("frames", []):
-            for kind in ("inputs", "outputs"):
-                for tensor in (frame.get(kind) or {}).values():
+            for kind in kinds:
+                for name, tensor in (frame.get(kind) or {}).items():
+                    if kind == "ground_truth":  # load_manifest checks inputs and outputs only
+                        try:
+                            manifest_format.check_tensor(str(samples), name, tensor)
+                        except ManifestError as exc:
+                            raise ValidationError(exc.message, fix=exc.fix) from exc
                     rel = _safe_relative(tensor["file"], samples / MANIFEST_NAME)
                     if rel in seen:
                         continue

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from fbocc.errors import Interrupted, RemoteError, TransferError, ValidationError
-from fbocc.metrics import OccupancyMIoU
+from fbocc.metrics import NUM_CLASSES, OccupancyMIoU
 from fbocc.samples import load_manifest, read_tensor
 
 RESULT_TAG = "FBOCC_RESULT "
@@ -157,6 +157,17 @@ def occupancy_labels(scores: np.ndarray, layout: str = "BKXYZ") -> np.ndarray:
     return scores[0].argmax(axis=0)
 
 
+def fbbev_occ3d_labels(scores: np.ndarray) -> np.ndarray:
+    """Labels [200,200,16] in Occ3D's layout from FB-OCC's raw scores [1,19,200,200,16], as FB-BEV's
+    `post_process` makes them: drop the void channel 0 (fix_void), argmax, and rotate the grid from
+    BEVDet's layout back to Occ3D's (permute, flip, rot90 -1). Argmax commutes with the softmax and moves."""
+    labels = scores[0, 1:].argmax(axis=0)  # [A, B, Z]: Occ3D classes 0..17
+    labels = labels.transpose(2, 0, 1)  # [Z, A, B]
+    labels = np.flip(labels, axis=1)
+    labels = np.rot90(labels, -1, axes=(1, 2))
+    return np.ascontiguousarray(labels.transpose(1, 2, 0))
+
+
 def _frame_arrays(root: Path, frame: dict[str, Any], group: str) -> dict[str, np.ndarray]:
     return {name: read_tensor(root, entry) for name, entry in frame.get(group, {}).items()}
 
@@ -185,6 +196,7 @@ def compare_runs(reference_dir: Path, run_dir: Path, precision: str, *, against:
     metric = OccupancyMIoU()
     ref_metric = OccupancyMIoU()
     has_gt = all("ground_truth" in ref_frames[f["id"]] for f in run_frames)
+    to_gt = ref_manifest.get("dataset", {}).get("prediction_to_ground_truth")
     stats_of = load_runner().reference_stats
     for frame in run_frames:
         ref_entries = ref_frames[frame["id"]].get(reference_group, {})
@@ -223,8 +235,15 @@ def compare_runs(reference_dir: Path, run_dir: Path, precision: str, *, against:
                 gt = _frame_arrays(reference_dir, ref_frames[frame["id"]], "ground_truth")
                 mask = gt.get("mask_camera")
                 mask = None if mask is None else mask.astype(bool)
-                metric.add(have_labels, gt["semantics"], mask)
-                ref_metric.add(want_labels, gt["semantics"], mask)
+                have_gt, want_gt = have_labels, want_labels
+                if to_gt == "fbbev-occ3d" and got_occ.ndim == 5 and got_occ.shape[1] == NUM_CLASSES + 1:
+                    have_gt, want_gt = fbbev_occ3d_labels(got_occ), fbbev_occ3d_labels(ref_occ)
+                if have_gt.shape != gt["semantics"].shape:
+                    raise ValidationError(f"frame {frame['id']}: prediction labels {list(have_gt.shape)} and ground "
+                                          f"truth {list(gt['semantics'].shape)} differ in shape",
+                                          fix="re-export the samples with this fbocc version")
+                metric.add(have_gt, gt["semantics"], mask)
+                ref_metric.add(want_gt, gt["semantics"], mask)
             else:
                 metric.add(have_labels, want_labels)
     tensors = []

@@ -24,7 +24,15 @@ def export_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of random weights and synthetic samples.")] = 0,
     samples: Annotated[int, typer.Option("--samples", help="Number of consecutive frames to write.")] = 2,
     dataroot: Annotated[Path | None, typer.Option(
-        "--dataroot", help="nuScenes/Occ3D root (not yet supported).")] = None,
+        "--dataroot", help="nuScenes root (FB-BEV layout, Occ3D gts/ optional): real keyframes instead of "
+        "synthetic frames.")] = None,
+    scene: Annotated[str | None, typer.Option(
+        "--scene", help="With --dataroot: scene name or token (default: the first scene).")] = None,
+    start: Annotated[int, typer.Option("--start", help="With --dataroot: first keyframe of the scene.")] = 0,
+    info_file: Annotated[Path | None, typer.Option(
+        "--info-file", help="With --dataroot: info .pkl (default: bevdetv2-nuscenes_infos_val.pkl there).")] = None,
+    occ_root: Annotated[Path | None, typer.Option(
+        "--occ-root", help="With --dataroot: Occ3D gts/ folder (default: DATAROOT/gts, used when present).")] = None,
     index_dtype: Annotated[str, typer.Option(
         "--index-dtype", help="int32 (TensorRT 8.6) or int64 (TensorRT >= 10) index inputs.")] = "int32",
     profile_margin: Annotated[float, typer.Option(
@@ -36,6 +44,7 @@ def export_cmd(
 
     options = ExportOptions(out=out_dir, preset=preset, config_file=config, checkpoint=checkpoint,
                             random_weights=random_weights, seed=seed, samples=samples, dataroot=dataroot,
+                            scene=scene, start=start, info_file=info_file, occ_root=occ_root,
                             index_dtype=index_dtype, profile_margin=profile_margin)
     result = export(options, progress=lambda msg: err.print(f"export: {msg}"))
     if as_json:
