@@ -231,13 +231,16 @@ def compare_runs(reference_dir: Path, run_dir: Path, precision: str, *, against:
             have_labels = occupancy_labels(got_occ, layout)
             agree += int((want_labels == have_labels).sum())
             total += want_labels.size
+            # FB-OCC's head has a void channel 0 and BEVDet's grid orientation: score in Occ3D's classes
+            # (as FB-BEV's post_process does) whether the other side is ground truth or PyTorch.
+            have_cls, want_cls = have_labels, want_labels
+            if got_occ.ndim == 5 and got_occ.shape[1] == NUM_CLASSES + 1 and (to_gt == "fbbev-occ3d" or not has_gt):
+                have_cls, want_cls = fbbev_occ3d_labels(got_occ), fbbev_occ3d_labels(ref_occ)
             if has_gt:
                 gt = _frame_arrays(reference_dir, ref_frames[frame["id"]], "ground_truth")
                 mask = gt.get("mask_camera")
                 mask = None if mask is None else mask.astype(bool)
-                have_gt, want_gt = have_labels, want_labels
-                if to_gt == "fbbev-occ3d" and got_occ.ndim == 5 and got_occ.shape[1] == NUM_CLASSES + 1:
-                    have_gt, want_gt = fbbev_occ3d_labels(got_occ), fbbev_occ3d_labels(ref_occ)
+                have_gt, want_gt = have_cls, want_cls
                 if have_gt.shape != gt["semantics"].shape:
                     raise ValidationError(f"frame {frame['id']}: prediction labels {list(have_gt.shape)} and ground "
                                           f"truth {list(gt['semantics'].shape)} differ in shape",
@@ -245,7 +248,7 @@ def compare_runs(reference_dir: Path, run_dir: Path, precision: str, *, against:
                 metric.add(have_gt, gt["semantics"], mask)
                 ref_metric.add(want_gt, gt["semantics"], mask)
             else:
-                metric.add(have_labels, want_labels)
+                metric.add(have_cls, want_cls)
     tensors = []
     for name, s in stats.items():
         rel = s["max_abs"] / s["ref_max"] if s["ref_max"] > 0 else (0.0 if s["max_abs"] == 0 else float("inf"))
