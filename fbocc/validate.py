@@ -25,8 +25,10 @@ Integer outputs (sequence ids, sweep counters) must match exactly.
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,16 +365,26 @@ def _fetch(session: Any, remote: str, local: Path) -> None:
 PULL_LIMIT = 64 << 20  # outputs bigger than this stay on the target, compared there (history: 400 MB/frame)
 
 
-def _pull_run(session: Any, remote_dir: str, local_dir: Path, *, keep: set[str], limit: int = PULL_LIMIT) -> None:
-    """Fetch a run_sequence output directory atomically: its manifest, the outputs named in `keep`, and
-    every other output up to `limit` bytes; bigger ones are listed under the frame's `remote_only` and
-    judged by the statistics the target computed (`reference_stats`)."""
-    import shutil
-
+@contextmanager
+def _staged_dir(local_dir: Path) -> Iterator[Path]:
+    """A `<dir>.part` to fill; it replaces `local_dir` only when the block succeeds, else it is removed."""
     part = local_dir.with_name(local_dir.name + ".part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
     try:
+        yield part
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    shutil.rmtree(local_dir, ignore_errors=True)
+    part.rename(local_dir)
+
+
+def _pull_run(session: Any, remote_dir: str, local_dir: Path, *, keep: set[str], limit: int = PULL_LIMIT) -> None:
+    """Fetch a run_sequence output directory atomically: its manifest, the outputs named in `keep`, and
+    every other output up to `limit` bytes; bigger ones are listed under the frame's `remote_only` and
+    judged by the statistics the target computed (`reference_stats`)."""
+    with _staged_dir(local_dir) as part:
         _fetch(session, f"{remote_dir}/manifest.json", part / "manifest.json")
         manifest = json.loads((part / "manifest.json").read_text())
         for frame in manifest.get("frames", []):
@@ -385,21 +397,11 @@ def _pull_run(session: Any, remote_dir: str, local_dir: Path, *, keep: set[str],
             frame["inputs"] = {}  # fed history inputs (--save-history-inputs) are a test aid; not pulled
         (part / "manifest.json").write_text(json.dumps(manifest, indent=2))
         load_manifest(part, verify_hashes=True)
-    except BaseException:
-        shutil.rmtree(part, ignore_errors=True)
-        raise
-    shutil.rmtree(local_dir, ignore_errors=True)
-    part.rename(local_dir)
 
 
 def _pull_samples_reference(session: Any, remote_samples: str, local_dir: Path) -> None:
     """Fetch the pushed samples' manifest and reference outputs (+ ground truth), not the inputs."""
-    import shutil
-
-    part = local_dir.with_name(local_dir.name + ".part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    try:
+    with _staged_dir(local_dir) as part:
         _fetch(session, f"{remote_samples}/manifest.json", part / "manifest.json")
         manifest = json.loads((part / "manifest.json").read_text())
         for frame in manifest.get("frames", []):
@@ -413,11 +415,6 @@ def _pull_samples_reference(session: Any, remote_samples: str, local_dir: Path) 
             frame["inputs"] = {}  # inputs stay on the target: only the reference side is needed here
         manifest["inputs"] = []
         (part / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    except BaseException:
-        shutil.rmtree(part, ignore_errors=True)
-        raise
-    shutil.rmtree(local_dir, ignore_errors=True)
-    part.rename(local_dir)
 
 
 def run_remote_sequence(session: Any, *, backend: str, precision: str, remote_out: str,
