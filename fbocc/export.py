@@ -9,7 +9,6 @@ Layout of OUT::
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
 import tempfile
@@ -114,12 +113,6 @@ def _profile(shapes: list[list[int]], dynamic: dict[int, str], margin: float) ->
     return {"min": mn, "opt": opt, "max": mx}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: None) -> ExportResult:
@@ -154,7 +147,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
     from fbocc.model.network import HISTORY_PAIRS, INPUT_NAMES, OUTPUT_NAMES, TraceRecorder, build_model
     from fbocc.model.preprocess import SequencePreprocessor
     from fbocc.model.synthetic import synthetic_sequence
-    from fbocc.samples import save_manifest, write_tensor
+    from fbocc.samples import save_manifest, sha256_file, write_tensor
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -166,7 +159,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
         assert options.checkpoint is not None
         model = build_model(cfg, index_dtype=index_dtype)
         load_checkpoint(model, options.checkpoint)
-        weights = {"kind": "checkpoint", "file": options.checkpoint.name, "sha256": _sha256(options.checkpoint)}
+        weights = {"kind": "checkpoint", "file": options.checkpoint.name, "sha256": sha256_file(options.checkpoint)}
     timings["build"] = time.monotonic() - t0
 
     out = options.out.resolve()
@@ -248,7 +241,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
             "history": [{"input": i, "output": o} for i, o in HISTORY_PAIRS],
             "frames": manifest_frames,
             "model": {"name": cfg.name, "preset": options.preset, "weights": weights,
-                      "onnx": {"file": f"../{onnx_name}", "sha256": _sha256(onnx_tmp)}},
+                      "onnx": {"file": f"../{onnx_name}", "sha256": sha256_file(onnx_tmp)}},
             "export": {"fbocc": __version__, "torch": torch.__version__, "opset": ONNX_OPSET,
                        "exporter": "torchscript", "index_dtype": options.index_dtype,
                        "custom_ops": counts},
