@@ -1,0 +1,361 @@
+"""The kernels users have today, for `make bench-kernels`: DerryHub/BEVFormer_tensorrt @303d314 as FB-OCC-TRT
+deploys it, built at run time from a checkout the user gives; never from code in this repository.
+
+    sources = locate(Path("BEVFormer_tensorrt"), trt_include=None, patch=None)  # checks files, no GPU needed
+    library = build(sources, arch="90")            # their three kernel .cu + our adapter.cu -> cached .so
+    today = TodaysKernels(library)                 # ctypes; calls take torch CUDA tensors
+
+Their kernel files are copied into a temporary directory (FB-OCC-TRT's patch, when given, is applied there with
+`git apply`; the checkout is never modified), compiled with nvcc together with `adapter.cu` into a shared library
+under `$FBOCC_BASELINE_BUILD_DIR` (default `~/.cache/fbocc/bench-baseline/<content key>/`), and loaded with
+ctypes. Their headers include TensorRT's `NvInferRuntime.h` (taken from `--trt-include`), cuBLAS and cuDNN (only
+for declarations the three kernel files never use: `compat/` declares those types, and the library is linked with
+`-z defs`, so a call into either would fail the build).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError
+
+HERE = Path(__file__).resolve().parent
+ADAPTER = HERE / "adapter.cu"
+COMPAT = HERE / "compat"
+DEFAULT_TRT_INCLUDE = Path("/work/trt-headers/8.6.1/include")
+COMMIT = "303d3140c14016047c07f9db73312af364f0dd7c"
+PATCH_NAME = "fb-occ_custom_op_trt_plugin.patch"  # johnyang-nv/FB-OCC-TRT, branch deployment, deployment/
+
+# Paths inside their TensorRT/ folder: the kernel files we compile and the headers they include.
+KERNELS = {
+    "grid_sampler": "plugin/grid_sampler/gridSamplerKernel.cu",
+    "bev_pool_v2": "plugin/bev_pool_v2/bevPoolKernel.cu",
+    "msda": "plugin/multi_scale_deformable_attn/multiScaleDeformableAttnKernel.cu",
+}
+HEADERS = (
+    "common/cuda_helper.h",
+    "common/cuda_int8.h",
+    "common/helper.h",
+    "plugin/grid_sampler/gridSamplerKernel.h",
+    "plugin/bev_pool_v2/bevPoolKernel.h",
+    "plugin/multi_scale_deformable_attn/multiScaleDeformableAttnKernel.h",
+)
+MSDA_HEADER = "plugin/multi_scale_deformable_attn/multiScaleDeformableAttnKernel.h"
+
+CLONE_FIX = ("give a checkout of DerryHub/BEVFormer_tensorrt at 303d314: `git clone "
+             "https://github.com/DerryHub/BEVFormer_tensorrt && git -C BEVFormer_tensorrt checkout 303d314`, then "
+             "--baseline-src BEVFormer_tensorrt (or BASELINE_SRC=BEVFormer_tensorrt make bench-kernels)")
+PATCH_FIX = (f"--baseline-patch takes {PATCH_NAME} from johnyang-nv/FB-OCC-TRT (branch deployment, folder "
+             "deployment/), made for a clean 303d314 checkout; leave it out if the checkout already carries it")
+
+
+@dataclass(frozen=True)
+class BaselineSources:
+    """A checked checkout of BEVFormer_tensorrt and what the build needs besides it."""
+
+    checkout: Path  # the path the user gave
+    tensorrt_dir: Path  # its TensorRT/ folder
+    commit: str | None  # HEAD of the checkout when it is a git work tree
+    trt_include: Path  # folder holding NvInferRuntime.h
+    patch: Path | None  # FB-OCC-TRT's patch to apply to the temporary copy
+
+
+
+def resolve_trt_include(given: Path | None) -> Path:
+    """`--trt-include`, else `$FBOCC_TRT_HEADERS` (an include/ folder, or a folder holding 8.6.1/include as the
+    plugin tests use it), else /work/trt-headers/8.6.1/include."""
+    if given is not None:
+        return given
+    env = os.environ.get("FBOCC_TRT_HEADERS")
+    if env:
+        base = Path(env)
+        nested = base / "8.6.1" / "include"
+        return nested if not (base / "NvInferRuntime.h").exists() and nested.is_dir() else base
+    return DEFAULT_TRT_INCLUDE
+
+
+def locate(checkout: Path, trt_include: Path | None = None, patch: Path | None = None) -> BaselineSources:
+    """Check that `checkout` holds their kernel sources, the TensorRT headers and the patch exist.
+
+    Raises ConfigError naming the missing path and the fix. Needs no GPU and no compiler.
+    """
+    checkout = Path(checkout)
+    if not checkout.is_dir():
+        raise ConfigError(f"--baseline-src {checkout}: no such directory", fix=CLONE_FIX)
+    tensorrt_dir = checkout / "TensorRT" if (checkout / "TensorRT").is_dir() else checkout
+    missing = [rel for rel in (*KERNELS.values(), *HEADERS) if not (tensorrt_dir / rel).is_file()]
+    if missing:
+        raise ConfigError(f"--baseline-src {checkout} is not a BEVFormer_tensorrt checkout: missing "
+                          + ", ".join(f"TensorRT/{m}" for m in missing), fix=CLONE_FIX)
+    include = resolve_trt_include(trt_include)
+    if not (include / "NvInferRuntime.h").is_file():
+        raise ConfigError(
+            f"TensorRT headers: {include}/NvInferRuntime.h not found (their common/helper.h includes it)",
+            fix="--trt-include DIR or FBOCC_TRT_HEADERS=DIR, DIR = TensorRT's include/ folder (e.g. "
+                "`git -C TensorRT archive v8.6.1 include | tar -x` from NVIDIA/TensorRT)")
+    if patch is not None and not Path(patch).is_file():
+        raise ConfigError(f"--baseline-patch {patch}: no such file", fix=PATCH_FIX)
+    return BaselineSources(checkout, tensorrt_dir, _git_head(checkout), include, Path(patch) if patch else None)
+
+
+def _git_head(path: Path) -> str | None:
+    if shutil.which("git") is None:
+        return None
+    result = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=False)
+    top = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                         check=False)
+    # Only the checkout's own HEAD counts, not that of a repository it happens to lie in (e.g. .scratch/ here).
+    if result.returncode or top.returncode or Path(top.stdout.strip()).resolve() != path.resolve():
+        return None
+    return result.stdout.strip()
+
+
+def has_mmcv_msda(tensorrt_dir: Path) -> bool:
+    """True when the MSDA kernel takes level_start_index + sampling_locations (FB-OCC-TRT's patched kernel, the
+    op FB-OCC exports); 303d314's original takes reference points + offsets and softmaxes the weights itself."""
+    return "data_level_start_index" in (tensorrt_dir / MSDA_HEADER).read_text(errors="replace")
+
+
+def prepare_tree(sources: BaselineSources, workdir: Path) -> tuple[Path, bool]:
+    """Copy the files the build needs into `workdir/TensorRT` and apply the patch there, unless the checkout
+    already carries it. Returns (the copy, whether the patch was applied)."""
+    tree = workdir / "TensorRT"
+    for rel in (*KERNELS.values(), *HEADERS):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sources.tensorrt_dir / rel, tree / rel)
+    if sources.patch is None or has_mmcv_msda(tree):
+        return tree, False
+    _apply_patch(sources, workdir)
+    return tree, True
+
+
+def _apply_patch(sources: BaselineSources, workdir: Path) -> None:
+    assert sources.patch is not None
+    if shutil.which("git") is None:
+        raise EnvironmentCheckError(f"git not found: it applies {sources.patch} to a copy of their sources",
+                                    fix="install git, or give a checkout that already carries the patch")
+    # Only the kernel files we copied: the patch's plugin glue and Python files are not part of the benchmark.
+    includes = [f"--include=TensorRT/{rel}" for rel in (*KERNELS.values(), *HEADERS)]
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(workdir.parent)}  # never the repository around workdir
+    result = subprocess.run(["git", "apply", "--whitespace=nowarn", *includes, str(sources.patch.resolve())],
+                            cwd=workdir, capture_output=True, text=True, env=env, check=False)
+    if result.returncode:
+        raise ConfigError(f"--baseline-patch {sources.patch} does not apply to the kernels of "
+                          f"{sources.checkout}: {result.stderr.strip()[-600:]}", fix=PATCH_FIX)
+
+
+def nvcc_command(nvcc: Path, tree: Path, trt_include: Path, arch: str, msda: bool, output: Path) -> list[str]:
+    """The one nvcc call that builds the library (their kernels need no CUDA 13 compatibility defines)."""
+    return [
+        str(nvcc), "-shared", "-std=c++17", "-O3", f"-arch=sm_{arch}",
+        "-Xcompiler", "-fPIC,-Wno-deprecated-declarations",
+        "-Xlinker", "-z", "-Xlinker", "defs",  # nothing left to resolve: proves cuBLAS/cuDNN/TensorRT are unused
+        f"-DFBOCC_BASELINE_MSDA={int(msda)}",
+        "-I", str(COMPAT), "-I", str(tree / "common"),
+        *(arg for rel in KERNELS.values() for arg in ("-I", str((tree / rel).parent))),
+        "-I", str(trt_include),
+        str(ADAPTER), *(str(tree / rel) for name, rel in KERNELS.items() if msda or name != "msda"),
+        "-o", str(output),
+    ]
+
+
+def find_nvcc() -> Path:
+    """nvcc from $CUDA_HOME, /usr/local/cuda or PATH."""
+    for candidate in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if candidate and (Path(candidate) / "bin" / "nvcc").is_file():
+            return Path(candidate) / "bin" / "nvcc"
+    found = shutil.which("nvcc")
+    if found is None:
+        raise EnvironmentCheckError("nvcc not found: it compiles today's kernels for the benchmark",
+                                    fix="set CUDA_HOME to the CUDA toolkit, or put nvcc on PATH")
+    return Path(found)
+
+
+def _build_root() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fbocc" / "bench-baseline"
+    return Path(os.environ.get("FBOCC_BASELINE_BUILD_DIR", default))
+
+
+@dataclass(frozen=True)
+class BaselineLibrary:
+    """The built library and how it was made."""
+
+    path: Path
+    has_msda: bool  # the checkout's MSDA kernel is FB-OCC's op (see has_mmcv_msda)
+    patch_applied: bool
+    sources: BaselineSources
+    arch: str
+
+    def describe(self) -> str:
+        """What was built from where, for the benchmark's header."""
+        src = self.sources
+        commit = f"commit {src.commit[:7]}" if src.commit else "commit unknown: not a git work tree"
+        if self.patch_applied:
+            assert src.patch is not None
+            patch = f"; FB-OCC-TRT's `{src.patch.name}` applied to a temporary copy at run time"
+        elif self.has_msda:
+            patch = "; the checkout already carries FB-OCC-TRT's MSDA patch"
+        else:
+            patch = "; without FB-OCC-TRT's patch"
+        return f"`{src.checkout}` ({commit}{patch}), TensorRT headers `{src.trt_include}`, nvcc sm_{self.arch}"
+
+
+def build(sources: BaselineSources, arch: str, nvcc: Path | None = None,
+          build_root: Path | None = None) -> BaselineLibrary:
+    """Compile their kernels + our adapter for `sm_<arch>` (e.g. "90"); cached by content, so a rerun is instant.
+
+    Raises BuildError with nvcc's last lines and the command when the compiler fails.
+    """
+    nvcc = nvcc or find_nvcc()
+    root = build_root or _build_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bevformer-trt-", dir=root) as tmp:
+        work = Path(tmp)
+        tree, applied = prepare_tree(sources, work)
+        msda = has_mmcv_msda(tree)
+        key = _content_key(nvcc, tree, sources.trt_include, arch, msda)
+        final = root / key / "libfbocc_today.so"
+        if final.is_file():
+            return BaselineLibrary(final, msda, applied, sources, arch)
+        output = work / "libfbocc_today.so"
+        command = nvcc_command(nvcc, tree, sources.trt_include, arch, msda, output)
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode:
+            tail = "\n".join(line for line in result.stderr.splitlines() if "warning" not in line.lower())[-1500:]
+            raise BuildError(f"compiling today's kernels from {sources.checkout} failed (nvcc exit "
+                             f"{result.returncode}):\n{tail}\ncommand: {' '.join(command)}",
+                             fix="check that --baseline-src is BEVFormer_tensorrt at 303d314 (with or without "
+                                 f"{PATCH_NAME}) and --trt-include holds TensorRT 8.6's include/")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(output, final)  # whole or not at all
+    return BaselineLibrary(final, msda, applied, sources, arch)
+
+
+def _content_key(nvcc: Path, tree: Path, trt_include: Path, arch: str, msda: bool) -> str:
+    version = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, check=False).stdout
+    digest = hashlib.sha256(f"{version}|{arch}|{msda}|{trt_include.resolve()}".encode())
+    files = [ADAPTER, *sorted(COMPAT.iterdir()), *sorted(p for p in tree.rglob("*") if p.is_file()),
+             trt_include / "NvInferRuntime.h"]
+    for f in files:
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+    digest.update(" ".join(nvcc_command(nvcc, Path("T"), Path("I"), arch, msda, Path("O"))).encode())
+    return digest.hexdigest()[:16]
+
+
+def cuda_arch() -> str:
+    """The current CUDA device's architecture as nvcc spells it (e.g. "90")."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}{minor}"
+
+
+_FP = {"float32": 0, "float16": 1}
+
+
+class TodaysKernels:
+    """Their launchers as torch functions on CUDA tensors, each writing into a preallocated `out`.
+
+    Takes exactly what their TensorRT plugin receives: contiguous tensors, int32 indices, and (their plugins'
+    format rule) GridSampler3D's grid and MSDA's locations/weights in the features' dtype. A tensor that breaks
+    that is refused with ValueError, never converted silently inside a timed call.
+    """
+
+    def __init__(self, library: BaselineLibrary) -> None:
+        self.library = library
+        lib = ctypes.CDLL(str(library.path))
+        p, i = ctypes.c_void_p, ctypes.c_int
+        lib.fbocc_today_has_msda.restype = i
+        lib.fbocc_today_grid_sampler3d.argtypes = [i, p, p, p, *[i] * 8, i, i, i, p]
+        lib.fbocc_today_bev_pool_v2.argtypes = [i, p, p, p, p, p, p, p, p, i, i, i, p]
+        lib.fbocc_today_msda.argtypes = [i, p, p, p, p, p, p, *[i] * 7, p]
+        for fn in (lib.fbocc_today_grid_sampler3d, lib.fbocc_today_bev_pool_v2, lib.fbocc_today_msda):
+            fn.restype = i
+        self._lib = lib
+        self.has_msda = bool(lib.fbocc_today_has_msda())
+
+    @staticmethod
+    def _check(op: str, float_dtype: Any, floats: dict[str, Any], ints: dict[str, Any]) -> int:
+        import torch
+
+        if float_dtype not in (torch.float32, torch.float16):
+            raise ValueError(f"{op}: today's kernel takes float32 or float16, got {float_dtype}")
+        for name, t in floats.items():
+            if t.dtype != float_dtype:
+                raise ValueError(f"{op}: {name} must be {float_dtype} like the features (their plugin requires "
+                                 f"it), got {t.dtype}; convert it before timing")
+        for name, t in ints.items():
+            if t.dtype != torch.int32:
+                raise ValueError(f"{op}: {name} must be int32 (their kernels take int*), got {t.dtype}")
+        for name, t in {**floats, **ints}.items():
+            if not (t.is_cuda and t.is_contiguous()):
+                raise ValueError(f"{op}: {name} must be a contiguous CUDA tensor")
+        return _FP[str(float_dtype)[6:]]
+
+    @staticmethod
+    def _stream() -> int:
+        import torch
+
+        return int(torch.cuda.current_stream().cuda_stream)
+
+    @staticmethod
+    def _raise(op: str, status: int) -> None:
+        if status:
+            raise RuntimeError(f"today's {op} kernel failed to launch: CUDA error {status}")
+
+    def grid_sampler3d(self, input: Any, grid: Any, interpolation_mode: int, padding_mode: int,
+                       align_corners: bool, out: Any) -> Any:
+        """GridSampler3DTRT: input [N,C,D,H,W], grid [N,3,Do,Ho,Wo] x10 in input's dtype -> out [N,C,Do,Ho,Wo]."""
+        half = self._check("GridSampler3D", input.dtype, {"input": input, "grid": grid, "out": out}, {})
+        n, c, d, h, w = input.shape
+        od, oh, ow = grid.shape[2:]
+        if tuple(out.shape) != (n, c, od, oh, ow):
+            raise ValueError(f"GridSampler3D: out must be {(n, c, od, oh, ow)}, got {tuple(out.shape)}")
+        self._raise("GridSampler3D", self._lib.fbocc_today_grid_sampler3d(
+            half, out.data_ptr(), input.data_ptr(), grid.data_ptr(), n, c, d, h, w, od, oh, ow,
+            interpolation_mode, padding_mode, int(bool(align_corners)), self._stream()))
+        return out
+
+    def bev_pool_v2(self, depth: Any, feat: Any, ranks_depth: Any, ranks_feat: Any, ranks_bev: Any,
+                    interval_starts: Any, interval_lengths: Any, out: Any) -> Any:
+        """BEVPoolV2TRT into out [B,8,H,W,C] (their launcher zeroes it first; that memset is part of the call)."""
+        half = self._check("BEVPoolV2", feat.dtype, {"depth": depth, "feat": feat, "out": out},
+                           {"ranks_depth": ranks_depth, "ranks_feat": ranks_feat, "ranks_bev": ranks_bev,
+                            "interval_starts": interval_starts, "interval_lengths": interval_lengths})
+        if out.dim() != 5 or out.shape[-1] != feat.shape[-1]:
+            raise ValueError(f"BEVPoolV2: out must be [B,D,H,W,{feat.shape[-1]}], got {tuple(out.shape)}")
+        self._raise("BEVPoolV2", self._lib.fbocc_today_bev_pool_v2(
+            half, out.data_ptr(), depth.data_ptr(), feat.data_ptr(), ranks_depth.data_ptr(),
+            ranks_feat.data_ptr(), ranks_bev.data_ptr(), interval_starts.data_ptr(), interval_lengths.data_ptr(),
+            feat.shape[-1], interval_starts.numel(), out.numel(), self._stream()))
+        return out
+
+    def multi_scale_deformable_attn(self, value: Any, spatial_shapes: Any, level_start_index: Any,
+                                    sampling_locations: Any, attention_weights: Any, out: Any) -> Any:
+        """MultiScaleDeformableAttnTRT (FB-OCC-TRT's kernel) into out [N,Lq,M*D]; zeroed by their launcher."""
+        if not self.has_msda:
+            raise RuntimeError("today's MSDA is 303d314's original op (reference points + offsets), not FB-OCC's: "
+                               f"build with --baseline-patch {PATCH_NAME}")
+        half = self._check("MultiScaleDeformableAttn", value.dtype,
+                           {"value": value, "sampling_locations": sampling_locations,
+                            "attention_weights": attention_weights, "out": out},
+                           {"spatial_shapes": spatial_shapes, "level_start_index": level_start_index})
+        n, s, m, d = value.shape
+        _, lq, _, levels, points, _ = sampling_locations.shape
+        if tuple(out.shape) != (n, lq, m * d):
+            raise ValueError(f"MultiScaleDeformableAttn: out must be {(n, lq, m * d)}, got {tuple(out.shape)}")
+        self._raise("MultiScaleDeformableAttn", self._lib.fbocc_today_msda(
+            half, out.data_ptr(), value.data_ptr(), spatial_shapes.data_ptr(), level_start_index.data_ptr(),
+            sampling_locations.data_ptr(), attention_weights.data_ptr(), n, s, m, d, levels, lq, points,
+            self._stream()))
+        return out
