@@ -6,7 +6,14 @@ device-to-device copy bandwidth, the speed-up against the PyTorch reference time
 for fp16, the largest deviation from the fp32 reference computed on the same (fp16) inputs. Small
 workloads rotate over several input sets so that L2 does not hold them between launches.
 
+With `--baseline-src PATH` (a checkout of DerryHub/BEVFormer_tensorrt at 303d314, the kernels FB-OCC users have
+today) their kernels are compiled at run time with our adapter (`benchmarks/baseline/`) and timed on the same
+tensors in the same run: "today's ms", our speed-up over them and their max error against the fp32 reference.
+Their code is never committed here. `--baseline-patch` applies FB-OCC-TRT's plugin patch (which turns their MSDA
+into the op FB-OCC exports) to a temporary copy.
+
     python benchmarks/kernels.py --output docs/benchmarks/kernels.md [--json results.json]
+        [--baseline-src PATH [--baseline-patch fb-occ_custom_op_trt_plugin.patch] [--trt-include DIR]]
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.baseline import bevformer_trt as today_build
+from benchmarks.baseline.bevformer_trt import TodaysKernels
+from fbocc.errors import FboccError
 from fbocc.ops import cuda as kernels
 from fbocc.ops import reference as ref
 from fbocc.ops import workloads as wl
@@ -34,6 +44,15 @@ TRT_MSDA_MS = {"image cross-attention": 0.072, "BEV self-attention": 0.027}
 BEV_POOL_BAR_MS = 0.03
 GRID_SAMPLER_BAR_SHARE = 0.60
 FP16_BAR = 1e-2
+
+
+@dataclass
+class Today:
+    """Today's kernel (BEVFormer_tensorrt) on the same inputs: time, and max |result - fp32 reference|."""
+
+    ms: float | None  # None: not run, `note` says why
+    max_err: float | None = None
+    note: str = ""
 
 
 @dataclass
@@ -50,6 +69,7 @@ class Row:
     fp16_max_err: float | None
     bar: str
     bar_met: bool | None
+    today: Today | None = None  # None: no baseline given (--baseline-src)
 
 
 def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
@@ -77,6 +97,19 @@ def time_ms(fn: Callable[[int], object], reps: int, warmup: int = 5) -> float:
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
 
 
+def _max_err(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got.float() - expected.float()).abs().max().item())
+
+
+def measure_today(run: Callable[[int], object], reps: int, out: torch.Tensor, expected: torch.Tensor) -> Today:
+    """Time today's kernel like ours (`run(i)` on input set i), then compare `out` (what `run(0)` writes) with the
+    fp32 reference on the same inputs."""
+    ms = time_ms(run, reps)
+    run(0)
+    torch.cuda.synchronize()
+    return Today(ms, _max_err(out, expected))
+
+
 def copy_bandwidth_gbs() -> float:
     """Device-to-device copy bandwidth, counting bytes read plus bytes written."""
     src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").normal_()  # 1 GiB
@@ -92,7 +125,7 @@ def input_sets(make: Callable[[int], tuple[torch.Tensor, ...]], l2_bytes: int) -
     return [first, *(make(seed) for seed in range(1, count))]
 
 
-def bench_grid_sampler(copy_gbs: float, reps: int) -> list[Row]:
+def bench_grid_sampler(copy_gbs: float, reps: int, today: TodaysKernels | None = None) -> list[Row]:
     rows = []
     case = wl.FBOCC_GRID_SAMPLER
     volume32, grid = wl.grid_sampler_inputs(case, torch.float32, "cuda", warp="ego-motion")
@@ -113,16 +146,27 @@ def bench_grid_sampler(copy_gbs: float, reps: int) -> list[Row]:
         err = None
         if dtype == torch.float16:
             err = (out.float() - ref.grid_sampler3d(volume.float(), grid, 0, 0, True)).abs().max().item()
+        today_row = None
+        if today is not None:
+            # Their plugin takes the grid in the features' dtype (fp16 grid for fp16); converted before timing.
+            today_grid = grid.to(dtype).contiguous()
+            today_out = torch.empty_like(out)
+
+            def todays(_: int, volume: torch.Tensor = volume, today_grid: torch.Tensor = today_grid,
+                       today_out: torch.Tensor = today_out) -> object:
+                return today.grid_sampler3d(volume, today_grid, 0, 0, True, out=today_out)
+
+            today_row = measure_today(todays, reps, today_out, ref.grid_sampler3d(volume.float(), grid, 0, 0, True))
         bw = moved / (k_ms * 1e-3) / 1e9
         share = bw / copy_gbs
         rows.append(Row("GridSampler3D", "temporal fusion [1,1280,8,100,100], grid 8x100x100", str(dtype)[6:],
                         k_ms, r_ms, moved, bw, share, r_ms / k_ms, err,
                         f">= {GRID_SAMPLER_BAR_SHARE:.0%} of copy bandwidth",
-                        share >= GRID_SAMPLER_BAR_SHARE and (err is None or err <= FP16_BAR)))
+                        share >= GRID_SAMPLER_BAR_SHARE and (err is None or err <= FP16_BAR), today_row))
     return rows
 
 
-def bench_bev_pool(copy_gbs: float, reps: int, l2_bytes: int) -> list[Row]:
+def bench_bev_pool(copy_gbs: float, reps: int, l2_bytes: int, today: TodaysKernels | None = None) -> list[Row]:
     rows = []
     case = wl.FBOCC_BEV_POOL
     for dtype in (torch.float32, torch.float16):
@@ -142,6 +186,20 @@ def bench_bev_pool(copy_gbs: float, reps: int, l2_bytes: int) -> list[Row]:
             got = kernels.bev_pool_v2(*sets[0], *args)
             expected = ref.bev_pool_v2(sets[0][0].float(), sets[0][1].float(), *sets[0][2:], *args)
             err = (got.float() - expected).abs().max().item()
+        today_row = None
+        if today is not None:
+            today_outs = [torch.empty(shape, dtype=dtype, device="cuda") for _ in sets]
+
+            def todays(i: int, sets: list[tuple[torch.Tensor, ...]] = sets,
+                       today_outs: list[torch.Tensor] = today_outs) -> object:
+                depth, feat, r_depth, r_feat, r_bev, starts, lengths = sets[i % len(sets)]
+                return today.bev_pool_v2(depth, feat, r_depth, r_feat, r_bev, starts, lengths,
+                                         today_outs[i % len(today_outs)])
+
+            depth, feat, r_depth, r_feat, r_bev, starts, lengths = sets[0]
+            expected32 = ref.bev_pool_v2(depth.float(), feat.float(), r_depth, r_feat, r_bev, starts, lengths,
+                                         case.out_height, case.out_width, case.out_depth)
+            today_row = measure_today(todays, reps, today_outs[0], expected32)
         bw = moved / (k_ms * 1e-3) / 1e9
         intervals = sets[0][5].numel()
         met = k_ms <= BEV_POOL_BAR_MS if dtype == torch.float32 else (err is not None and err <= FP16_BAR)
@@ -149,11 +207,11 @@ def bench_bev_pool(copy_gbs: float, reps: int, l2_bytes: int) -> list[Row]:
                         f"{intervals} intervals -> [1,8,100,100,80]", str(dtype)[6:], k_ms, r_ms, moved, bw,
                         bw / copy_gbs, r_ms / k_ms, err,
                         f"<= {BEV_POOL_BAR_MS} ms fp32 incl. zero fill" if dtype == torch.float32 else
-                        f"fp16 within {FP16_BAR}", met))
+                        f"fp16 within {FP16_BAR}", met, today_row))
     return rows
 
 
-def bench_msda(copy_gbs: float, reps: int, l2_bytes: int) -> list[Row]:
+def bench_msda(copy_gbs: float, reps: int, l2_bytes: int, today: TodaysKernels | None = None) -> list[Row]:
     rows = []
     for site, case in wl.FBOCC_MSDA.items():
         for locality in ("local", "uniform"):
@@ -182,6 +240,22 @@ def bench_msda(copy_gbs: float, reps: int, l2_bytes: int) -> list[Row]:
                     v, s, st, loc, w = sets[0]
                     expected = ref.multi_scale_deformable_attn(v.float(), s, st, loc.float(), w.float())
                     err = (got.float() - expected).abs().max().item()
+                today_row = None
+                if today is not None and not today.has_msda:
+                    today_row = Today(None, note="not run: the checkout's MSDA is 303d314's original op "
+                                      "(reference points + offsets, softmax inside); --baseline-patch gives FB-OCC's")
+                elif today is not None:
+                    today_outs = [torch.empty(shape, dtype=dtype, device="cuda") for _ in sets]
+
+                    def todays(i: int, sets: list[tuple[torch.Tensor, ...]] = sets,
+                               today_outs: list[torch.Tensor] = today_outs) -> object:
+                        v, shapes, starts, loc, w = sets[i % len(sets)]
+                        return today.multi_scale_deformable_attn(v, shapes, starts, loc, w,
+                                                                 today_outs[i % len(today_outs)])
+
+                    v0, s0, st0, loc0, w0 = sets[0]
+                    today_row = measure_today(todays, reps, today_outs[0], ref.multi_scale_deformable_attn(
+                        v0.float(), s0, st0, loc0.float(), w0.float()))
                 bw = moved / (k_ms * 1e-3) / 1e9
                 trt = TRT_MSDA_MS.get(site)
                 bar = f"<= {trt / 2:.4f} ms (2x TensorRT's {trt} ms)" if trt else "none (reported only)"
@@ -191,7 +265,7 @@ def bench_msda(copy_gbs: float, reps: int, l2_bytes: int) -> list[Row]:
                 where = "points near a reference point" if locality == "local" else "points uniformly anywhere"
                 rows.append(Row("MultiScaleDeformableAttn", f"{site}: value [{n},{h * w_},{m},{d}], {lq} queries, "
                                 f"{p} points, {where}", str(dtype)[6:], k_ms, r_ms, moved, bw, bw / copy_gbs,
-                                r_ms / k_ms, err, bar, met))
+                                r_ms / k_ms, err, bar, met, today_row))
     return rows
 
 
@@ -211,7 +285,23 @@ def run_once() -> None:
         torch.cuda.synchronize()
 
 
-def render(rows: list[Row], device: str, copy_gbs: float, command: str, l2_bytes: int) -> str:
+def _today_text(baseline: str | None) -> list[str]:
+    if baseline is None:
+        return ["Today's kernels (DerryHub/BEVFormer_tensorrt @303d314, what FB-OCC users deploy): not given in this",
+                "run (`--baseline-src PATH`, or `BASELINE_SRC=PATH make bench-kernels`), so the table has no columns",
+                "for them."]
+    return [f"Today's kernels: DerryHub/BEVFormer_tensorrt from {baseline}.",
+            "Their kernel files are compiled in this run with our adapter (`benchmarks/baseline/adapter.cu`) and",
+            "called as their TensorRT plugins call them for FB-OCC's ops (the non-`2` plugins: fp16 as `__half`;",
+            "the grid and MSDA's locations/weights in the features' dtype, as their plugins require), on the same",
+            "input tensors as ours. Their BEVPool and MSDA launchers first zero the output with `cudaMemset`; that",
+            "is timed with them. \"ours vs today's\" = today's ms / kernel ms. Today's max err:",
+            "max |their output - fp32 reference on the same inputs| (fp32 rows too: that checks how their",
+            "conventions were mapped to ours)."]
+
+
+def render(rows: list[Row], device: str, copy_gbs: float, command: str, l2_bytes: int,
+           baseline: str | None = None) -> str:
     lines = [
         "# Kernel benchmark",
         "",
@@ -231,14 +321,36 @@ def render(rows: list[Row], device: str, copy_gbs: float, command: str, l2_bytes
         "raster order) and with points uniformly anywhere (no locality, the worst case). fp16 error: max |fp16",
         "kernel - fp32 reference on the same fp16 inputs|.",
         "",
-        "| op | workload | dtype | kernel ms | PyTorch ms | speed-up | GB/s | % of copy | fp16 max err | bar | met |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        *_today_text(baseline),
+        "",
     ]
+    given = baseline is not None
+    today_head = " today's ms | ours vs today's | today's max err |" if given else ""
+    lines += [
+        "| op | workload | dtype | kernel ms | PyTorch ms | speed-up |" + today_head
+        + " GB/s | % of copy | fp16 max err | bar | met |",
+        "| --- | --- | --- | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if given else "")
+        + " ---: | ---: | ---: | --- | --- |",
+    ]
+    notes: list[str] = []
     for r in rows:
         err = "" if r.fp16_max_err is None else f"{r.fp16_max_err:.2e}"
         met = {True: "yes", False: "**no**", None: "-"}[r.bar_met]
+        today = ""
+        if given:
+            t = r.today
+            if t is None or t.ms is None:
+                today = " - | - | - |"
+                if t is not None and t.note and f"{r.op}: {t.note}" not in notes:
+                    notes.append(f"{r.op}: {t.note}")
+            else:
+                t_err = "" if t.max_err is None else f"{t.max_err:.2e}"
+                today = f" {t.ms:.4f} | {t.ms / r.kernel_ms:.1f}x | {t_err} |"
         lines.append(f"| {r.op} | {r.site} | {r.dtype} | {r.kernel_ms:.4f} | {r.reference_ms:.4f} | "
-                     f"{r.speedup:.1f}x | {r.bandwidth_gbs:.0f} | {r.copy_share:.0%} | {err} | {r.bar} | {met} |")
+                     f"{r.speedup:.1f}x |{today} {r.bandwidth_gbs:.0f} | {r.copy_share:.0%} | {err} | {r.bar} | "
+                     f"{met} |")
+    if notes:
+        lines += ["", *(f"Today's {n}." for n in notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -249,7 +361,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--only", choices=["grid", "bev", "msda"], action="append")
     parser.add_argument("--once", action="store_true", help="run each FB-OCC kernel once (for a profiler), no table")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="checkout of DerryHub/BEVFormer_tensorrt @303d314: time today's kernels beside ours")
+    parser.add_argument("--baseline-patch", type=Path, default=None,
+                        help="FB-OCC-TRT's fb-occ_custom_op_trt_plugin.patch, applied to a temporary copy of their "
+                        "kernels (gives FB-OCC's MSDA op)")
+    parser.add_argument("--trt-include", type=Path, default=None,
+                        help="TensorRT include/ folder for their headers (default $FBOCC_TRT_HEADERS, else "
+                        f"{today_build.DEFAULT_TRT_INCLUDE})")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except FboccError as exc:
+        print(f"bench-kernels: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _command(args: argparse.Namespace) -> str:
+    if not args.only:
+        env = [f"{name}={value}" for name, value in (("BASELINE_SRC", args.baseline_src),
+                                                     ("BASELINE_PATCH", args.baseline_patch)) if value]
+        return " ".join([*env, "make bench-kernels"])
+    flags = [f"--only {o}" for o in args.only]
+    flags += [f"{flag} {value}" for flag, value in (("--baseline-src", args.baseline_src),
+                                                    ("--baseline-patch", args.baseline_patch)) if value]
+    return "python benchmarks/kernels.py " + " ".join(flags)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Bad baseline paths fail here, before any GPU work (and on machines without one).
+    sources = (today_build.locate(args.baseline_src, args.trt_include, args.baseline_patch)
+               if args.baseline_src is not None else None)
     if not torch.cuda.is_available():
         print("bench-kernels: no CUDA device; run it on the GPU machine", file=sys.stderr)
         return 3
@@ -259,18 +401,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.once:
         run_once()
         return 0
+    today = None
+    if sources is not None:
+        library = today_build.build(sources, today_build.cuda_arch())
+        today = TodaysKernels(library)
+        print(f"bench-kernels: today's kernels built: {library.path}", file=sys.stderr)
     copy_gbs = copy_bandwidth_gbs()
     only = set(args.only or ["grid", "bev", "msda"])
     rows: list[Row] = []
     if "bev" in only:
-        rows += bench_bev_pool(copy_gbs, args.reps, l2_bytes)
+        rows += bench_bev_pool(copy_gbs, args.reps, l2_bytes, today)
     if "msda" in only:
-        rows += bench_msda(copy_gbs, args.reps, l2_bytes)
+        rows += bench_msda(copy_gbs, args.reps, l2_bytes, today)
     if "grid" in only:
-        rows += bench_grid_sampler(copy_gbs, max(10, args.reps // 5))
-    command = "make bench-kernels" if not args.only else "python benchmarks/kernels.py " + " ".join(
-        f"--only {o}" for o in args.only)
-    text = render(rows, props.name, copy_gbs, command, l2_bytes)
+        rows += bench_grid_sampler(copy_gbs, max(10, args.reps // 5), today)
+    text = render(rows, props.name, copy_gbs, _command(args), l2_bytes,
+                  today.library.describe() if today is not None else None)
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

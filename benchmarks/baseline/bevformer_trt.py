@@ -92,6 +92,9 @@ def locate(checkout: Path, trt_include: Path | None = None, patch: Path | None =
         raise ConfigError(f"--baseline-src {checkout}: no such directory", fix=CLONE_FIX)
     tensorrt_dir = checkout / "TensorRT" if (checkout / "TensorRT").is_dir() else checkout
     missing = [rel for rel in (*KERNELS.values(), *HEADERS) if not (tensorrt_dir / rel).is_file()]
+    if len(missing) == len(KERNELS) + len(HEADERS):
+        raise ConfigError(f"--baseline-src {checkout} is not a BEVFormer_tensorrt checkout: it has no "
+                          f"TensorRT/{KERNELS['grid_sampler']} (nor their other kernel files)", fix=CLONE_FIX)
     if missing:
         raise ConfigError(f"--baseline-src {checkout} is not a BEVFormer_tensorrt checkout: missing "
                           + ", ".join(f"TensorRT/{m}" for m in missing), fix=CLONE_FIX)
