@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -156,19 +157,31 @@ def _apply_patch(sources: BaselineSources, workdir: Path) -> None:
                           f"{sources.checkout}: {result.stderr.strip()[-600:]}", fix=PATCH_FIX)
 
 
-def nvcc_command(nvcc: Path, tree: Path, trt_include: Path, arch: str, msda: bool, output: Path) -> list[str]:
-    """The one nvcc call that builds the library (their kernels need no CUDA 13 compatibility defines)."""
-    return [
-        str(nvcc), "-shared", "-std=c++17", "-O3", f"-arch=sm_{arch}",
-        "-Xcompiler", "-fPIC,-Wno-deprecated-declarations",
-        "-Xlinker", "-z", "-Xlinker", "defs",  # nothing left to resolve: proves cuBLAS/cuDNN/TensorRT are unused
+@dataclass(frozen=True)
+class BuildPlan:
+    """One nvcc compile per source (run in parallel; a failure names its own file), then one link."""
+
+    compiles: list[list[str]]
+    link: list[str]
+
+
+def build_plan(nvcc: Path, tree: Path, trt_include: Path, arch: str, msda: bool, output: Path) -> BuildPlan:
+    """The nvcc commands that build the library. Their kernels need no CUDA 13 compatibility defines; the only
+    additions are our compat/ declarations and FBOCC_BASELINE_MSDA for the adapter."""
+    flags = [
+        "-std=c++17", "-O3", f"-arch=sm_{arch}", "-Xcompiler", "-fPIC,-Wno-deprecated-declarations",
         f"-DFBOCC_BASELINE_MSDA={int(msda)}",
         "-I", str(COMPAT), "-I", str(tree / "common"),
         *(arg for rel in KERNELS.values() for arg in ("-I", str((tree / rel).parent))),
         "-I", str(trt_include),
-        str(ADAPTER), *(str(tree / rel) for name, rel in KERNELS.items() if msda or name != "msda"),
-        "-o", str(output),
     ]
+    sources = [ADAPTER, *(tree / rel for name, rel in KERNELS.items() if msda or name != "msda")]
+    objects = [output.parent / f"{src.stem}.o" for src in sources]
+    compiles = [[str(nvcc), *flags, "-c", str(src), "-o", str(obj)] for src, obj in zip(sources, objects, strict=True)]
+    # -z defs: nothing may stay unresolved, which proves no cuBLAS/cuDNN/TensorRT function is called.
+    link = [str(nvcc), "-shared", f"-arch=sm_{arch}", "-Xlinker", "-z", "-Xlinker", "defs",
+            *map(str, objects), "-o", str(output)]
+    return BuildPlan(compiles, link)
 
 
 def find_nvcc() -> Path:
@@ -230,17 +243,39 @@ def build(sources: BaselineSources, arch: str, nvcc: Path | None = None,
         if final.is_file():
             return BaselineLibrary(final, msda, applied, sources, arch)
         output = work / "libfbocc_today.so"
-        command = nvcc_command(nvcc, tree, sources.trt_include, arch, msda, output)
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode:
-            tail = "\n".join(line for line in result.stderr.splitlines() if "warning" not in line.lower())[-1500:]
-            raise BuildError(f"compiling today's kernels from {sources.checkout} failed (nvcc exit "
-                             f"{result.returncode}):\n{tail}\ncommand: {' '.join(command)}",
-                             fix="check that --baseline-src is BEVFormer_tensorrt at 303d314 (with or without "
-                                 f"{PATCH_NAME}) and --trt-include holds TensorRT 8.6's include/")
+        plan = build_plan(nvcc, tree, sources.trt_include, arch, msda, output)
+        logs = [work / f"compile-{i}.log" for i in range(len(plan.compiles))]
+        running = []
+        for cmd, log in zip(plan.compiles, logs, strict=True):
+            with log.open("w") as sink:  # a file, not a pipe: a chatty compile cannot stall on a full pipe
+                running.append((cmd, subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)))
+        failed = [(cmd, code, log.read_text(errors="replace"))
+                  for (cmd, proc), log in zip(running, logs, strict=True) for code in [proc.wait()] if code]
+        if not failed:
+            link = subprocess.run(plan.link, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+            failed = [(plan.link, link.returncode, link.stdout)] if link.returncode else []
+        if failed:
+            raise _build_error(sources, tree, applied, failed)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(output, final)  # whole or not at all
     return BaselineLibrary(final, msda, applied, sources, arch)
+
+
+def _build_error(sources: BaselineSources, tree: Path, applied: bool,
+                 failed: list[tuple[list[str], int, str]]) -> BuildError:
+    # Name their files where the user has them, not in the temporary copy that is about to go.
+    def shown(text: str) -> str:
+        return text.replace(str(tree), str(sources.tensorrt_dir))
+
+    parts = []
+    for command, code, output in failed:
+        errors = [line for line in shown(output).splitlines() if re.search(r"\berror\b", line, re.IGNORECASE)]
+        summary = "\n".join(errors[:8] or shown(output).splitlines()[-12:])
+        parts.append(f"nvcc exit {code}:\n{summary}\ncommand: {shown(' '.join(command))}")
+    where = " (their files as patched in a temporary copy)" if applied else ""
+    return BuildError(f"compiling today's kernels from {sources.checkout} failed{where}:\n" + "\n".join(parts),
+                      fix=f"check that --baseline-src is BEVFormer_tensorrt at 303d314 (with or without {PATCH_NAME})"
+                          " and --trt-include holds TensorRT 8.6's include/")
 
 
 def _content_key(nvcc: Path, tree: Path, trt_include: Path, arch: str, msda: bool) -> str:
@@ -251,7 +286,8 @@ def _content_key(nvcc: Path, tree: Path, trt_include: Path, arch: str, msda: boo
     for f in files:
         digest.update(f.name.encode())
         digest.update(f.read_bytes())
-    digest.update(" ".join(nvcc_command(nvcc, Path("T"), Path("I"), arch, msda, Path("O"))).encode())
+    plan = build_plan(nvcc, Path("T"), Path("I"), arch, msda, Path("O"))
+    digest.update(repr((plan.compiles, plan.link)).encode())
     return digest.hexdigest()[:16]
 
 
