@@ -415,14 +415,14 @@ def _run(args: argparse.Namespace) -> int:
         rows += bench_msda(copy_gbs, args.reps, l2_bytes, today)
     if "grid" in only:
         rows += bench_grid_sampler(copy_gbs, max(10, args.reps // 5), today)
-    text = render(rows, props.name, copy_gbs, _command(args), l2_bytes,
-                  today.library.describe() if today is not None else None)
+    baseline = today.library.describe() if today is not None else None
+    text = render(rows, props.name, copy_gbs, _command(args), l2_bytes, baseline)
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps({"device": props.name, "copy_gbs": copy_gbs,
+        args.json.write_text(json.dumps({"device": props.name, "copy_gbs": copy_gbs, "baseline": baseline,
                                          "rows": [asdict(r) for r in rows]}, indent=2))
     return 0
 
