@@ -102,8 +102,6 @@ def test_fbocc_trt_headers_may_name_the_folder_holding_versions(tmp_path: Path,
 
 
 def test_a_patch_that_does_not_apply_names_patch_and_checkout(tmp_path: Path) -> None:
-    if shutil.which("git") is None:
-        pytest.skip("git not found: it applies the patch")
     checkout = _fake_checkout(tmp_path / "src")
     patch = tmp_path / "fb-occ.patch"
     patch.write_text("--- a/TensorRT/common/helper.h\n+++ b/TensorRT/common/helper.h\n@@ -1 +1 @@\n-nothing\n+x\n")
@@ -124,6 +122,21 @@ def test_a_compile_failure_names_the_checkout_and_nvcc_output(tmp_path: Path) ->
     assert "not their kernel" in info.value.message
     assert info.value.fix is not None and "303d314" in info.value.fix
     assert not list((tmp_path / "build").rglob("*.so")), "a failed build must leave no library behind"
+
+
+def test_the_patch_applier_does_what_git_apply_does(tmp_path: Path) -> None:
+    (tmp_path / "k.cu").write_text("a\nb\nc\nd\ne\nf\ng\nh")  # no newline at the end
+    diff = ("diff --git a/k.cu b/k.cu\n--- a/k.cu\n+++ b/k.cu\n"
+            "@@ -1,3 +1,4 @@\n a\n-b\n+B\n+B2\n c\n"
+            "@@ -7,2 +8,2 @@\n g\n-h\n\\ No newline at end of file\n+H\n"
+            "--- /dev/null\n+++ b/new/Makefile\n@@ -0,0 +1,2 @@\n+all:\n+\ttrue\n"
+            "--- a/other.py\n+++ b/other.py\n@@ -1 +1 @@\n-x\n+y\n")
+    assert baseline.apply_unified_diff(diff, tmp_path, {"k.cu", "new/Makefile"}) == ["k.cu", "new/Makefile"]
+    assert (tmp_path / "k.cu").read_text() == "a\nB\nB2\nc\nd\ne\nf\ng\nH\n"
+    assert (tmp_path / "new" / "Makefile").read_text() == "all:\n\ttrue\n"
+    assert not (tmp_path / "other.py").exists(), "files outside `only` are left alone"
+    with pytest.raises(baseline.PatchMismatch, match=r"k\.cu: the hunk at line 1 does not match"):
+        baseline.apply_unified_diff(diff, tmp_path, {"k.cu"})  # already applied: the context has changed
 
 
 # --- the table says what was and was not given ------------------------------------------------------------------

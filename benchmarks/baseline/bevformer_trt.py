@@ -5,12 +5,13 @@ deploys it, built at run time from a checkout the user gives; never from code in
     library = build(sources, arch="90")            # their three kernel .cu + our adapter.cu -> cached .so
     today = TodaysKernels(library)                 # ctypes; calls take torch CUDA tensors
 
-Their kernel files are copied into a temporary directory (FB-OCC-TRT's patch, when given, is applied there with
-`git apply`; the checkout is never modified), compiled with nvcc together with `adapter.cu` into a shared library
-under `$FBOCC_BASELINE_BUILD_DIR` (default `~/.cache/fbocc/bench-baseline/<content key>/`), and loaded with
-ctypes. Their headers include TensorRT's `NvInferRuntime.h` (taken from `--trt-include`), cuBLAS and cuDNN (only
-for declarations the three kernel files never use: `compat/` declares those types, and the library is linked with
-`-z defs`, so a call into either would fail the build).
+Their kernel files are copied into a temporary directory (FB-OCC-TRT's patch, when given, is applied there by a
+strict unified-diff applier: same result as `git apply`, no git needed; the checkout is never modified), compiled
+with nvcc together with `adapter.cu` into a shared library under `$FBOCC_BASELINE_BUILD_DIR` (default
+`~/.cache/fbocc/bench-baseline/<content key>/`), and loaded with ctypes. Their headers include TensorRT's
+`NvInferRuntime.h` (taken from `--trt-include`), cuBLAS and cuDNN (only for declarations the three kernel files
+never use: `compat/` declares those types, and the library is linked with `-z defs`, so a call into either would
+fail the build).
 """
 
 from __future__ import annotations
@@ -144,17 +145,86 @@ def prepare_tree(sources: BaselineSources, workdir: Path) -> tuple[Path, bool]:
 
 def _apply_patch(sources: BaselineSources, workdir: Path) -> None:
     assert sources.patch is not None
-    if shutil.which("git") is None:
-        raise EnvironmentCheckError(f"git not found: it applies {sources.patch} to a copy of their sources",
-                                    fix="install git, or give a checkout that already carries the patch")
     # Only the kernel files we copied: the patch's plugin glue and Python files are not part of the benchmark.
-    includes = [f"--include=TensorRT/{rel}" for rel in (*KERNELS.values(), *HEADERS)]
-    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(workdir.parent)}  # never the repository around workdir
-    result = subprocess.run(["git", "apply", "--whitespace=nowarn", *includes, str(sources.patch.resolve())],
-                            cwd=workdir, capture_output=True, text=True, env=env, check=False)
-    if result.returncode:
-        raise ConfigError(f"--baseline-patch {sources.patch} does not apply to the kernels of "
-                          f"{sources.checkout}: {result.stderr.strip()[-600:]}", fix=PATCH_FIX)
+    wanted = {f"TensorRT/{rel}" for rel in (*KERNELS.values(), *HEADERS)}
+    try:
+        apply_unified_diff(sources.patch.read_text(errors="strict"), workdir, wanted)
+    except (PatchMismatch, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--baseline-patch {sources.patch} does not apply to the kernels of {sources.checkout}: "
+                          f"{exc}", fix=PATCH_FIX) from exc
+
+
+class PatchMismatch(ValueError):
+    """A hunk's context or removed lines are not where the patch says (or the patch is malformed)."""
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+def _lines(text: str) -> list[str]:
+    parts = text.split("\n")
+    return [line + "\n" for line in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def apply_unified_diff(diff: str, root: Path, only: set[str]) -> list[str]:
+    """Apply a unified diff (git's format) to the files under `root` whose paths are in `only`; others are skipped.
+
+    Strict, like `git apply` without fuzz: each hunk's context and removed lines must match the file exactly at
+    its stated line (shifted by earlier hunks' growth). Returns the paths patched. Needs no git on the machine.
+    """
+    lines, patched, i = _lines(diff), [], 0
+    while i < len(lines):
+        if not (lines[i].startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ ")):
+            i += 1
+            continue
+        created = lines[i][4:].rstrip("\n").split("\t")[0] == "/dev/null"
+        target = lines[i + 1][4:].rstrip("\n").split("\t")[0]
+        target = target[2:] if target.startswith("b/") else target
+        i += 2
+        hunks: list[tuple[int, list[str], list[str]]] = []
+        while i < len(lines) and (match := _HUNK.match(lines[i])):
+            old_start, old_count = int(match.group(1)), int(match.group(2) or 1)
+            new_count = int(match.group(4) or 1)
+            old: list[str] = []
+            new: list[str] = []
+            i += 1
+            while (len(old) < old_count or len(new) < new_count) and i < len(lines):
+                line = " \n" if lines[i] == "\n" else lines[i]  # an empty context line whose space was trimmed
+                tag, body = line[:1], line[1:]
+                if tag not in ("-", "+", " "):
+                    raise PatchMismatch(f"{target}: malformed hunk line {i + 1} of the patch")
+                if tag in " -":
+                    old.append(body)
+                if tag in " +":
+                    new.append(body)
+                i += 1
+                if i < len(lines) and lines[i].startswith("\\"):  # "\ No newline at end of file"
+                    for side, kinds in ((old, " -"), (new, " +")):
+                        if tag in kinds:
+                            side[-1] = side[-1].rstrip("\n")
+                    i += 1
+            if len(old) != old_count or len(new) != new_count:
+                raise PatchMismatch(f"{target}: truncated hunk at line {old_start}")
+            hunks.append((old_start, old, new))
+        if target not in only:
+            continue
+        path = root / target
+        if not created and not path.is_file():
+            raise PatchMismatch(f"{target}: not in the copy to patch")
+        if created and path.exists():
+            raise PatchMismatch(f"{target}: the patch creates it, but it exists already")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = [] if created else _lines(path.read_text())
+        shift = 0
+        for old_start, old, new in hunks:
+            at = max(old_start - 1, 0) + shift if old else old_start + shift
+            if content[at:at + len(old)] != old:
+                raise PatchMismatch(f"{target}: the hunk at line {old_start} does not match the file")
+            content[at:at + len(old)] = new
+            shift += len(new) - len(old)
+        path.write_text("".join(content))
+        patched.append(target)
+    return patched
 
 
 @dataclass(frozen=True)
