@@ -420,7 +420,7 @@ class TodaysKernels:
     @staticmethod
     def _raise(op: str, status: int) -> None:
         if status:
-            raise RuntimeError(f"today's {op} kernel failed to launch: CUDA error {status}")
+            raise RuntimeError(f"today's {op} kernel: CUDA error {status} (left by earlier work, or their launch)")
 
     def grid_sampler3d(self, input: Any, grid: Any, interpolation_mode: int, padding_mode: int,
                        align_corners: bool, out: Any) -> Any:
