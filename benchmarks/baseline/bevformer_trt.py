@@ -70,7 +70,6 @@ class BaselineSources:
     patch: Path | None  # FB-OCC-TRT's patch to apply to the temporary copy
 
 
-
 def resolve_trt_include(given: Path | None) -> Path:
     """`--trt-include`, else `$FBOCC_TRT_HEADERS` (an include/ folder, or a folder holding 8.6.1/include as the
     plugin tests use it), else /work/trt-headers/8.6.1/include."""
