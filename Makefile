@@ -20,6 +20,7 @@ help:
 	@echo "make setup  - system packages (as root on Debian), services, virtual environment"
 	@echo "make lint   - ruff, mypy, Python 3.8 check of deploy/"
 	@echo "make cross-build - aarch64 plugin library in the sim build image (CROSS_BUILD_ARGS=--profile P ...)"
+	@echo "make check-old-toolchain - plugins/ compile with CUDA 11.2 + g++ 9.3 (Debian bullseye image; root once)"
 
 setup: system-deps services venv
 
@@ -88,6 +89,14 @@ lint: venv
 CROSS_BUILD_ARGS ?= --profile sim
 cross-build: setup
 	$(PY) -m fbocc cross-build $(CROSS_BUILD_ARGS)
+
+# plugins/ with the oldest reachable CUDA toolchain (DRIVE OS 6 stand-in): kernel library, and the plugin library
+# against TensorRT 8.6 headers when OLD_TOOLCHAIN_TRT_HEADERS holds NvInfer.h. Makes fbocc/old-cuda once (root).
+OLD_TOOLCHAIN_TRT_HEADERS ?= $(or $(FBOCC_TRT_HEADERS),/work/trt-headers)/8.6.1/include
+.PHONY: check-old-toolchain
+check-old-toolchain: setup
+	$(PY) -m fbocc.old_toolchain --out build/old-toolchain \
+	  $(if $(wildcard $(OLD_TOOLCHAIN_TRT_HEADERS)/NvInfer.h),--trt-headers $(OLD_TOOLCHAIN_TRT_HEADERS))
 
 demo: setup
 	$(PY) -m fbocc.demo

@@ -1,0 +1,270 @@
+"""Does `plugins/` still compile with the oldest CUDA + gcc that a registry serves? (DRIVE OS 6: CUDA 11.4, gcc 9.3)
+
+No reachable registry has CUDA 11.4. The closest is Debian bullseye: g++-9 (9.3.0) and non-free
+`nvidia-cuda-toolkit` (CUDA 11.2, which cannot target sm_87: the check compiles sm_80 and sm_86). The
+image `fbocc/old-cuda:<hash of docker/old-cuda/base.txt>` is made once per machine like the sim base:
+debootstrap, `apt-get install` in the chroot (the one step with network), `docker import`. The compile
+then runs in a `BuildContainer` with networking off, sources and TensorRT headers mounted read-only.
+
+    python -m fbocc.old_toolchain [--out DIR] [--trt-headers DIR]      (make check-old-toolchain)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fbocc import build_container as bc
+from fbocc.assets import asset_dir
+from fbocc.cross_build import StepSink, _read_recipe, _run_logged, cache_root, default_sources
+from fbocc.elf_check import ElfReport, verify_library
+from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError, FboccError
+
+IMAGE_REPO = "fbocc/old-cuda"
+SRC_MOUNT, TRT_MOUNT, OUT_MOUNT = "/fbocc/src", "/fbocc/trt", "/fbocc/out"
+_NEEDED_KEYS = ("suite", "variant", "components", "mirror", "packages", "apt_packages", "dpkg_exclude",
+                "cuda_home", "cxx", "cuda_archs")
+
+
+def recipe_path() -> Path:
+    """The shipped recipe of the old-toolchain image."""
+    return asset_dir("docker") / "old-cuda" / "base.txt"
+
+
+@dataclass(frozen=True)
+class OldToolchainRecipe:
+    """What the image holds and how `make -C plugins` is called in it."""
+
+    path: Path
+    tag: str
+    settings: dict[str, str]
+
+    @property
+    def cuda_archs(self) -> list[str]:
+        """SM versions the old nvcc compiles for."""
+        return self.settings["cuda_archs"].split()
+
+    def make_args(self) -> list[str]:
+        """The `make -C plugins` variables for this toolchain (TARGET=x86_64: Debian's toolkit is x86 only)."""
+        archs = " ".join(self.cuda_archs)
+        return ["TARGET=x86_64", f"CUDA_ARCHS={archs}", f"CXX={self.settings['cxx']}",
+                f"CUDA_HOME={self.settings['cuda_home']}"]
+
+
+def load_recipe(path: Path | None = None) -> OldToolchainRecipe:
+    """Parse the recipe; the image tag is the hash of its bytes."""
+    path = path or recipe_path()
+    settings = _read_recipe(path)
+    missing = [k for k in _NEEDED_KEYS if k not in settings]
+    if missing:
+        raise ConfigError(f"{path}: missing {', '.join(missing)}", fix="restore the shipped docker/old-cuda/base.txt")
+    key = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return OldToolchainRecipe(path=path, tag=f"{IMAGE_REPO}:{key}", settings=settings)
+
+
+def ensure_image(recipe: OldToolchainRecipe, *, on_step: StepSink, on_line: StepSink) -> str:
+    """The id of the recipe's image, making it first when the daemon does not have it (needs root once)."""
+    found = bc.image_id(recipe.tag)
+    if found is not None:
+        return found
+    for tool in ("debootstrap", "chroot", "tar"):
+        if shutil.which(tool) is None:
+            raise EnvironmentCheckError(f"{tool} is not installed (needed once, to make {recipe.tag})",
+                                        fix="apt-get install debootstrap (or run `make setup` as root)")
+    if os.geteuid() != 0:
+        raise EnvironmentCheckError(f"making {recipe.tag} with debootstrap needs root (once per machine)",
+                                    fix="run `sudo make check-old-toolchain` once; later runs reuse the image")
+    work_parent = cache_root() / "old-cuda"
+    work_parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=work_parent))
+    try:
+        tarball = _make_rootfs_tarball(recipe.settings, work, on_step=on_step, on_line=on_line)
+        started = time.monotonic()
+        on_step(f"docker import as {recipe.tag} ({tarball.stat().st_size / 1e9:.2f} GB)")
+        repo, _, version = recipe.tag.partition(":")
+        image = bc.import_rootfs(tarball, repo, version, labels={"org.fbocc.recipe": "old-cuda/base.txt"})
+        on_step(f"imported in {time.monotonic() - started:.0f}s")
+        return image
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _make_rootfs_tarball(settings: dict[str, str], work: Path, *, on_step: StepSink, on_line: StepSink) -> Path:
+    mirror = os.environ.get("FBOCC_DEBIAN_MIRROR") or settings["mirror"]
+    rootfs = work / "rootfs"
+    started = time.monotonic()
+    on_step(f"debootstrap {settings['suite']} ({settings['packages']}) from {mirror}")
+    _run_logged(["debootstrap", f"--variant={settings['variant']}", f"--components={settings['components']}",
+                 "--include=" + ",".join(settings["packages"].split()), settings["suite"], str(rootfs), mirror],
+                on_line, what="debootstrap")
+    on_step(f"debootstrap done in {time.monotonic() - started:.0f}s")
+    excludes = "".join(f"path-exclude={p}\n" for p in settings["dpkg_exclude"].split())
+    (rootfs / "etc/dpkg/dpkg.cfg.d/fbocc-old-cuda").write_text(excludes)
+    shutil.copy2("/etc/resolv.conf", rootfs / "etc/resolv.conf")
+    started = time.monotonic()
+    on_step(f"apt-get install {settings['apt_packages']} in the chroot")
+    env = ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"]
+    _run_logged(["chroot", str(rootfs), *env, "apt-get", "update", "-q"], on_line, what="apt-get update")
+    _run_logged(["chroot", str(rootfs), *env, "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                 *settings["apt_packages"].split()], on_line, what="apt-get install")
+    on_step(f"apt-get install done in {time.monotonic() - started:.0f}s")
+    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+    shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+    (rootfs / "etc/resolv.conf").unlink()
+    tarball = work / "rootfs.tar"
+    _run_logged(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], on_line, what="tar")
+    shutil.rmtree(rootfs)
+    return tarball
+
+
+@dataclass
+class OldToolchainBuild:
+    """What the old toolchain compiled: compiler versions, the libraries and what they hold."""
+
+    image: str
+    nvcc_version: str  # "11.2.152"
+    cxx_version: str  # "9.3.0"
+    make_args: list[str]
+    kernels: ElfReport
+    plugins: ElfReport | None  # None when no TensorRT headers were given
+    log: list[str]
+    duration_s: float
+
+
+def _version(pattern: str, lines: list[str], what: str) -> str:
+    for line in lines:
+        match = re.search(pattern, line)
+        if match:
+            return match.group(1)
+    raise BuildError(f"cannot read the {what} version in the old-toolchain image from: {' / '.join(lines[-3:])}")
+
+
+def _first_error(lines: list[str]) -> str:
+    first = (next((line for line in lines if "error:" in line.lower()), None)
+             or next((line for line in lines if re.search(r"\bError \d+", line)), None))
+    return (first or (lines[-1] if lines else "no output")).strip()
+
+
+def compile_plugins(recipe: OldToolchainRecipe, image: str, out_dir: Path, *, sources: Path | None = None,
+                    trt_headers: Path | None = None, on_step: StepSink, on_line: StepSink) -> OldToolchainBuild:
+    """`make -C plugins` in the image: the kernel-only library, then (with headers) the plugin library.
+
+    The TensorRT headers are copied into a temporary directory mounted read-only: never into the image.
+    """
+    started = time.monotonic()
+    sources = (sources or default_sources()).resolve()
+    if trt_headers is not None and not (trt_headers / "NvInfer.h").is_file():
+        raise ConfigError(f"{trt_headers}/NvInfer.h not found", fix="pass the include/ folder of TensorRT's headers")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A fresh build tree every time: objects left by other sources must not satisfy make.
+    staging = Path(tempfile.mkdtemp(prefix=".fbocc-old-toolchain-", dir=out_dir))
+    try:
+        return _compile_in(recipe, image, out_dir, staging, sources, trt_headers, started,
+                           on_step=on_step, on_line=on_line)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _compile_in(recipe: OldToolchainRecipe, image: str, out_dir: Path, staging: Path, sources: Path,
+                trt_headers: Path | None, started: float, *, on_step: StepSink,
+                on_line: StepSink) -> OldToolchainBuild:
+    uid, gid = os.getuid(), os.getgid()
+    make = ["make", "-C", SRC_MOUNT, f"-j{os.cpu_count() or 2}", *recipe.make_args(), f"OUT={OUT_MOUNT}"]
+    log: list[str] = []
+
+    def sink(line: str) -> None:
+        log.append(line)
+        on_line(line)
+
+    with tempfile.TemporaryDirectory(prefix="fbocc-trt-headers-") as headers_tmp:
+        mounts = [bc.Mount(sources, SRC_MOUNT, read_only=True), bc.Mount(staging, OUT_MOUNT, read_only=False)]
+        if trt_headers is not None:
+            shutil.copytree(trt_headers, headers_tmp, dirs_exist_ok=True)
+            mounts.append(bc.Mount(Path(headers_tmp), TRT_MOUNT, read_only=True))
+        spec = bc.ContainerSpec(image=recipe.tag, user=f"{uid}:{gid}", mounts=mounts, environment={"HOME": "/tmp"},
+                                labels={"org.fbocc.profile": "old-cuda"})
+        with bc.BuildContainer(spec) as box:
+            versions: list[str] = []
+            box.call(["sh", "-c", f"nvcc --version; {recipe.settings['cxx']} --version"], on_line=versions.append)
+            sink(" / ".join(v for v in versions if v.strip()))
+            nvcc = _version(r"release [\d.]+, V([\d.]+)", versions, "nvcc")
+            cxx = _version(r"^\S*g\+\+\S* \(.*\) ([\d.]+)", versions, recipe.settings["cxx"])
+            steps = [("kernel library (no TensorRT headers)", make)]
+            if trt_headers is not None:
+                steps.append(("plugin library (TensorRT headers)", [*make, f"TENSORRT_INCLUDE_DIR={TRT_MOUNT}"]))
+            for what, argv in steps:
+                on_step(f"compiling the {what} with nvcc {nvcc} + {recipe.settings['cxx']} {cxx}")
+                begin = len(log)
+                code = box.call(argv, on_line=sink)
+                if code != 0:
+                    first = _first_error(log[begin:])
+                    raise BuildError(f"the {what} does not compile with nvcc {nvcc} + {recipe.settings['cxx']} "
+                                     f"{cxx} (exit {code}): {first}",
+                                     fix="make the sources portable to CUDA 11 + gcc 9 (see the log above)")
+            box.collect_outputs()
+    libs = ["libfbocc_kernels.so", *(["libfbocc_plugins.so"] if trt_headers is not None else [])]
+    for name in libs:
+        if not (staging / name).is_file():
+            raise BuildError(f"make finished but wrote no {name}", fix="check OUT handling in plugins/Makefile")
+        os.replace(staging / name, out_dir / name)
+    archs = recipe.cuda_archs
+    kernels = verify_library(out_dir / libs[0], target_arch="x86_64", cuda_archs=archs, tensorrt=False)
+    plugins = (verify_library(out_dir / libs[1], target_arch="x86_64", cuda_archs=archs, tensorrt=True)
+               if trt_headers is not None else None)
+    return OldToolchainBuild(image=image, nvcc_version=nvcc, cxx_version=cxx, make_args=recipe.make_args(),
+                             kernels=kernels, plugins=plugins, log=log,
+                             duration_s=round(time.monotonic() - started, 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fbocc.old_toolchain`: make the image if needed, compile, print what compiled what."""
+    parser = argparse.ArgumentParser(prog="python -m fbocc.old_toolchain", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("build/old-toolchain"), help="where the libraries go")
+    parser.add_argument("--trt-headers", type=Path, default=None,
+                        help="TensorRT 8.6 include/ folder (NvInfer.h); without it only the kernels are compiled")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show every line of output")
+    args = parser.parse_args(argv)
+
+    def step(text: str) -> None:
+        print(f"old-toolchain: {text}", flush=True)
+
+    def line(text: str) -> None:
+        if args.verbose:
+            print(f"  {text}", flush=True)
+
+    try:
+        recipe = load_recipe()
+        started = time.monotonic()
+        image = ensure_image(recipe, on_step=step, on_line=line)
+        step(f"image {recipe.tag} ready after {time.monotonic() - started:.0f}s")
+        build = compile_plugins(recipe, image, args.out.resolve(), trt_headers=args.trt_headers,
+                                on_step=step, on_line=line)
+    except FboccError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except subprocess.SubprocessError as exc:
+        print(f"old-toolchain: {exc}", file=sys.stderr)
+        return 1
+    compiler = f"nvcc {build.nvcc_version} + {recipe.settings['cxx']} {build.cxx_version}"
+    warnings = [text for text in build.log if "warning" in text.lower()]
+    for text in warnings:
+        step(f"WARNING {text}")
+    for report in (build.kernels, build.plugins):
+        if report is not None:
+            archs = ", ".join(f"sm_{a}" for a in report.cubin_archs)
+            step(f"OK {report.path}: {compiler}, cubins {archs}")
+    step(f"compiled in {build.duration_s:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
