@@ -200,6 +200,21 @@ def test_msda_fp16_values_with_fp16_or_fp32_coordinates(kernels, coord_dtype) ->
     _msda_check(kernels, case, torch.float16, coord_dtype=coord_dtype)
 
 
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("coord_dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize(("levels", "heads", "points"), [
+    (((7, 9), (3, 5), (1, 1)), 3, 3),   # several levels, odd head count (3 heads a block), runtime point count
+    (((40, 44),), 4, 4),                # 35 KB a head: one head a block
+    (((16, 44),), 8, 8),                # FB-OCC's cross-attention level: two heads a block
+    (((1, 1),), 1, 1),                  # a single pixel, every corner but one outside
+])
+def test_msda_fp16_staged_path_matches_reference(kernels, levels, heads: int, points: int, coord_dtype,  # type: ignore[no-untyped-def]
+                                                 index_dtype) -> None:
+    # fp16 with 10 channels a head and value rows that fit in shared memory take the staged kernel
+    case = wl.MsdaCase(n=2, levels=levels, heads=heads, channels=10, queries=257, points=points)
+    _msda_check(kernels, case, torch.float16, coord_dtype=coord_dtype, index_dtype=index_dtype, seed=3)
+
+
 def test_msda_int64_indices(kernels) -> None:  # type: ignore[no-untyped-def]
     case = wl.MsdaCase(n=1, levels=((5, 6), (2, 3)), heads=2, channels=10, queries=20, points=2)
     _msda_check(kernels, case, torch.float32, index_dtype=torch.int64)
