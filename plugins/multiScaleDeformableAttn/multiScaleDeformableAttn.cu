@@ -53,6 +53,31 @@ __device__ __forceinline__ float2 loadPair(__half const* p)
     return __half22float2(*reinterpret_cast<__half2 const*>(&raw));
 }
 
+// Calls sample(corners, attention weight) for each (level, point) of one task, in order; FB-OCC's point counts
+// (POINTS > 0) are compile-time, so every point's loads can be issued before any is used.
+template <int POINTS, int RUNTIME_UNROLL, typename C, typename I, typename Sample>
+__device__ __forceinline__ void forEachSample(I const* spatialShapes, I const* levelStart, C const* loc,
+    C const* wgt, int32_t levels, int32_t runtimePoints, Sample&& sample)
+{
+    int32_t const points = POINTS > 0 ? POINTS : runtimePoints;
+    for (int32_t l = 0; l < levels; ++l)
+    {
+        int32_t const h = static_cast<int32_t>(spatialShapes[2 * l]);
+        int32_t const w = static_cast<int32_t>(spatialShapes[2 * l + 1]);
+        int32_t const start = static_cast<int32_t>(levelStart[l]);
+#pragma unroll(POINTS > 0 ? POINTS : RUNTIME_UNROLL)
+        for (int32_t p = 0; p < points; ++p)
+        {
+            Corners c;
+            float2 const xy = loadPair(loc + 2 * p);
+            corners(xy.x, xy.y, h, w, start, c);
+            sample(c, toFloat(ldg(wgt + p)));
+        }
+        loc += 2 * points;
+        wgt += points;
+    }
+}
+
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Packet
 {
@@ -91,38 +116,24 @@ __global__ void __launch_bounds__(kThreads) msdaKernel(T const* __restrict__ val
     {
         acc[k] = 0.f;
     }
-    for (int32_t l = 0; l < levels; ++l)
-    {
-        int32_t const h = static_cast<int32_t>(spatialShapes[2 * l]);
-        int32_t const w = static_cast<int32_t>(spatialShapes[2 * l + 1]);
-        int32_t const start = static_cast<int32_t>(levelStart[l]);
-#pragma unroll(POINTS > 0 ? POINTS : 2)
-        for (int32_t p = 0; p < points; ++p)
+    forEachSample<POINTS, 2>(spatialShapes, levelStart, loc, wgt, levels, runtimePoints, [&](Corners const& c, float a) {
+        Vec x[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
         {
-            Corners c;
-            float2 const xy = loadPair(loc + 2 * p);
-            corners(xy.x, xy.y, h, w, start, c);
-            float const a = toFloat(ldg(wgt + p));
-            Vec x[4];
+            x[k] = *reinterpret_cast<Vec const*>(v + static_cast<Idx>(c.offset[k]) * rowStride);
+        }
 #pragma unroll
-            for (int k = 0; k < 4; ++k)
+        for (int k = 0; k < 4; ++k)
+        {
+            float const cw = a * c.weight[k];
+#pragma unroll
+            for (int j = 0; j < VEC; ++j)
             {
-                x[k] = *reinterpret_cast<Vec const*>(v + static_cast<Idx>(c.offset[k]) * rowStride);
-            }
-#pragma unroll
-            for (int k = 0; k < 4; ++k)
-            {
-                float const cw = a * c.weight[k];
-#pragma unroll
-                for (int j = 0; j < VEC; ++j)
-                {
-                    acc[j] = fmaf(cw, toFloat(x[k].v[j]), acc[j]);
-                }
+                acc[j] = fmaf(cw, toFloat(x[k].v[j]), acc[j]);
             }
         }
-        loc += 2 * points;
-        wgt += points;
-    }
+    });
     Vec o;
 #pragma unroll
     for (int j = 0; j < VEC; ++j)
@@ -218,18 +229,8 @@ __global__ void __launch_bounds__(kThreads) msdaStagedHalfKernel(__half const* _
         {
             acc[k] = 0.f;
         }
-        for (int32_t l = 0; l < levels; ++l)
-        {
-            int32_t const h = static_cast<int32_t>(spatialShapes[2 * l]);
-            int32_t const w = static_cast<int32_t>(spatialShapes[2 * l + 1]);
-            int32_t const start = static_cast<int32_t>(levelStart[l]);
-#pragma unroll(POINTS > 0 ? POINTS : 1)
-            for (int32_t p = 0; p < points; ++p)
-            {
-                Corners c;
-                float2 const xy = loadPair(loc + 2 * p);
-                corners(xy.x, xy.y, h, w, start, c);
-                float const a = toFloat(ldg(wgt + p));
+        forEachSample<POINTS, 1>(spatialShapes, levelStart, loc, wgt, levels, runtimePoints,
+            [&](Corners const& c, float a) {
                 __half2 x[4][kPairs];
 #pragma unroll
                 for (int k = 0; k < 4; ++k)
@@ -252,10 +253,7 @@ __global__ void __launch_bounds__(kThreads) msdaStagedHalfKernel(__half const* _
                         acc[2 * j + 1] = fmaf(cw, v.y, acc[2 * j + 1]);
                     }
                 }
-            }
-            loc += 2 * points;
-            wgt += points;
-        }
+            });
         __half2* out = reinterpret_cast<__half2*>(output + task * kStagedChannels);
 #pragma unroll
         for (int j = 0; j < kPairs; ++j)
