@@ -20,7 +20,7 @@ help:
 	@echo "make setup  - system packages (as root on Debian), services, virtual environment"
 	@echo "make lint   - ruff, mypy, Python 3.8 check of deploy/"
 	@echo "make cross-build - aarch64 plugin library in the sim build image (CROSS_BUILD_ARGS=--profile P ...)"
-	@echo "make check-old-toolchain - plugins/ compile with CUDA 11.2 + g++ 9.3 (Debian bullseye image; root once)"
+	@echo "make check-old-toolchain - plugins/ with CUDA 11.2 + g++ 9.3 and CUDA 11.8 + g++ 11.3 (Debian images; root once)"
 
 setup: system-deps services venv
 
@@ -90,12 +90,13 @@ CROSS_BUILD_ARGS ?= --profile sim
 cross-build: setup
 	$(PY) -m fbocc cross-build $(CROSS_BUILD_ARGS)
 
-# plugins/ with the oldest reachable CUDA toolchain (DRIVE OS 6 stand-in): kernel library, and the plugin library
-# against TensorRT 8.6 headers when OLD_TOOLCHAIN_TRT_HEADERS holds NvInfer.h. Makes fbocc/old-cuda once (root).
+# plugins/ with the CUDA 11 toolchains nearest DRIVE OS 6's 11.4 (Debian's 11.2 + g++-9, 11.8 + g++-11): kernel
+# library, and the plugin library against TensorRT 8.6 headers when OLD_TOOLCHAIN_TRT_HEADERS holds NvInfer.h.
+# Makes the fbocc/old-cuda images once (root). OLD_TOOLCHAIN_ARGS=--toolchain cuda-11.2 picks one.
 OLD_TOOLCHAIN_TRT_HEADERS ?= $(or $(FBOCC_TRT_HEADERS),/work/trt-headers)/8.6.1/include
 .PHONY: check-old-toolchain
 check-old-toolchain: setup
-	$(PY) -m fbocc.old_toolchain --out build/old-toolchain \
+	$(PY) -m fbocc.old_toolchain --out build/old-toolchain $(OLD_TOOLCHAIN_ARGS) \
 	  $(if $(wildcard $(OLD_TOOLCHAIN_TRT_HEADERS)/NvInfer.h),--trt-headers $(OLD_TOOLCHAIN_TRT_HEADERS))
 
 demo: setup

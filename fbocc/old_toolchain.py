@@ -1,12 +1,13 @@
-"""Does `plugins/` still compile with the oldest CUDA + gcc that a registry serves? (DRIVE OS 6: CUDA 11.4, gcc 9.3)
+"""Does `plugins/` compile with CUDA 11 and an old gcc, as DRIVE OS 6 (CUDA 11.4 + gcc 9.3) will build it?
 
-No reachable registry has CUDA 11.4. The closest is Debian bullseye: g++-9 (9.3.0) and non-free
-`nvidia-cuda-toolkit` (CUDA 11.2, which cannot target sm_87: the check compiles sm_80 and sm_86). The
-image `fbocc/old-cuda:<hash of docker/old-cuda/base.txt>` is made once per machine like the sim base:
-debootstrap, `apt-get install` in the chroot (the one step with network), `docker import`. The compile
-then runs in a `BuildContainer` with networking off, sources and TensorRT headers mounted read-only.
+No reachable registry has CUDA 11.4. Debian has the two nearest, one each side (docker/old-cuda/):
+`cuda-11.2` (bullseye: non-free nvidia-cuda-toolkit 11.2 + g++-9 9.3.0, DRIVE OS 6's gcc; 11.2 cannot
+target sm_87, so sm_80/sm_86) and `cuda-11.8` (bookworm: 11.8 + g++-11 11.3.0, with sm_87). Each image
+`fbocc/old-cuda:<recipe>-<hash of the recipe>` is made once per machine like the sim base: debootstrap,
+`apt-get install` in the chroot (the one step with network), `docker import`. The compile then runs in a
+`BuildContainer` with networking off, sources and TensorRT headers mounted read-only.
 
-    python -m fbocc.old_toolchain [--out DIR] [--trt-headers DIR]      (make check-old-toolchain)
+    python -m fbocc.old_toolchain [--toolchain cuda-11.2|cuda-11.8] [--out DIR] [--trt-headers DIR]
 """
 
 from __future__ import annotations
@@ -35,15 +36,21 @@ _NEEDED_KEYS = ("suite", "variant", "components", "mirror", "packages", "apt_pac
                 "cuda_home", "cxx", "cuda_archs")
 
 
-def recipe_path() -> Path:
-    """The shipped recipe of the old-toolchain image."""
-    return asset_dir("docker") / "old-cuda" / "base.txt"
+RECIPES = ("cuda-11.2", "cuda-11.8")
+
+
+def recipe_path(name: str) -> Path:
+    """The shipped recipe of an old-toolchain image (`cuda-11.2` or `cuda-11.8`)."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown old toolchain {name!r}", fix=f"use one of: {', '.join(RECIPES)}")
+    return asset_dir("docker") / "old-cuda" / f"{name}.txt"
 
 
 @dataclass(frozen=True)
 class OldToolchainRecipe:
     """What the image holds and how `make -C plugins` is called in it."""
 
+    name: str
     path: Path
     tag: str
     settings: dict[str, str]
@@ -60,15 +67,16 @@ class OldToolchainRecipe:
                 f"CUDA_HOME={self.settings['cuda_home']}"]
 
 
-def load_recipe(path: Path | None = None) -> OldToolchainRecipe:
-    """Parse the recipe; the image tag is the hash of its bytes."""
-    path = path or recipe_path()
+def load_recipe(name: str, path: Path | None = None) -> OldToolchainRecipe:
+    """Parse a recipe (the shipped one for `name` unless `path` is given); the tag carries its bytes' hash."""
+    path = path or recipe_path(name)
     settings = _read_recipe(path)
     missing = [k for k in _NEEDED_KEYS if k not in settings]
     if missing:
-        raise ConfigError(f"{path}: missing {', '.join(missing)}", fix="restore the shipped docker/old-cuda/base.txt")
+        raise ConfigError(f"{path}: missing {', '.join(missing)}",
+                          fix=f"restore the shipped docker/old-cuda/{path.name}")
     key = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return OldToolchainRecipe(path=path, tag=f"{IMAGE_REPO}:{key}", settings=settings)
+    return OldToolchainRecipe(name=name, path=path, tag=f"{IMAGE_REPO}:{name}-{key}", settings=settings)
 
 
 def ensure_image(recipe: OldToolchainRecipe, *, on_step: StepSink, on_line: StepSink) -> str:
@@ -91,7 +99,7 @@ def ensure_image(recipe: OldToolchainRecipe, *, on_step: StepSink, on_line: Step
         started = time.monotonic()
         on_step(f"docker import as {recipe.tag} ({tarball.stat().st_size / 1e9:.2f} GB)")
         repo, _, version = recipe.tag.partition(":")
-        image = bc.import_rootfs(tarball, repo, version, labels={"org.fbocc.recipe": "old-cuda/base.txt"})
+        image = bc.import_rootfs(tarball, repo, version, labels={"org.fbocc.recipe": f"old-cuda/{recipe.path.name}"})
         on_step(f"imported in {time.monotonic() - started:.0f}s")
         return image
     finally:
@@ -228,7 +236,10 @@ def _compile_in(recipe: OldToolchainRecipe, image: str, out_dir: Path, staging: 
 def main(argv: list[str] | None = None) -> int:
     """`python -m fbocc.old_toolchain`: make the image if needed, compile, print what compiled what."""
     parser = argparse.ArgumentParser(prog="python -m fbocc.old_toolchain", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("build/old-toolchain"), help="where the libraries go")
+    parser.add_argument("--toolchain", choices=RECIPES, action="append",
+                        help="which toolchain (repeatable; default: all)")
+    parser.add_argument("--out", type=Path, default=Path("build/old-toolchain"),
+                        help="where the libraries go (one folder per toolchain)")
     parser.add_argument("--trt-headers", type=Path, default=None,
                         help="TensorRT 8.6 include/ folder (NvInfer.h); without it only the kernels are compiled")
     parser.add_argument("-v", "--verbose", action="store_true", help="show every line of output")
@@ -241,29 +252,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             print(f"  {text}", flush=True)
 
-    try:
-        recipe = load_recipe()
-        started = time.monotonic()
-        image = ensure_image(recipe, on_step=step, on_line=line)
-        step(f"image {recipe.tag} ready after {time.monotonic() - started:.0f}s")
-        build = compile_plugins(recipe, image, args.out.resolve(), trt_headers=args.trt_headers,
-                                on_step=step, on_line=line)
-    except FboccError as exc:
-        print(exc.render(), file=sys.stderr)
-        return exc.exit_code
-    except subprocess.SubprocessError as exc:
-        print(f"old-toolchain: {exc}", file=sys.stderr)
-        return 1
+    failed = 0
+    for name in args.toolchain or RECIPES:
+        try:
+            _check(name, args.out.resolve() / name, args.trt_headers, step=step, line=line)
+        except FboccError as exc:
+            print(f"old-toolchain: {name}: {exc.render()}", file=sys.stderr)
+            failed = failed or exc.exit_code
+        except subprocess.SubprocessError as exc:
+            print(f"old-toolchain: {name}: {exc}", file=sys.stderr)
+            failed = failed or 1
+    return failed
+
+
+def _check(name: str, out: Path, trt_headers: Path | None, *, step: StepSink, line: StepSink) -> None:
+    recipe = load_recipe(name)
+    started = time.monotonic()
+    image = ensure_image(recipe, on_step=step, on_line=line)
+    step(f"image {recipe.tag} ready after {time.monotonic() - started:.0f}s")
+    build = compile_plugins(recipe, image, out, trt_headers=trt_headers, on_step=step, on_line=line)
     compiler = f"nvcc {build.nvcc_version} + {recipe.settings['cxx']} {build.cxx_version}"
-    warnings = [text for text in build.log if "warning" in text.lower()]
-    for text in warnings:
-        step(f"WARNING {text}")
+    for text in build.log:
+        if "warning" in text.lower():
+            step(f"WARNING {text}")
     for report in (build.kernels, build.plugins):
         if report is not None:
             archs = ", ".join(f"sm_{a}" for a in report.cubin_archs)
             step(f"OK {report.path}: {compiler}, cubins {archs}")
-    step(f"compiled in {build.duration_s:.0f}s")
-    return 0
+    step(f"{name}: compiled in {build.duration_s:.0f}s")
 
 
 if __name__ == "__main__":
