@@ -79,7 +79,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
 
 ORCHESTRATION = ["fbocc.config", "fbocc.transport", "fbocc.push", "fbocc.remote_bench", "fbocc.cross_build",
                  "fbocc.build_container", "fbocc.report", "fbocc.results", "fbocc.doctor", "fbocc.validate",
-                 "fbocc.trtexec", "fbocc.metrics", "fbocc.cli"]
+                 "fbocc.trtexec", "fbocc.metrics", "fbocc.cli", "fbocc.old_toolchain"]
 
 
 def test_orchestration_side_never_imports_torch_or_the_model() -> None:

@@ -135,11 +135,7 @@ def test_plugin_library_compiles_with_cuda_11_against_tensorrt_8_6(build_of: Cal
 @pytest.mark.docker
 @pytest.mark.slow
 @old_toolchain
-@pytest.mark.parametrize("name", [
-    pytest.param("cuda-11.2", marks=pytest.mark.xfail(
-        strict=True, reason="g++-9 -Wnonnull at plugins/common/pluginLegacy.h:208 (memcpy into the zero-size "
-                            "attribute array of MultiScaleDeformableAttn): fix pending")),
-    "cuda-11.8"])
+@pytest.mark.parametrize("name", ["cuda-11.2", "cuda-11.8"])
 def test_the_old_compilers_print_no_warning_for_our_sources(build_of: Callable[[str], OldToolchainBuild],
                                                             name: str) -> None:
     warnings = [line for line in build_of(name).log if "warning" in line.lower()]

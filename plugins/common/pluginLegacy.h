@@ -203,7 +203,7 @@ public:
             logError(Op::kName, "serialized plugin data has the wrong size: rebuild the engine");
             return nullptr;
         }
-        if (Op::kNbAttributes > 0)
+        if constexpr (Op::kNbAttributes > 0) // a run-time if still instantiates memcpy(nullptr, ...): g++-9 -Wnonnull
         {
             std::memcpy(values.data(), serialData, serialLength);
         }
