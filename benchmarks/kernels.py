@@ -13,7 +13,8 @@ Their code is never committed here. `--baseline-patch` applies FB-OCC-TRT's plug
 into the op FB-OCC exports) to a temporary copy.
 
     python benchmarks/kernels.py --output docs/benchmarks/kernels.md [--json results.json]
-        [--baseline-src PATH [--baseline-patch fb-occ_custom_op_trt_plugin.patch] [--trt-include DIR]]
+        [--baseline-src PATH [--baseline-patch fb-occ_custom_op_trt_plugin.patch] [--trt-include DIR]
+         [--baseline-compat DIR]]
 """
 
 from __future__ import annotations
@@ -366,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-patch", type=Path, default=None,
                         help="FB-OCC-TRT's fb-occ_custom_op_trt_plugin.patch, applied to a temporary copy of their "
                         "kernels (gives FB-OCC's MSDA op)")
+    parser.add_argument("--baseline-compat", type=Path, default=None,
+                        help="folder holding cublas_v2.h and cudnn.h for their headers (default "
+                        "$FBOCC_BASELINE_COMPAT, else .scratch/baseline-compat in this checkout)")
     parser.add_argument("--trt-include", type=Path, default=None,
                         help="TensorRT include/ folder for their headers (default $FBOCC_TRT_HEADERS, else "
                         f"{today_build.DEFAULT_TRT_INCLUDE})")
@@ -390,7 +394,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     # Bad baseline paths fail here, before any GPU work (and on machines without one).
-    sources = (today_build.locate(args.baseline_src, args.trt_include, args.baseline_patch)
+    sources = (today_build.locate(args.baseline_src, args.trt_include, args.baseline_patch, args.baseline_compat)
                if args.baseline_src is not None else None)
     if not torch.cuda.is_available():
         print("bench-kernels: no CUDA device; run it on the GPU machine", file=sys.stderr)

@@ -46,6 +46,14 @@ def _trt_include(root: Path) -> Path:
     return root
 
 
+def _compat(root: Path) -> Path:
+    """Empty cuBLAS/cuDNN headers: enough for the paths that never compile their code."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in baseline.COMPAT_HEADERS:
+        (root / name).write_text("#pragma once\n")
+    return root
+
+
 def _run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     code = bench.main(list(argv))
     return code, capsys.readouterr().err
@@ -85,10 +93,18 @@ def test_missing_tensorrt_headers_name_the_folder_and_the_fix(tmp_path: Path) ->
     assert info.value.fix is not None and "--trt-include" in info.value.fix
 
 
+def test_missing_cublas_cudnn_headers_name_the_folder_and_the_fix(tmp_path: Path) -> None:
+    checkout = _fake_checkout(tmp_path / "src")
+    none = tmp_path / "none"
+    with pytest.raises(ConfigError, match=f"{none}/cublas_v2.h, {none}/cudnn.h not found") as info:
+        baseline.locate(checkout, _trt_include(tmp_path / "trt"), compat_include=tmp_path / "none")
+    assert info.value.fix is not None and "--baseline-compat" in info.value.fix
+
+
 def test_missing_patch_file_is_refused(tmp_path: Path) -> None:
     checkout = _fake_checkout(tmp_path / "src")
     with pytest.raises(ConfigError, match=r"--baseline-patch .*: no such file"):
-        baseline.locate(checkout, _trt_include(tmp_path / "trt"), tmp_path / "fb-occ.patch")
+        baseline.locate(checkout, _trt_include(tmp_path / "trt"), tmp_path / "fb-occ.patch", _compat(tmp_path / "c"))
 
 
 def test_fbocc_trt_headers_may_name_the_folder_holding_versions(tmp_path: Path,
@@ -105,7 +121,7 @@ def test_a_patch_that_does_not_apply_names_patch_and_checkout(tmp_path: Path) ->
     checkout = _fake_checkout(tmp_path / "src")
     patch = tmp_path / "fb-occ.patch"
     patch.write_text("--- a/TensorRT/common/helper.h\n+++ b/TensorRT/common/helper.h\n@@ -1 +1 @@\n-nothing\n+x\n")
-    sources = baseline.locate(checkout, _trt_include(tmp_path / "trt"), patch)
+    sources = baseline.locate(checkout, _trt_include(tmp_path / "trt"), patch, _compat(tmp_path / "c"))
     with pytest.raises(ConfigError, match=f"--baseline-patch {patch} does not apply to the kernels of {checkout}"):
         baseline.build(sources, "90", nvcc=NVCC, build_root=tmp_path / "build")
     assert (checkout / "TensorRT" / "common" / "helper.h").read_text() == "#pragma once\n"  # theirs untouched
@@ -115,7 +131,7 @@ def test_a_compile_failure_names_the_checkout_and_nvcc_output(tmp_path: Path) ->
     if not NVCC.exists():
         pytest.skip(f"nvcc not found at {NVCC} (set CUDA_HOME)")
     checkout = _fake_checkout(tmp_path / "src", kernel_text='#error "not their kernel"\n')
-    sources = baseline.locate(checkout, _trt_include(tmp_path / "trt"))
+    sources = baseline.locate(checkout, _trt_include(tmp_path / "trt"), compat_include=_compat(tmp_path / "c"))
     with pytest.raises(BuildError) as info:
         baseline.build(sources, "90", nvcc=NVCC, build_root=tmp_path / "build")
     assert f"compiling today's kernels from {checkout} failed" in info.value.message
@@ -203,6 +219,14 @@ def their_patch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def compat_include() -> Path:
+    include = baseline.resolve_compat_include(None)
+    if not all((include / name).is_file() for name in baseline.COMPAT_HEADERS):
+        pytest.skip(f"no cublas_v2.h/cudnn.h at {include} (set FBOCC_BASELINE_COMPAT): their headers include them")
+    return include
+
+
+@pytest.fixture(scope="module")
 def trt_include() -> Path:
     include = baseline.resolve_trt_include(None)
     if not (include / "NvInferRuntime.h").is_file():
@@ -217,13 +241,14 @@ def _exported(library: Path) -> set[str]:
 
 @pytest.mark.parametrize("with_patch", [False, True], ids=["303d314", "303d314+FB-OCC-TRT-patch"])
 def test_adapter_compiles_with_their_kernels_for_sm90(with_patch: bool, their_checkout: Path, trt_include: Path,
-                                                      request: pytest.FixtureRequest, tmp_path: Path) -> None:
+                                                      compat_include: Path, request: pytest.FixtureRequest,
+                                                      tmp_path: Path) -> None:
     if not NVCC.exists():
         pytest.skip(f"nvcc not found at {NVCC} (set CUDA_HOME)")
     patch = request.getfixturevalue("their_patch") if with_patch else None
     before = sorted((p.relative_to(their_checkout), p.read_bytes()) for p in their_checkout.rglob("*.[ch]*")
                     if p.is_file())
-    sources = baseline.locate(their_checkout, trt_include, patch)
+    sources = baseline.locate(their_checkout, trt_include, patch, compat_include)
     library = baseline.build(sources, "90", nvcc=NVCC, build_root=tmp_path / "build")
 
     assert library.path.is_file() and tmp_path / "build" in library.path.parents
@@ -246,7 +271,7 @@ def test_adapter_compiles_with_their_kernels_for_sm90(with_patch: bool, their_ch
 
 @pytest.mark.gpu
 def test_todays_kernels_match_the_fp32_reference(their_checkout: Path, their_patch: Path, trt_include: Path,
-                                                 tmp_path: Path) -> None:
+                                                 compat_include: Path, tmp_path: Path) -> None:
     import torch
 
     from fbocc.ops import reference as ref
@@ -254,8 +279,8 @@ def test_todays_kernels_match_the_fp32_reference(their_checkout: Path, their_pat
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    library = baseline.build(baseline.locate(their_checkout, trt_include, their_patch), baseline.cuda_arch(),
-                             build_root=tmp_path / "build")
+    sources = baseline.locate(their_checkout, trt_include, their_patch, compat_include)
+    library = baseline.build(sources, baseline.cuda_arch(), build_root=tmp_path / "build")
     today = baseline.TodaysKernels(library)
 
     case = wl.GridSamplerCase(n=2, c=5, d=6, h=7, w=9, out=(4, 5, 6))

@@ -9,9 +9,10 @@ Their kernel files are copied into a temporary directory (FB-OCC-TRT's patch, wh
 strict unified-diff applier: same result as `git apply`, no git needed; the checkout is never modified), compiled
 with nvcc together with `adapter.cu` into a shared library under `$FBOCC_BASELINE_BUILD_DIR` (default
 `~/.cache/fbocc/bench-baseline/<content key>/`), and loaded with ctypes. Their headers include TensorRT's
-`NvInferRuntime.h` (taken from `--trt-include`), cuBLAS and cuDNN (only for declarations the three kernel files
-never use: `compat/` declares those types, and the library is linked with `-z defs`, so a call into either would
-fail the build).
+`NvInferRuntime.h` (taken from `--trt-include`), cuBLAS' `cublas_v2.h` and cuDNN's `cudnn.h` (only for declarations
+the three kernel files never use; taken from `--baseline-compat`: NVIDIA's own headers, or a folder declaring just
+the types their headers name, kept out of this repository like theirs; the library is linked with `-z defs`, so a
+call into either would fail the build).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError
 
 HERE = Path(__file__).resolve().parent
 ADAPTER = HERE / "adapter.cu"
-COMPAT = HERE / "compat"
 DEFAULT_TRT_INCLUDE = Path("/work/trt-headers/8.6.1/include")
+DEFAULT_COMPAT_INCLUDE = HERE.parents[1] / ".scratch" / "baseline-compat"  # git-excluded in this checkout
+COMPAT_HEADERS = ("cublas_v2.h", "cudnn.h")
 COMMIT = "303d3140c14016047c07f9db73312af364f0dd7c"
 PATCH_NAME = "fb-occ_custom_op_trt_plugin.patch"  # johnyang-nv/FB-OCC-TRT, branch deployment, deployment/
 
@@ -68,6 +70,7 @@ class BaselineSources:
     commit: str | None  # HEAD of the checkout when it is a git work tree
     trt_include: Path  # folder holding NvInferRuntime.h
     patch: Path | None  # FB-OCC-TRT's patch to apply to the temporary copy
+    compat_include: Path  # folder holding cublas_v2.h and cudnn.h
 
 
 def resolve_trt_include(given: Path | None) -> Path:
@@ -83,7 +86,16 @@ def resolve_trt_include(given: Path | None) -> Path:
     return DEFAULT_TRT_INCLUDE
 
 
-def locate(checkout: Path, trt_include: Path | None = None, patch: Path | None = None) -> BaselineSources:
+def resolve_compat_include(given: Path | None) -> Path:
+    """`--baseline-compat`, else `$FBOCC_BASELINE_COMPAT`, else .scratch/baseline-compat in this checkout."""
+    if given is not None:
+        return given
+    env = os.environ.get("FBOCC_BASELINE_COMPAT")
+    return Path(env) if env else DEFAULT_COMPAT_INCLUDE
+
+
+def locate(checkout: Path, trt_include: Path | None = None, patch: Path | None = None,
+           compat_include: Path | None = None) -> BaselineSources:
     """Check that `checkout` holds their kernel sources, the TensorRT headers and the patch exist.
 
     Raises ConfigError naming the missing path and the fix. Needs no GPU and no compiler.
@@ -105,9 +117,19 @@ def locate(checkout: Path, trt_include: Path | None = None, patch: Path | None =
             f"TensorRT headers: {include}/NvInferRuntime.h not found (their common/helper.h includes it)",
             fix="--trt-include DIR or FBOCC_TRT_HEADERS=DIR, DIR = TensorRT's include/ folder (e.g. "
                 "`git -C TensorRT archive v8.6.1 include | tar -x` from NVIDIA/TensorRT)")
+    compat = resolve_compat_include(compat_include)
+    absent = [name for name in COMPAT_HEADERS if not (compat / name).is_file()]
+    if absent:
+        raise ConfigError(
+            f"cuBLAS/cuDNN headers: {', '.join(f'{compat}/{name}' for name in absent)} not found (their "
+            "common/cuda_helper.h and common/helper.h include them, for types the compiled kernels never use)",
+            fix="--baseline-compat DIR or FBOCC_BASELINE_COMPAT=DIR, DIR holding cublas_v2.h and cudnn.h: NVIDIA's "
+                "(CUDA toolkit / cuDNN include folders merged) or declarations of cublasHandle_t, cublasStatus_t, "
+                "cublasOperation_t, cublasGemmAlgo_t, cudnnStatus_t and cudnnDataType_t")
     if patch is not None and not Path(patch).is_file():
         raise ConfigError(f"--baseline-patch {patch}: no such file", fix=PATCH_FIX)
-    return BaselineSources(checkout, tensorrt_dir, _git_head(checkout), include, Path(patch) if patch else None)
+    return BaselineSources(checkout, tensorrt_dir, _git_head(checkout), include, Path(patch) if patch else None,
+                           compat)
 
 
 def _git_head(path: Path) -> str | None:
@@ -234,13 +256,14 @@ class BuildPlan:
     link: list[str]
 
 
-def build_plan(nvcc: Path, tree: Path, trt_include: Path, arch: str, msda: bool, output: Path) -> BuildPlan:
+def build_plan(nvcc: Path, tree: Path, trt_include: Path, compat_include: Path, arch: str, msda: bool,
+               output: Path) -> BuildPlan:
     """The nvcc commands that build the library. Their kernels need no CUDA 13 compatibility defines; the only
-    additions are our compat/ declarations and FBOCC_BASELINE_MSDA for the adapter."""
+    additions are the cuBLAS/cuDNN header folder and FBOCC_BASELINE_MSDA for the adapter."""
     flags = [
         "-std=c++17", "-O3", f"-arch=sm_{arch}", "-Xcompiler", "-fPIC,-Wno-deprecated-declarations",
         f"-DFBOCC_BASELINE_MSDA={int(msda)}",
-        "-I", str(COMPAT), "-I", str(tree / "common"),
+        "-I", str(compat_include), "-I", str(tree / "common"),
         *(arg for rel in KERNELS.values() for arg in ("-I", str((tree / rel).parent))),
         "-I", str(trt_include),
     ]
@@ -307,12 +330,12 @@ def build(sources: BaselineSources, arch: str, nvcc: Path | None = None,
         work = Path(tmp)
         tree, applied = prepare_tree(sources, work)
         msda = has_mmcv_msda(tree)
-        key = _content_key(nvcc, tree, sources.trt_include, arch, msda)
+        key = _content_key(nvcc, tree, sources, arch, msda)
         final = root / key / "libfbocc_today.so"
         if final.is_file():
             return BaselineLibrary(final, msda, applied, sources, arch)
         output = work / "libfbocc_today.so"
-        plan = build_plan(nvcc, tree, sources.trt_include, arch, msda, output)
+        plan = build_plan(nvcc, tree, sources.trt_include, sources.compat_include, arch, msda, output)
         logs = [work / f"compile-{i}.log" for i in range(len(plan.compiles))]
         running = []
         for cmd, log in zip(plan.compiles, logs, strict=True):
@@ -347,15 +370,15 @@ def _build_error(sources: BaselineSources, tree: Path, applied: bool,
                           " and --trt-include holds TensorRT 8.6's include/")
 
 
-def _content_key(nvcc: Path, tree: Path, trt_include: Path, arch: str, msda: bool) -> str:
+def _content_key(nvcc: Path, tree: Path, sources: BaselineSources, arch: str, msda: bool) -> str:
     version = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, check=False).stdout
-    digest = hashlib.sha256(f"{version}|{arch}|{msda}|{trt_include.resolve()}".encode())
-    files = [ADAPTER, *sorted(COMPAT.iterdir()), *sorted(p for p in tree.rglob("*") if p.is_file()),
-             trt_include / "NvInferRuntime.h"]
+    digest = hashlib.sha256(f"{version}|{arch}|{msda}|{sources.trt_include.resolve()}".encode())
+    files = [ADAPTER, *(sources.compat_include / name for name in COMPAT_HEADERS),
+             *sorted(p for p in tree.rglob("*") if p.is_file()), sources.trt_include / "NvInferRuntime.h"]
     for f in files:
         digest.update(f.name.encode())
         digest.update(f.read_bytes())
-    plan = build_plan(nvcc, Path("T"), Path("I"), arch, msda, Path("O"))
+    plan = build_plan(nvcc, Path("T"), Path("I"), Path("C"), arch, msda, Path("O"))
     digest.update(repr((plan.compiles, plan.link)).encode())
     return digest.hexdigest()[:16]
 
