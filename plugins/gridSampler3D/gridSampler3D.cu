@@ -675,6 +675,23 @@ cudaError_t launch(void const* input, void const* grid, void* output, GridSample
     return cudaGetLastError();
 }
 
+// fp16 features: the staged kernel where its box fits, else the pair kernel, else the general one; a tile
+// override (tuning) always takes the general kernel.
+template <typename G>
+cudaError_t launchHalf(void const* input, void const* grid, void* output, GridSampler3DShape const& s,
+    GridSamplerInterpolation interpolation, GridSamplerPadding padding, bool alignCorners, GridSampler3DTile tile,
+    cudaStream_t stream)
+{
+    cudaError_t status = cudaSuccess;
+    if (tile.x == 0
+        && (launchHalfStaged<G>(input, grid, output, s, interpolation, padding, alignCorners, stream, status)
+            || launchHalfPair<G>(input, grid, output, s, interpolation, padding, alignCorners, stream, status)))
+    {
+        return status;
+    }
+    return launch<__half, G>(input, grid, output, s, interpolation, padding, alignCorners, tile, stream);
+}
+
 } // namespace
 
 cudaError_t gridSampler3DForward(void const* input, DType inputType, void const* grid, DType gridType, void* output,
@@ -712,32 +729,13 @@ cudaError_t gridSampler3DForwardTiled(void const* input, DType inputType, void c
     {
         return launch<float, float>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
     }
-    cudaError_t status = cudaSuccess;
-    if (inputType == DType::kFLOAT16 && tile.x == 0
-        && (gridType == DType::kFLOAT16 ? launchHalfStaged<__half>(input, grid, output, shape, interpolation, padding,
-                                              alignCorners, stream, status)
-                                        : gridType == DType::kFLOAT32
-                    && launchHalfStaged<float>(
-                        input, grid, output, shape, interpolation, padding, alignCorners, stream, status)))
-    {
-        return status;
-    }
-    if (inputType == DType::kFLOAT16 && tile.x == 0
-        && (gridType == DType::kFLOAT16 ? launchHalfPair<__half>(input, grid, output, shape, interpolation, padding,
-                                              alignCorners, stream, status)
-                                        : gridType == DType::kFLOAT32
-                    && launchHalfPair<float>(
-                        input, grid, output, shape, interpolation, padding, alignCorners, stream, status)))
-    {
-        return status;
-    }
     if (inputType == DType::kFLOAT16 && gridType == DType::kFLOAT16)
     {
-        return launch<__half, __half>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
+        return launchHalf<__half>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
     }
     if (inputType == DType::kFLOAT16 && gridType == DType::kFLOAT32)
     {
-        return launch<__half, float>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
+        return launchHalf<float>(input, grid, output, shape, interpolation, padding, alignCorners, tile, stream);
     }
     return cudaErrorInvalidValue;
 }
