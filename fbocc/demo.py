@@ -19,7 +19,6 @@ import argparse
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fbocc import loopback_sshd
 from fbocc.config import Target
 from fbocc.errors import EnvironmentCheckError, FboccError, Interrupted
 
@@ -39,12 +39,6 @@ NO_TENSORRT = ("There is no TensorRT on this machine: the target runs the ONNX g
 
 
 # --- the local target -----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -58,70 +52,31 @@ class LocalTarget:
     proc: subprocess.Popen[bytes] | None = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        loopback_sshd.stop(self.proc)
         self.proc = None
-
-
-def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fbocc-demo", "-f", str(path)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return path
 
 
 @contextmanager
 def local_target(workdir: Path, *, python: str = sys.executable) -> Iterator[LocalTarget]:
     """Start sshd on a free loopback port with fresh keys; stop it and delete its keys on exit."""
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(sshd).exists() or shutil.which("ssh-keygen") is None:
-        raise EnvironmentCheckError("OpenSSH server (sshd) is not installed: the demo's target needs it",
-                                    fix="run `make setup` as root, or apt-get install openssh-server")
     root = Path(tempfile.mkdtemp(prefix="fbocc-demo-sshd-"))
     os.chmod(root, 0o700)
     server: LocalTarget | None = None
     try:
-        host_key = _keygen(root / "host_ed25519")
-        client_key = _keygen(root / "client_ed25519")
+        if shutil.which("ssh-keygen") is None:
+            raise EnvironmentCheckError("OpenSSH (ssh-keygen) is not installed: the demo's target needs it",
+                                        fix=loopback_sshd.SSHD_FIX)
+        host_key = loopback_sshd.keygen(root / "host_ed25519", comment="fbocc-demo")
+        client_key = loopback_sshd.keygen(root / "client_ed25519", comment="fbocc-demo")
         (root / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
-        port = _free_port()
-        kind, blob = Path(f"{host_key}.pub").read_text().split()[:2]
+        port = loopback_sshd.free_port()
         known_hosts = root / "known_hosts"
-        known_hosts.write_text(f"[127.0.0.1]:{port} {kind} {blob}\n")
-        config = root / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {root / 'sshd.pid'}",
-            f"AuthorizedKeysFile {root / 'authorized_keys'}", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "UsePAM no", "StrictModes no",
-            "PermitRootLogin yes", "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50",
-            "MaxSessions 50"]) + "\n")
-        if os.geteuid() == 0:
-            Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation directory
-        log = (root / "sshd.log").open("ab")
-        proc = subprocess.Popen([sshd, "-f", str(config), "-D", "-e"], stdout=log, stderr=log,
-                                start_new_session=True)
+        known_hosts.write_text(loopback_sshd.known_hosts_line("127.0.0.1", port, host_key) + "\n")
+        proc = loopback_sshd.start(root, loopback_sshd.config_lines(root, "127.0.0.1", port, host_key), "127.0.0.1",
+                                   port)
         target = Target(name="demo-local", host="127.0.0.1", port=port, user=getpass.getuser(),
                         identity_file=client_key, workdir=str(workdir), python=python)
         server = LocalTarget(root=root, port=port, target=target, known_hosts=known_hosts, proc=proc)
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                raise EnvironmentCheckError(f"sshd exited at start: {(root / 'sshd.log').read_text().strip()}",
-                                            fix="check that /usr/sbin/sshd runs for this user")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    if s.recv(4).startswith(b"SSH-"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise EnvironmentCheckError(f"sshd on 127.0.0.1:{port} did not answer within 15 s",
-                                            fix=f"see {root / 'sshd.log'}")
-            time.sleep(0.05)
         yield server
     finally:
         if server is not None:

@@ -8,26 +8,14 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+from fbocc import loopback_sshd
+from fbocc.loopback_sshd import SSHD, free_port, keygen
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def keygen(path: Path, kind: str = "ed25519") -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "fbocc-test", "-f", str(path)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return path
+__all__ = ["SSHD", "SshServer", "free_port", "keygen", "make_server"]
 
 
 @dataclass
@@ -47,48 +35,19 @@ class SshServer:
 
     @property
     def host_pubkey_line(self) -> str:
-        kind, blob = Path(f"{self.host_key}.pub").read_text().split()[:2]
-        return f"[{self.host}]:{self.port} {kind} {blob}"
+        return loopback_sshd.known_hosts_line(self.host, self.port, self.host_key)
 
     def config_text(self) -> str:
-        lines = [
-            f"Port {self.port}", f"ListenAddress {self.host}", f"HostKey {self.host_key}",
-            f"PidFile {self.root / 'sshd.pid'}", f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-            "UsePAM no", "StrictModes no", "PermitRootLogin yes", "AllowTcpForwarding yes",
-            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50", "MaxSessions 50",
-            f"SetEnv FBOCC_TEST_SSHD={self.port}",
-            *self.extra_config,
-        ]
+        lines = [*loopback_sshd.config_lines(self.root, self.host, self.port, self.host_key),
+                 "AllowTcpForwarding yes", f"SetEnv FBOCC_TEST_SSHD={self.port}", *self.extra_config]
         return "\n".join(lines) + "\n"
 
     def start(self) -> SshServer:
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege-separation dir sshd insists on
-        cfg = self.root / "sshd_config"
-        cfg.write_text(self.config_text())
-        log = (self.root / "sshd.log").open("ab")
-        self.proc = subprocess.Popen([SSHD, "-f", str(cfg), "-D", "-e"], stdout=log, stderr=log,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited: {(self.root / 'sshd.log').read_text()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
-                    if s.recv(4).startswith(b"SSH-"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"sshd on port {self.port} did not answer: {(self.root / 'sshd.log').read_text()}")
+        self.proc = loopback_sshd.start(self.root, self.config_text().splitlines(), self.host, self.port, timeout=10)
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        loopback_sshd.stop(self.proc)
         self.proc = None
 
     def ssh_config(self, alias: str, *, proxy_jump: str | None = None) -> str:
@@ -112,9 +71,9 @@ def make_server(root: Path, *, client_key: Path | None = None, extra_config: lis
     """Create keys and config under `root` and start sshd on a free loopback port."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
-    host_key = keygen(root / "host_ed25519")
+    host_key = keygen(root / "host_ed25519", comment="fbocc-test")
     if client_key is None:
-        client_key = keygen(root / "client_ed25519")
+        client_key = keygen(root / "client_ed25519", comment="fbocc-test")
     (root / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
     server = SshServer(root=root, port=free_port(), user=getpass.getuser(), client_key=client_key,
                        host_key=host_key, known_hosts=root / "known_hosts", extra_config=extra_config or [])
