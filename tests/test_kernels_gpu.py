@@ -227,6 +227,47 @@ def test_msda_fbocc_call_sites(kernels, site: str, locality: str) -> None:
         _msda_check(kernels, wl.FBOCC_MSDA[site], dtype, locality=locality)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("points", [4, 8])
+def test_msda_locations_not_16_byte_aligned(kernels, dtype, points: int) -> None:  # type: ignore[no-untyped-def]
+    # FB-OCC's point counts read locations and weights with 16-byte loads; tensors that start 8 bytes into an
+    # allocation (a view) take the run-time point count kernel instead, with the same results
+    case = wl.MsdaCase(n=2, levels=((16, 44), (8, 22)), heads=8, channels=10, queries=100, points=points)
+    value, shapes, starts, loc, attn = wl.msda_inputs(case, dtype, DEVICE, seed=5, locality="local")
+    shift = 8 // loc.element_size()
+
+    def unaligned(t: torch.Tensor) -> torch.Tensor:
+        buffer = torch.empty(t.numel() + shift, dtype=t.dtype, device=t.device)
+        view = buffer[shift:].view(t.shape)
+        view.copy_(t)
+        assert view.data_ptr() % 16 != 0 and view.is_contiguous()
+        return view
+
+    shape = (case.n, case.queries, case.heads * case.channels)
+    out = kernels.multi_scale_deformable_attn(value, shapes, starts, unaligned(loc), unaligned(attn),
+                                             out=_poisoned(shape, dtype))
+    expected = ref.multi_scale_deformable_attn(value.double(), shapes, starts, loc.double(), attn.double())
+    _assert_close(out, expected, f"msda unaligned {dtype} P={points}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_msda_points_on_and_beyond_the_level_edges(kernels, dtype) -> None:  # type: ignore[no-untyped-def]
+    # pixel positions exactly on the edges (-1, 0, size - 1, size), just inside/outside them and far away:
+    # corners outside the level read zeros, one corner inside still counts
+    h, w = 5, 7
+    case = wl.MsdaCase(n=1, levels=((h, w),), heads=2, channels=10, queries=64, points=4)
+    value, shapes, starts, _, attn = wl.msda_inputs(case, dtype, DEVICE, seed=6)
+    pixels = torch.tensor([-1e4, -3.0, -1.5, -1.0, -0.75, -0.5, 0.0, 0.25, 2.5, 5.5, 6.0, 6.5, 7.0, 7.25, 9.0, 1e4])
+    g = torch.Generator().manual_seed(6)
+    px = pixels[torch.randint(0, pixels.numel(), (1, 64, 2, 1, 4), generator=g)]
+    py = pixels[torch.randint(0, pixels.numel(), (1, 64, 2, 1, 4), generator=g)] * (h / w)
+    loc = torch.stack([(px + 0.5) / w, (py + 0.5) / h], -1).to(device=DEVICE, dtype=dtype).contiguous()
+    shape = (case.n, case.queries, case.heads * case.channels)
+    out = kernels.multi_scale_deformable_attn(value, shapes, starts, loc, attn, out=_poisoned(shape, dtype))
+    expected = ref.multi_scale_deformable_attn(value.double(), shapes, starts, loc.double(), attn.double())
+    _assert_close(out, expected, f"msda edges {dtype}")
+
+
 def test_msda_zero_queries(kernels) -> None:  # type: ignore[no-untyped-def]
     case = wl.MsdaCase(n=1, levels=((4, 4),), heads=2, channels=10, queries=0, points=2)
     inputs = wl.msda_inputs(case, torch.float32, DEVICE)

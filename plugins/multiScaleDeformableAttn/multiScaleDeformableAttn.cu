@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <type_traits>
 
 namespace fbocc
@@ -14,41 +15,61 @@ namespace fbocc
 namespace
 {
 
-// Gather kernel blocks: 512 threads for packets of up to 8 bytes (FB-OCC's 10-channel heads) measured 3-4% faster
-// than 256 at the BEV site on H100 (fp32 0.0151 -> 0.0145 ms, fp16 0.0135 -> 0.0131) and even at the cross-attention
-// site; 128 was slower. Wider packets keep 256 (at 512 the 128-register cap spills their 8-point variants).
+// Gather kernel blocks: 512 threads for packets of up to 8 bytes (FB-OCC's 10-channel heads), 256 for wider ones.
+// Two-element packets, 32-bit indices and a compile-time point count (FB-OCC's case) also cap registers at 40 so
+// that 3 blocks stay resident per SM; there that spills nothing (other variants would). Measured on H100 (fp32,
+// points near their reference, same run): 512 x 3 with two points' loads in flight 0.0132-0.0138 ms at the BEV
+// site and 0.0319-0.0332 ms at the image cross-attention site, against 0.0143-0.0147 / 0.0369-0.0374 ms for
+// 512 threads uncapped with loads issued point by point; 512 x 4 (32 registers) spills, 256 x 4-8 and 384 x 3-4
+// were no better, and all four points' loads in flight needs 64 registers (fewer resident threads, slower).
 template <typename T, int VEC>
 __host__ __device__ constexpr int gatherThreads()
 {
     return sizeof(T) * VEC <= 8 ? 512 : 256;
 }
+template <typename Idx, int VEC, int POINTS>
+__host__ __device__ constexpr int gatherMinBlocks()
+{
+    return sizeof(Idx) == 4 && VEC <= 2 && POINTS > 0 ? 3 : 1;
+}
+constexpr int kGatherBatch = 2; // points whose corner loads a thread issues before using any
 constexpr int kStagedThreads = 256;
 
 struct Corners
 {
-    int32_t offset[4]; // row of value (without the head/channel part); weight 0 where outside
-    float weight[4];
+    int32_t row[4];  // value row of each corner (clamped into the level where the corner is outside)
+    float weight[4]; // bilinear weight x attention weight; 0 where the corner is outside
 };
 
 // mmcv's bilinear sampling of a level at normalized (x, y): pixel = loc * size - 0.5, zeros outside.
-// Branch-free: outside corners get weight 0 and a valid row, so the loads of several points overlap.
-__device__ __forceinline__ void corners(float x, float y, int32_t h, int32_t w, int32_t levelStart, Corners& c)
+// Branch-free: an outside corner gets weight 0 and a valid row, so the loads of several points overlap. The
+// pixel position is clamped to [-2, size + 1] first (NaN becomes -2: outside, as mmcv skips it), which keeps
+// the integer conversion defined; validity is two unsigned compares per axis.
+__device__ __forceinline__ void corners(float x, float y, float attention, int32_t h, int32_t w, int32_t levelStart,
+    Corners& c)
 {
-    float const hIm = y * static_cast<float>(h) - 0.5f;
-    float const wIm = x * static_cast<float>(w) - 0.5f;
-    bool const near = hIm > -1.f && wIm > -1.f && hIm < static_cast<float>(h) && wIm < static_cast<float>(w);
-    float const fh = floorf(near ? hIm : 0.f), fw = floorf(near ? wIm : 0.f);
-    int32_t const h0 = static_cast<int32_t>(fh), w0 = static_cast<int32_t>(fw);
+    float const hIm = fminf(fmaxf(y * static_cast<float>(h) - 0.5f, -2.f), static_cast<float>(h) + 1.f);
+    float const wIm = fminf(fmaxf(x * static_cast<float>(w) - 0.5f, -2.f), static_cast<float>(w) + 1.f);
+    float const fh = floorf(hIm), fw = floorf(wIm);
+    int32_t const y0 = static_cast<int32_t>(fh), x0 = static_cast<int32_t>(fw);
     float const lh = hIm - fh, lw = wIm - fw;
-#pragma unroll
-    for (int k = 0; k < 4; ++k)
-    {
-        int32_t const dy = k >> 1, dx = k & 1;
-        int32_t const yi = h0 + dy, xi = w0 + dx;
-        bool const inside = near && yi >= 0 && yi < h && xi >= 0 && xi < w;
-        c.weight[k] = inside ? (dy ? lh : 1.f - lh) * (dx ? lw : 1.f - lw) : 0.f;
-        c.offset[k] = inside ? levelStart + yi * w + xi : levelStart;
-    }
+    bool const y0In = static_cast<uint32_t>(y0) < static_cast<uint32_t>(h);
+    bool const y1In = static_cast<uint32_t>(y0 + 1) < static_cast<uint32_t>(h);
+    bool const x0In = static_cast<uint32_t>(x0) < static_cast<uint32_t>(w);
+    bool const x1In = static_cast<uint32_t>(x0 + 1) < static_cast<uint32_t>(w);
+    float const wy0 = y0In ? (1.f - lh) * attention : 0.f, wy1 = y1In ? lh * attention : 0.f;
+    float const wx0 = x0In ? 1.f - lw : 0.f, wx1 = x1In ? lw : 0.f;
+    int32_t const ya = min(max(y0, 0), h - 1), yb = min(max(y0 + 1, 0), h - 1);
+    int32_t const xa = min(max(x0, 0), w - 1), xb = min(max(x0 + 1, 0), w - 1);
+    int32_t const r0 = levelStart + ya * w, r1 = levelStart + yb * w;
+    c.row[0] = r0 + xa;
+    c.row[1] = r0 + xb;
+    c.row[2] = r1 + xa;
+    c.row[3] = r1 + xb;
+    c.weight[0] = wy0 * wx0;
+    c.weight[1] = wy0 * wx1;
+    c.weight[2] = wy1 * wx0;
+    c.weight[3] = wy1 * wx1;
 }
 
 __device__ __forceinline__ float2 loadPair(float const* p)
@@ -61,9 +82,35 @@ __device__ __forceinline__ float2 loadPair(__half const* p)
     return __half22float2(*reinterpret_cast<__half2 const*>(&raw));
 }
 
-// Calls sample(corners, attention weight) for each (level, point) of one task, in order; FB-OCC's point counts
-// (POINTS > 0) are compile-time, so every point's loads can be issued before any is used.
-template <int POINTS, int RUNTIME_UNROLL, typename C, typename I, typename Sample>
+// N elements with 16-byte loads (8-byte where N elements are 8 bytes short of a multiple of 16); the caller
+// guarantees that alignment.
+template <typename C, int N>
+__device__ __forceinline__ void loadVector(C const* p, C (&out)[N])
+{
+    constexpr int kBytes = N * static_cast<int>(sizeof(C));
+    static_assert(kBytes % 8 == 0, "8-byte multiple");
+    constexpr int kStep = kBytes % 16 == 0 ? 16 : 8;
+#pragma unroll
+    for (int i = 0; i < kBytes / kStep; ++i)
+    {
+        if constexpr (kStep == 16)
+        {
+            uint4 const v = __ldg(reinterpret_cast<uint4 const*>(p) + i);
+            memcpy(&out[i * kStep / sizeof(C)], &v, kStep);
+        }
+        else
+        {
+            uint2 const v = __ldg(reinterpret_cast<uint2 const*>(p) + i);
+            memcpy(&out[i * kStep / sizeof(C)], &v, kStep);
+        }
+    }
+}
+
+// Calls sample(corners[B]) for each (level, group of B points) of one task, in order. FB-OCC's point counts
+// (POINTS > 0) are compile-time: a level's locations and weights come in with vector loads (the launch checks
+// alignment) and BATCH points at a time are handed over, so that the caller can issue all their loads before
+// using any. A run-time count samples one point at a time.
+template <int POINTS, int BATCH, typename C, typename I, typename Sample>
 __device__ __forceinline__ void forEachSample(I const* spatialShapes, I const* levelStart, C const* loc,
     C const* wgt, int32_t levels, int32_t runtimePoints, Sample&& sample)
 {
@@ -73,17 +120,105 @@ __device__ __forceinline__ void forEachSample(I const* spatialShapes, I const* l
         int32_t const h = static_cast<int32_t>(spatialShapes[2 * l]);
         int32_t const w = static_cast<int32_t>(spatialShapes[2 * l + 1]);
         int32_t const start = static_cast<int32_t>(levelStart[l]);
-#pragma unroll(POINTS > 0 ? POINTS : RUNTIME_UNROLL)
-        for (int32_t p = 0; p < points; ++p)
+        if constexpr (POINTS > 0)
         {
-            Corners c;
-            float2 const xy = loadPair(loc + 2 * p);
-            corners(xy.x, xy.y, h, w, start, c);
-            sample(c, toFloat(ldg(wgt + p)));
+            static_assert(POINTS % BATCH == 0, "whole batches");
+            C xy[2 * POINTS];
+            C attention[POINTS];
+            loadVector(loc, xy);
+            loadVector(wgt, attention);
+#pragma unroll
+            for (int p0 = 0; p0 < POINTS; p0 += BATCH)
+            {
+                Corners c[BATCH];
+#pragma unroll
+                for (int b = 0; b < BATCH; ++b)
+                {
+                    corners(toFloat(xy[2 * (p0 + b)]), toFloat(xy[2 * (p0 + b) + 1]), toFloat(attention[p0 + b]), h, w,
+                        start, c[b]);
+                }
+                sample(c);
+            }
+        }
+        else
+        {
+            for (int32_t p = 0; p < points; ++p)
+            {
+                Corners c[1];
+                float2 const xy = loadPair(loc + 2 * p);
+                corners(xy.x, xy.y, toFloat(ldg(wgt + p)), h, w, start, c[0]);
+                sample(c);
+            }
         }
         loc += 2 * points;
         wgt += points;
     }
+}
+
+// n / d for the kernel's index math. 32-bit: (umulhi(n, mul) + n) >> shift with mul and shift from the host
+// (Granlund-Montgomery; exact for n < 2^31, which the launch guarantees); 64-bit: plain division.
+template <typename Idx>
+struct Divider;
+template <>
+struct Divider<uint32_t>
+{
+    uint32_t mul, shift;
+    explicit Divider(int64_t d)
+        : mul(0)
+        , shift(0)
+    {
+        uint64_t const divisor = static_cast<uint64_t>(d);
+        while ((uint64_t{1} << shift) < divisor)
+        {
+            ++shift;
+        }
+        mul = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - divisor)) / divisor + 1);
+    }
+    __device__ __forceinline__ uint32_t operator()(uint32_t n) const
+    {
+        return (__umulhi(n, mul) + n) >> shift;
+    }
+};
+template <>
+struct Divider<int64_t>
+{
+    int64_t d;
+    explicit Divider(int64_t divisor)
+        : d(divisor)
+    {
+    }
+    __device__ __forceinline__ int64_t operator()(int64_t n) const
+    {
+        return n / d;
+    }
+};
+
+template <typename V>
+__device__ __forceinline__ V loadPacket(V const* p)
+{
+    static_assert(sizeof(V) == 2 || sizeof(V) == 4 || sizeof(V) == 8 || sizeof(V) == 16, "packet size");
+    V out;
+    if constexpr (sizeof(V) == 2)
+    {
+        unsigned short const r = __ldg(reinterpret_cast<unsigned short const*>(p));
+        memcpy(&out, &r, sizeof(r));
+    }
+    else if constexpr (sizeof(V) == 4)
+    {
+        unsigned const r = __ldg(reinterpret_cast<unsigned const*>(p));
+        memcpy(&out, &r, sizeof(r));
+    }
+    else if constexpr (sizeof(V) == 8)
+    {
+        uint2 const r = __ldg(reinterpret_cast<uint2 const*>(p));
+        memcpy(&out, &r, sizeof(r));
+    }
+    else
+    {
+        uint4 const r = __ldg(reinterpret_cast<uint4 const*>(p));
+        memcpy(&out, &r, sizeof(r));
+    }
+    return out;
 }
 
 template <typename T, int VEC>
@@ -94,27 +229,27 @@ struct alignas(sizeof(T) * VEC) Packet
 
 // One thread per (n, query, head, group of VEC channels): the D / VEC lanes of a head read one value row
 // together (coalesced), each lane computing the same sampling corners (cheap, and loads broadcast).
-// Idx is int32_t whenever every element offset fits (32-bit index math is much cheaper).
+// Idx is uint32_t whenever every element offset fits (32-bit index math is much cheaper).
 template <typename T, typename C, typename I, typename Idx, int VEC, int POINTS>
-__global__ void __launch_bounds__(gatherThreads<T, VEC>()) msdaKernel(T const* __restrict__ value,
-    I const* __restrict__ spatialShapes, I const* __restrict__ levelStart, C const* __restrict__ locations,
-    C const* __restrict__ weights, T* __restrict__ output, Idx threads, int32_t lanes, int32_t spatial,
-    int32_t heads, int32_t levels, int32_t queries, int32_t runtimePoints)
+__global__ void __launch_bounds__(gatherThreads<T, VEC>(), gatherMinBlocks<Idx, VEC, POINTS>()) msdaKernel(
+    T const* __restrict__ value, I const* __restrict__ spatialShapes, I const* __restrict__ levelStart,
+    C const* __restrict__ locations, C const* __restrict__ weights, T* __restrict__ output, Idx threads,
+    int32_t lanes, int32_t spatial, int32_t heads, int32_t levels, int32_t queries, int32_t runtimePoints,
+    Divider<Idx> byLanes, Divider<Idx> byHeads, Divider<Idx> byBatch)
 {
-    // FB-OCC's point counts (4, 8) are compile-time, so every point's loads are issued before any is used.
     int32_t const points = POINTS > 0 ? POINTS : runtimePoints;
     Idx const t = static_cast<Idx>(blockIdx.x) * gatherThreads<T, VEC>() + threadIdx.x;
     if (t >= threads)
     {
         return;
     }
-    Idx const task = t / lanes; // (n, q, m)
+    Idx const task = byLanes(t); // (n, q, m)
     int32_t const lane = static_cast<int32_t>(t - task * lanes);
     Idx const channels = static_cast<Idx>(lanes) * VEC;
-    Idx const m = task % heads;
-    Idx const n = task / (static_cast<Idx>(heads) * queries);
+    Idx const m = task - byHeads(task) * heads;
+    Idx const n = byBatch(task); // task / (heads * queries)
     T const* v = value + (n * spatial * heads + m) * channels + lane * VEC;
-    Idx const rowStride = heads * channels;
+    uint32_t const rowStride = static_cast<uint32_t>(heads * channels); // a batch's value fits 32-bit offsets
     C const* loc = locations + task * levels * points * 2;
     C const* wgt = weights + task * levels * points;
     using Vec = Packet<T, VEC>;
@@ -124,24 +259,33 @@ __global__ void __launch_bounds__(gatherThreads<T, VEC>()) msdaKernel(T const* _
     {
         acc[k] = 0.f;
     }
-    forEachSample<POINTS, 2>(spatialShapes, levelStart, loc, wgt, levels, runtimePoints, [&](Corners const& c, float a) {
-        Vec x[4];
+    forEachSample<POINTS, POINTS % kGatherBatch == 0 ? kGatherBatch : 1>(spatialShapes, levelStart, loc, wgt, levels,
+        runtimePoints, [&](auto const& c) {
+            constexpr int kB = sizeof(c) / sizeof(c[0]);
+            Vec x[kB][4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k)
-        {
-            x[k] = *reinterpret_cast<Vec const*>(v + static_cast<Idx>(c.offset[k]) * rowStride);
-        }
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-        {
-            float const cw = a * c.weight[k];
-#pragma unroll
-            for (int j = 0; j < VEC; ++j)
+            for (int b = 0; b < kB; ++b)
             {
-                acc[j] = fmaf(cw, toFloat(x[k].v[j]), acc[j]);
+#pragma unroll
+                for (int k = 0; k < 4; ++k)
+                {
+                    x[b][k] = loadPacket(reinterpret_cast<Vec const*>(v + static_cast<uint32_t>(c[b].row[k]) * rowStride));
+                }
             }
-        }
-    });
+#pragma unroll
+            for (int b = 0; b < kB; ++b)
+            {
+#pragma unroll
+                for (int k = 0; k < 4; ++k)
+                {
+#pragma unroll
+                    for (int j = 0; j < VEC; ++j)
+                    {
+                        acc[j] = fmaf(c[b].weight[k], toFloat(x[b][k].v[j]), acc[j]);
+                    }
+                }
+            }
+        });
     Vec o;
 #pragma unroll
     for (int j = 0; j < VEC; ++j)
@@ -154,6 +298,14 @@ __global__ void __launch_bounds__(gatherThreads<T, VEC>()) msdaKernel(T const* _
 bool aligned(void const* p, size_t bytes)
 {
     return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+// FB-OCC's point counts get kernels with the count compiled in, which read a task's locations and weights with
+// 16-byte loads: they need 16-byte aligned tensors (TensorRT's are); others take the run-time count kernel (0).
+int compileTimePoints(void const* locations, void const* weights, int64_t points)
+{
+    bool const vectorOk = aligned(locations, 16) && aligned(weights, 16);
+    return vectorOk && (points == 4 || points == 8) ? static_cast<int>(points) : 0;
 }
 
 // ---- staged fp16 kernel -------------------------------------------------------------------------------------
@@ -238,7 +390,7 @@ __global__ void __launch_bounds__(kStagedThreads) msdaStagedHalfKernel(__half co
             acc[k] = 0.f;
         }
         forEachSample<POINTS, 1>(spatialShapes, levelStart, loc, wgt, levels, runtimePoints,
-            [&](Corners const& c, float a) {
+            [&](Corners const (&c)[1]) {
                 __half2 x[4][kPairs];
 #pragma unroll
                 for (int k = 0; k < 4; ++k)
@@ -246,19 +398,18 @@ __global__ void __launch_bounds__(kStagedThreads) msdaStagedHalfKernel(__half co
 #pragma unroll
                     for (int j = 0; j < kPairs; ++j)
                     {
-                        x[k][j] = head[c.offset[k] * rowWords + j];
+                        x[k][j] = head[c[0].row[k] * rowWords + j];
                     }
                 }
 #pragma unroll
                 for (int k = 0; k < 4; ++k)
                 {
-                    float const cw = a * c.weight[k];
 #pragma unroll
                     for (int j = 0; j < kPairs; ++j)
                     {
                         float2 const v = __half22float2(x[k][j]);
-                        acc[2 * j] = fmaf(cw, v.x, acc[2 * j]);
-                        acc[2 * j + 1] = fmaf(cw, v.y, acc[2 * j + 1]);
+                        acc[2 * j] = fmaf(c[0].weight[k], v.x, acc[2 * j]);
+                        acc[2 * j + 1] = fmaf(c[0].weight[k], v.y, acc[2 * j + 1]);
                     }
                 }
             });
@@ -316,7 +467,7 @@ bool launchStagedHalf(void const* value, void const* shapes, void const* starts,
             static_cast<int32_t>(s.heads), static_cast<int32_t>(s.levels), static_cast<int32_t>(s.queries),
             static_cast<int32_t>(s.points), hpb, static_cast<int32_t>(chunkTasks), static_cast<int32_t>(chunks));
     };
-    switch (s.points)
+    switch (compileTimePoints(locations, weights, s.points))
     {
     case 4: run(msdaStagedHalfKernel<C, I, 4>); break;
     case 8: run(msdaStagedHalfKernel<C, I, 8>); break;
@@ -358,7 +509,8 @@ cudaError_t launchTyped(void const* value, void const* shapes, void const* start
             static_cast<T const*>(value), static_cast<I const*>(shapes), static_cast<I const*>(starts),
             static_cast<C const*>(locations), static_cast<C const*>(weights), static_cast<T*>(output),
             static_cast<Idx>(threads), lanes, static_cast<int32_t>(s.spatial), static_cast<int32_t>(s.heads),
-            static_cast<int32_t>(s.levels), static_cast<int32_t>(s.queries), static_cast<int32_t>(s.points));
+            static_cast<int32_t>(s.levels), static_cast<int32_t>(s.queries), static_cast<int32_t>(s.points),
+            Divider<Idx>(lanes), Divider<Idx>(s.heads), Divider<Idx>(s.heads * s.queries));
     };
     auto const byVec = [&](auto idx, auto points) {
         using Idx = decltype(idx);
@@ -377,7 +529,7 @@ cudaError_t launchTyped(void const* value, void const* shapes, void const* start
         }
     };
     auto const byIndex = [&](auto idx) {
-        switch (s.points)
+        switch (compileTimePoints(locations, weights, s.points))
         {
         case 4: byVec(idx, std::integral_constant<int, 4>{}); break;
         case 8: byVec(idx, std::integral_constant<int, 8>{}); break;
@@ -386,7 +538,7 @@ cudaError_t launchTyped(void const* value, void const* shapes, void const* start
     };
     if (largest < INT32_MAX)
     {
-        byIndex(int32_t{0});
+        byIndex(uint32_t{0}); // every index below 2^31: Divider<uint32_t> is exact
     }
     else
     {
