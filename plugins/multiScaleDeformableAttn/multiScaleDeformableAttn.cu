@@ -309,16 +309,18 @@ int compileTimePoints(void const* locations, void const* weights, int64_t points
 }
 
 // ---- staged fp16 kernel -------------------------------------------------------------------------------------
-// The kernel above is bound by L1 lookups: every corner read of a 20-byte fp16 head row is its own cache line.
+// The kernel above spends an L1 lookup on every corner read of a 20-byte fp16 head row (its own cache line).
 // Where hpb heads' whole value rows fit in shared memory (image cross-attention: 704 rows x 2 heads x 20 bytes =
 // 28 KB), a block (n, head group, chunk of tasks) copies them there with cp.async and reads corners from shared
 // memory; a thread owns one task's kStagedChannels channels (no lane redundancy in the corner math). Same
 // corners, weights and summation order as msdaKernel, so the results are bit-identical. Measured on H100 at
-// FB-OCC's cross-attention site: 0.0297 ms against msdaKernel's 0.0378 ms (fp16; staging 4 heads / 56 KB gives
-// 0.0268 ms but needs an opt-in shared-memory attribute call, which we keep out of enqueue). For fp32 the bank
-// conflicts of random 40-byte rows cost more than they save (0.044 ms against 0.037), and the BEV level
-// (10000 rows) does not fit, so both stay on msdaKernel; 8 lanes per task sharing corners by shuffles, 2-4
-// tasks per thread and window-staging of BEV rows were all slower there.
+// FB-OCC's cross-attention site: 0.0256-0.0261 ms against msdaKernel's 0.0332-0.0335 ms (fp16; before both
+// took forEachSample's vector loads: 0.0297 against 0.0378; staging 4 heads / 56 KB gave 0.0268 ms but needs an
+// opt-in shared-memory attribute call, which we keep out of enqueue). For fp32 the bank conflicts of random
+// 40-byte rows cost more than they save (0.044 ms against 0.037 then), and the BEV level (10000 rows) does not
+// fit, so both stay on msdaKernel; 8 lanes per task sharing corners by shuffles, 2-4 tasks per thread,
+// window-staging of BEV rows, head-major 2D query tiles (more L1 hits, 0.0174 against 0.0153 ms) and warps of
+// whole tasks (6 x 5 lanes, 2 idle; 0.0150 against 0.0136 ms) were all slower there.
 constexpr int kStagedChannels = 10;
 constexpr int kStagedBytes = 48 * 1024;  // without cudaFuncSetAttribute
 constexpr int kStagedBlocksPerSm = 4;
