@@ -22,6 +22,8 @@ namespace
 // site and 0.0319-0.0332 ms at the image cross-attention site, against 0.0143-0.0147 / 0.0369-0.0374 ms for
 // 512 threads uncapped with loads issued point by point; 512 x 4 (32 registers) spills, 256 x 4-8 and 384 x 3-4
 // were no better, and all four points' loads in flight needs 64 registers (fewer resident threads, slower).
+// Lane width, fp32 BEV site: 5 lanes x 8 bytes (this kernel) 0.0135 ms; 10 lanes x 4 bytes 0.0165 ms; 3 lanes x
+// 16 bytes (aligned loads shifted by the head's parity) 0.0145 ms.
 template <typename T, int VEC>
 __host__ __device__ constexpr int gatherThreads()
 {
