@@ -27,8 +27,13 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TRT_HEADERS = Path(os.environ.get("FBOCC_TRT_HEADERS", "/work/trt-headers")) / "8.6.1" / "include"
 # recipe -> (nvcc release prefix, g++ version, cubin SM versions)
 EXPECTED = {"cuda-11.2": ("11.2.", "9.3.0", ["80", "86"]), "cuda-11.8": ("11.8.", "11.3.0", ["80", "86", "87"])}
-# The first run on a machine makes the image inside the test's fixture: the limit covers that.
-old_toolchain = pytest.mark.timeout(1500)
+
+
+def old_toolchain(test: Callable[..., None]) -> Callable[..., None]:
+    """Marks a test that compiles in an old-CUDA image: Docker, slow, and a time limit that covers the first
+    run on a machine making the image inside the test's fixture."""
+    marked: Callable[..., None] = pytest.mark.docker(pytest.mark.slow(pytest.mark.timeout(1500)(test)))
+    return marked
 
 
 def _quiet(_: str) -> None:
@@ -94,8 +99,6 @@ def test_tensorrt_headers_without_nvinfer_h_are_refused_before_any_container(tmp
                         on_step=_quiet, on_line=_quiet)
 
 
-@pytest.mark.docker
-@pytest.mark.slow
 @old_toolchain
 @pytest.mark.parametrize("name", RECIPES)
 def test_each_image_holds_the_compilers_its_recipe_names(build_of: Callable[[str], OldToolchainBuild],
@@ -106,8 +109,6 @@ def test_each_image_holds_the_compilers_its_recipe_names(build_of: Callable[[str
     assert build.cxx_version == cxx
 
 
-@pytest.mark.docker
-@pytest.mark.slow
 @old_toolchain
 @pytest.mark.parametrize("name", RECIPES)
 def test_kernel_library_compiles_with_cuda_11(build_of: Callable[[str], OldToolchainBuild], name: str) -> None:
@@ -118,8 +119,6 @@ def test_kernel_library_compiles_with_cuda_11(build_of: Callable[[str], OldToolc
     assert Path(kernels.path).is_file()
 
 
-@pytest.mark.docker
-@pytest.mark.slow
 @old_toolchain
 @pytest.mark.parametrize("name", RECIPES)
 def test_plugin_library_compiles_with_cuda_11_against_tensorrt_8_6(build_of: Callable[[str], OldToolchainBuild],
@@ -132,18 +131,14 @@ def test_plugin_library_compiles_with_cuda_11_against_tensorrt_8_6(build_of: Cal
     assert "libcudart.so.11.0" in plugins.needed
 
 
-@pytest.mark.docker
-@pytest.mark.slow
 @old_toolchain
-@pytest.mark.parametrize("name", ["cuda-11.2", "cuda-11.8"])
+@pytest.mark.parametrize("name", RECIPES)
 def test_the_old_compilers_print_no_warning_for_our_sources(build_of: Callable[[str], OldToolchainBuild],
                                                             name: str) -> None:
     warnings = [line for line in build_of(name).log if "warning" in line.lower()]
     assert not warnings, "\n".join(warnings)
 
 
-@pytest.mark.docker
-@pytest.mark.slow
 @old_toolchain
 def test_a_source_the_old_compiler_rejects_fails_naming_compiler_and_error(image_of: Callable[[str], str],
                                                                            tmp_path: Path) -> None:
