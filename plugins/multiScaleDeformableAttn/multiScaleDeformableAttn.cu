@@ -84,6 +84,41 @@ __device__ __forceinline__ float2 loadPair(__half const* p)
     return __half22float2(*reinterpret_cast<__half2 const*>(&raw));
 }
 
+// BYTES (2, 4, 8 or 16, aligned to that) from global memory through the read-only cache, as one load.
+template <int BYTES>
+__device__ __forceinline__ void loadBytes(void const* p, void* out)
+{
+    static_assert(BYTES == 2 || BYTES == 4 || BYTES == 8 || BYTES == 16, "one load of 2, 4, 8 or 16 bytes");
+    if constexpr (BYTES == 2)
+    {
+        unsigned short const r = __ldg(static_cast<unsigned short const*>(p));
+        memcpy(out, &r, sizeof(r));
+    }
+    else if constexpr (BYTES == 4)
+    {
+        unsigned const r = __ldg(static_cast<unsigned const*>(p));
+        memcpy(out, &r, sizeof(r));
+    }
+    else if constexpr (BYTES == 8)
+    {
+        uint2 const r = __ldg(static_cast<uint2 const*>(p));
+        memcpy(out, &r, sizeof(r));
+    }
+    else
+    {
+        uint4 const r = __ldg(static_cast<uint4 const*>(p));
+        memcpy(out, &r, sizeof(r));
+    }
+}
+
+template <typename V>
+__device__ __forceinline__ V loadPacket(V const* p)
+{
+    V out;
+    loadBytes<sizeof(V)>(p, &out);
+    return out;
+}
+
 // N elements with 16-byte loads (8-byte where N elements are 8 bytes short of a multiple of 16); the caller
 // guarantees that alignment.
 template <typename C, int N>
@@ -95,16 +130,7 @@ __device__ __forceinline__ void loadVector(C const* p, C (&out)[N])
 #pragma unroll
     for (int i = 0; i < kBytes / kStep; ++i)
     {
-        if constexpr (kStep == 16)
-        {
-            uint4 const v = __ldg(reinterpret_cast<uint4 const*>(p) + i);
-            memcpy(&out[i * kStep / sizeof(C)], &v, kStep);
-        }
-        else
-        {
-            uint2 const v = __ldg(reinterpret_cast<uint2 const*>(p) + i);
-            memcpy(&out[i * kStep / sizeof(C)], &v, kStep);
-        }
+        loadBytes<kStep>(reinterpret_cast<unsigned char const*>(p) + i * kStep, &out[i * kStep / sizeof(C)]);
     }
 }
 
@@ -194,34 +220,6 @@ struct Divider<int64_t>
         return n / d;
     }
 };
-
-template <typename V>
-__device__ __forceinline__ V loadPacket(V const* p)
-{
-    static_assert(sizeof(V) == 2 || sizeof(V) == 4 || sizeof(V) == 8 || sizeof(V) == 16, "packet size");
-    V out;
-    if constexpr (sizeof(V) == 2)
-    {
-        unsigned short const r = __ldg(reinterpret_cast<unsigned short const*>(p));
-        memcpy(&out, &r, sizeof(r));
-    }
-    else if constexpr (sizeof(V) == 4)
-    {
-        unsigned const r = __ldg(reinterpret_cast<unsigned const*>(p));
-        memcpy(&out, &r, sizeof(r));
-    }
-    else if constexpr (sizeof(V) == 8)
-    {
-        uint2 const r = __ldg(reinterpret_cast<uint2 const*>(p));
-        memcpy(&out, &r, sizeof(r));
-    }
-    else
-    {
-        uint4 const r = __ldg(reinterpret_cast<uint4 const*>(p));
-        memcpy(&out, &r, sizeof(r));
-    }
-    return out;
-}
 
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Packet
