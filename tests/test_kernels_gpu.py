@@ -82,6 +82,17 @@ def test_grid_sampler_fp16_is_within_one_ulp_of_the_reference(kernels, dtype, gr
     _assert_close(out, expected, f"fp16 features, {grid_dtype} grid")
 
 
+@pytest.mark.parametrize("warp", ["ego-motion", "random"])
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_grid_sampler_fp16_staged_and_global_blocks(kernels, padding: int, warp: str) -> None:  # type: ignore[no-untyped-def]
+    # Even widths take the staged fp16 kernel. Under the ego-motion warp each block's box fits in shared memory
+    # (partly filled tiles at the right and bottom edges, an odd channel count, two batches); under a random
+    # grid a block's box is the whole volume (3200 words), too large, so its blocks sample global memory.
+    case = wl.GridSamplerCase(n=2, c=9, d=8, h=20, w=40, out=(6, 13, 54), align_corners=False)
+    out, expected = _grid_case(kernels, case, torch.float16, padding=padding, warp=warp, grid_dtype=torch.float32)
+    _assert_close(out, expected, f"fp16 {warp} padding={padding}")
+
+
 def test_grid_sampler_fbocc_shape_fp32_and_fp16(kernels) -> None:  # type: ignore[no-untyped-def]
     case = wl.FBOCC_GRID_SAMPLER
     volume, grid = wl.grid_sampler_inputs(case, torch.float32, DEVICE, warp="ego-motion")

@@ -332,44 +332,97 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // shared memory it copies the box of two channels at a time there with coalesced 32-bit loads (the next two
 // channels' loads in flight while the current ones are sampled, double-buffered, one barrier per two channels)
 // and samples it from shared memory, so every input byte crosses L1 once per block instead of once per corner
-// row a warp touches. A block whose box does not fit (arbitrary
-// grids) samples global memory with the same offsets and weights. Weights and summation order are those of
-// the kernels above (fp32, corners in k = dx + 2 dy + 4 dz order), so the results are the same.
-// Tuned on H100 at the FB-OCC shape (ego-motion warp, fp32 grid): 2 x 5 x 50 points, 64 channels a block,
-// 2 channels staged at a time, 3 blocks per SM: 0.293 ms against the pair kernel's 0.329 ms. Measured worse:
-// 2x12x20 0.319, 4x4x20 0.316, 2x4x50 0.325, 1x5x100 0.370 (more box words per thread), 4 channels staged 0.36+
-// (registers), 4 blocks per SM 0.338, 32 channels a block 0.304, 128 0.296; corners read as single halves
-// instead of channel-interleaved words 0.43.
+// row a warp touches. A block whose box does not fit (arbitrary grids) samples global memory with the same
+// weights. Weights and summation order are those of the kernels above (fp32, corners in k = dx + 2 dy + 4 dz
+// order), so the results are the same.
+// Tuned on H100 at the FB-OCC shape (ego-motion warp, fp32 grid), 3 blocks per SM, 64 channels a block, 2 channels
+// staged at a time. 2 x 6 x 50 points (300 threads, 3 box words each), corner offsets kept in bytes (each
+// shared-memory read is one instruction, no address arithmetic), 32-bit staging offsets and the global path out of
+// line: 0.279 ms against 0.291 for the previous 2 x 5 x 50 loop (same run; the pair kernel: 0.329).
+// Measured worse: 2x12x20 0.319, 4x4x20 0.316, 2x4x50 0.325, 1x5x100 0.370 (more box words per thread), 4
+// channels staged 0.36+ (registers), 2 blocks per SM 0.35, 32 channels a block 0.304, 128 0.296; corners read as
+// single halves instead of channel-interleaved words 0.43; other tiles with this loop (2x5..10x50, 4x4..6x50,
+// 2x4..6x56..64, 2x6x100) 0.27-0.39.
 // A thread's two points lie tx / 2 apart (x and x + 25), not side by side: a warp's shared-memory corner reads
-// then hit consecutive words (no 2-way bank conflicts), 0.2925 -> 0.2897 ms, same results bit for bit. Measured
-// worse: the box copied with cp.async into a ring of 3-6 channel pairs (registers free, more loads in flight)
-// and interleaved from there, 0.308-0.346 ms (the extra shared-memory pass costs more than the depth gains);
-// 40 channels a block 0.296, 48 0.290. Also no faster (same results bit for bit): warps mapped to 3 x 10 point
-// strips with box rows padded to 22 mod 32 words (no bank conflicts; 0.335-0.377 ms), and a thread owning the
-// same (x, y) in both z-slices so that a shared plane is read once (Nsight Compute: 19% fewer L1 wavefronts,
-// 43% fewer bank conflicts, 0.293 against 0.292 ms). The kernel is balanced rather than bound by one unit: issue
-// 71% busy, L1 76%, DRAM 36%; per output 8 half-to-float conversions and 8 FMAs share the FMA pipe.
-constexpr int kStagedThreads = 256;
-constexpr GridSampler3DTile kStagedTile{2, 5, 50}; // z, y, x; x even, z * y * x / 2 <= kStagedThreads
+// then hit consecutive words (no 2-way bank conflicts). Also no faster: points side by side with half2 stores and
+// box rows split into even and odd voxels (conflict-free; within 2%); the box copied with cp.async into a ring of
+// 3-6 channel pairs and interleaved from there (0.308-0.346 ms); warps mapped to 3 x 10 point strips with padded
+// rows (0.335-0.377 ms); a thread owning the same (x, y) in both z-slices so that a shared plane is read once
+// (19% fewer L1 wavefronts, same time); tensor cores (mma.sync m16n8k16, channels x window voxels times
+// weights split into two halves for fp32 accuracy, boxes staged 16 channels at a time with cp.async): 0.52-0.69
+// ms, because 16 staged channels force small tiles (5-6x the input in L2 read sectors) and per-block weight
+// fragments cost more instructions than the FMAs they replace.
+// Nsight Compute now: L1 data-pipe wavefronts 77% busy (16 of a warp's ~40 per 128 outputs are the corner reads,
+// 16 bytes per output), issue 68%, L2 fabric 78%, DRAM 40%: no single unit to relieve.
+constexpr GridSampler3DTile kStagedTile{2, 6, 50}; // z, y, x; x even
+constexpr int kStagedHalfTx = kStagedTile.x / 2;
+constexpr int kStagedThreads = kStagedTile.z * kStagedTile.y * kStagedHalfTx; // two points per thread
 constexpr int kStagedChannelsPerBlock = 64;
-constexpr int kStages = 2;                  // channels staged at a time (even: they are interleaved in pairs)
-constexpr int kStagedLoadsPerThread = 4;    // box words per thread at most (a larger box samples global memory)
+constexpr int kStagedLoadsPerThread = 3;    // box words per thread at most (a larger box samples global memory)
 constexpr int kStagedBoxWords = kStagedLoadsPerThread * kStagedThreads; // one channel's box, 32-bit words
 
-struct StagedPoint
+// The staged kernel's path for a block whose box does not fit in shared memory: its two points sample the
+// channels' global memory (same offsets, weights and order as the kernels above). Not inlined, so that it does
+// not take registers from the staged loop.
+__device__ __noinline__ void sampleGlobalPair(__half const* __restrict__ in, __half* __restrict__ out,
+    int32_t count, int64_t inVolume, int64_t outVolume, int32_t inD, int32_t inH, int32_t inW, float const* cx,
+    float const* cy, float const* cz, bool valid, bool valid1)
 {
-    int32_t base;         // offset of the (x0, y0, z0) corner (clamped into the volume) in the sampled buffer
-    int32_t dx, dy, dz;   // offset steps to the +1 corners (0 where that corner was clamped; its weight is 0)
-    float weight[8];
-};
+    bool const pv[2] = {valid, valid1};
+    int32_t offset[2][8];
+    float weight[2][8];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+    {
+        float const x = pv[i] ? cx[i] : 0.f, y = pv[i] ? cy[i] : 0.f, z = pv[i] ? cz[i] : 0.f;
+        float const fx = floorf(x), fy = floorf(y), fz = floorf(z);
+        int const x0 = static_cast<int>(fx), y0 = static_cast<int>(fy), z0 = static_cast<int>(fz);
+        float const tX = x - fx, tY = y - fy, tZ = z - fz;
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+        {
+            int const dx = k & 1, dy = (k >> 1) & 1, dz = k >> 2;
+            int const xi = x0 + dx, yi = y0 + dy, zi = z0 + dz;
+            bool const inside = xi >= 0 && xi < inW && yi >= 0 && yi < inH && zi >= 0 && zi < inD;
+            float const w = (dx ? tX : 1.f - tX) * (dy ? tY : 1.f - tY) * (dz ? tZ : 1.f - tZ);
+            weight[i][k] = (pv[i] && inside) ? w : 0.f;
+            offset[i][k] = (pv[i] && inside) ? (zi * inH + yi) * inW + xi : 0;
+        }
+    }
+    for (int32_t c = 0; c < count; ++c)
+    {
+        float acc[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+        {
+            acc[i] = 0.f;
+#pragma unroll
+            for (int k = 0; k < 8; ++k)
+            {
+                acc[i] = fmaf(weight[i][k], toFloat(ldg(in + offset[i][k])), acc[i]);
+            }
+        }
+        if (valid)
+        {
+            out[0] = __float2half_rn(acc[0]);
+        }
+        if (valid1)
+        {
+            out[kStagedHalfTx] = __float2half_rn(acc[1]);
+        }
+        in += inVolume;
+        out += outVolume;
+    }
+}
 
 template <typename G>
 __global__ void __launch_bounds__(kStagedThreads, 3) gridSampler3DHalfStagedKernel(__half const* __restrict__ input,
-    G const* __restrict__ grid, __half* __restrict__ output, int32_t channels, int32_t channelsPerBlock,
-    int32_t inD, int32_t inH, int32_t inW, int32_t outD, int32_t outH, int32_t outW, int32_t tz, int32_t ty,
-    int32_t tx, int32_t tilesX, int32_t tilesY, int32_t tilesZ, GridSamplerPadding padding, bool alignCorners)
+    G const* __restrict__ grid, __half* __restrict__ output, int32_t channels, int32_t inD, int32_t inH, int32_t inW,
+    int32_t outD, int32_t outH, int32_t outW, int32_t tilesX, int32_t tilesY, int32_t tilesZ,
+    GridSamplerPadding padding, bool alignCorners)
 {
-    __shared__ uint32_t box[2][kStages][kStagedBoxWords];
+    // [buffer][voxel]: a channel pair, interleaved (word v holds voxel v of both channels as half2).
+    __shared__ uint32_t box[2][2 * kStagedBoxWords];
     __shared__ int32_t boxLow[3], boxHigh[3];
 
     int32_t tileIndex = blockIdx.x;
@@ -379,13 +432,12 @@ __global__ void __launch_bounds__(kStagedThreads, 3) gridSampler3DHalfStagedKern
     tileIndex /= tilesY;
     int32_t const bz = tileIndex % tilesZ;
     int64_t const n = tileIndex / tilesZ;
-    int32_t const halfTx = tx >> 1;
     int32_t const t = threadIdx.x;
-    int32_t const ox = bx * tx + t % halfTx; // this thread's points: ox and ox + halfTx
-    int32_t const oy = by * ty + (t / halfTx) % ty;
-    int32_t const oz = bz * tz + t / (halfTx * ty);
+    int32_t const ox = bx * kStagedTile.x + t % kStagedHalfTx; // this thread's points: ox and ox + kStagedHalfTx
+    int32_t const oy = by * kStagedTile.y + (t / kStagedHalfTx) % kStagedTile.y;
+    int32_t const oz = bz * kStagedTile.z + t / (kStagedHalfTx * kStagedTile.y);
     bool const valid = ox < outW && oy < outH && oz < outD;
-    bool const valid1 = valid && ox + halfTx < outW;
+    bool const valid1 = valid && ox + kStagedHalfTx < outW;
     bool const pv[2] = {valid, valid1};
 
     if (t < 3)
@@ -408,9 +460,9 @@ __global__ void __launch_bounds__(kStagedThreads, 3) gridSampler3DHalfStagedKern
                 cx[i] = cy[i] = cz[i] = 0.f;
                 continue;
             }
-            cx[i] = sourceIndex(toFloat(ldg(g + i * halfTx)), inW, padding, alignCorners);
-            cy[i] = sourceIndex(toFloat(ldg(g + i * halfTx + outVolume)), inH, padding, alignCorners);
-            cz[i] = sourceIndex(toFloat(ldg(g + i * halfTx + 2 * outVolume)), inD, padding, alignCorners);
+            cx[i] = sourceIndex(toFloat(ldg(g + i * kStagedHalfTx)), inW, padding, alignCorners);
+            cy[i] = sourceIndex(toFloat(ldg(g + i * kStagedHalfTx + outVolume)), inH, padding, alignCorners);
+            cz[i] = sourceIndex(toFloat(ldg(g + i * kStagedHalfTx + 2 * outVolume)), inD, padding, alignCorners);
             int const x0 = static_cast<int>(floorf(cx[i])), y0 = static_cast<int>(floorf(cy[i])),
                       z0 = static_cast<int>(floorf(cz[i]));
             lo[0] = min(lo[0], min(max(x0, 0), inW - 1));
@@ -438,13 +490,24 @@ __global__ void __launch_bounds__(kStagedThreads, 3) gridSampler3DHalfStagedKern
     int32_t const boxH = boxHigh[1] - by0 + 1;
     int32_t const boxD = boxHigh[2] - bz0 + 1;
     int32_t const boxWords = rowWords * boxH * boxD;
-    bool const staged = boxWords <= kStagedBoxWords && boxWords <= kStagedLoadsPerThread * static_cast<int32_t>(blockDim.x);
+    bool const staged = boxWords <= kStagedBoxWords;
 
-    // Offsets in halves: within the box when staged, within the channel's volume otherwise.
-    int32_t const strideY = staged ? 2 * rowWords : inW;
-    int32_t const strideZ = staged ? 2 * rowWords * boxH : inW * inH;
-    int32_t const x00 = staged ? bx0 : 0, y00 = staged ? by0 : 0, z00 = staged ? bz0 : 0;
-    StagedPoint pt[2];
+    int64_t const inVolume = static_cast<int64_t>(inD) * inH * inW;
+    int32_t const c0 = blockIdx.y * kStagedChannelsPerBlock;
+    int32_t const c1 = min(channels, c0 + kStagedChannelsPerBlock);
+    __half* out = output + (n * channels + c0) * outVolume + p;
+    if (!staged)
+    {
+        sampleGlobalPair(input + (n * channels + c0) * inVolume, out, c1 - c0, inVolume, outVolume, inD, inH, inW, cx,
+            cy, cz, valid, valid1);
+        return;
+    }
+
+    // Corner offsets in bytes within a pair buffer, in k = dx + 2 dy + 4 dz order; a clamped corner (weight 0)
+    // reads a valid neighbour, a thread past the output's edge reads word 0 and writes nothing.
+    int32_t const strideY = 2 * rowWords, strideZ = 2 * rowWords * boxH;
+    uint32_t offset[2][8];
+    float weight[2][8];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
     {
@@ -452,14 +515,9 @@ __global__ void __launch_bounds__(kStagedThreads, 3) gridSampler3DHalfStagedKern
         float const fx = floorf(x), fy = floorf(y), fz = floorf(z);
         int const x0 = static_cast<int>(fx), y0 = static_cast<int>(fy), z0 = static_cast<int>(fz);
         float const tX = x - fx, tY = y - fy, tZ = z - fz;
-        int const xa = min(max(x0, 0), inW - 1), xb = min(max(x0 + 1, 0), inW - 1);
-        int const ya = min(max(y0, 0), inH - 1), yb = min(max(y0 + 1, 0), inH - 1);
-        int const za = min(max(z0, 0), inD - 1), zb = min(max(z0 + 1, 0), inD - 1);
-        // A thread past the output's edge reads element 0 and writes nothing.
-        pt[i].base = pv[i] ? (za - z00) * strideZ + (ya - y00) * strideY + (xa - x00) : 0;
-        pt[i].dx = pv[i] ? xb - xa : 0;
-        pt[i].dy = pv[i] ? (yb - ya) * strideY : 0;
-        pt[i].dz = pv[i] ? (zb - za) * strideZ : 0;
+        int const xc[2] = {min(max(x0, 0), inW - 1), min(max(x0 + 1, 0), inW - 1)};
+        int const yc[2] = {min(max(y0, 0), inH - 1), min(max(y0 + 1, 0), inH - 1)};
+        int const zc[2] = {min(max(z0, 0), inD - 1), min(max(z0 + 1, 0), inD - 1)};
 #pragma unroll
         for (int k = 0; k < 8; ++k)
         {
@@ -467,158 +525,101 @@ __global__ void __launch_bounds__(kStagedThreads, 3) gridSampler3DHalfStagedKern
             int const xi = x0 + dx, yi = y0 + dy, zi = z0 + dz;
             bool const inside = xi >= 0 && xi < inW && yi >= 0 && yi < inH && zi >= 0 && zi < inD;
             float const w = (dx ? tX : 1.f - tX) * (dy ? tY : 1.f - tY) * (dz ? tZ : 1.f - tZ);
-            pt[i].weight[k] = inside ? w : 0.f;
+            weight[i][k] = (pv[i] && inside) ? w : 0.f;
+            int32_t const e = (zc[dz] - bz0) * strideZ + (yc[dy] - by0) * strideY + (xc[dx] - bx0);
+            offset[i][k] = pv[i] ? static_cast<uint32_t>(e) * 4u : 0u;
         }
     }
 
-    int64_t const inVolume = static_cast<int64_t>(inD) * inH * inW;
-    int32_t const c0 = blockIdx.y * channelsPerBlock;
-    int32_t const c1 = min(channels, c0 + channelsPerBlock);
-    __half* out = output + (n * channels + c0) * outVolume + p;
-    int64_t const outStride = outVolume;
-
-    if (!staged)
-    {
-        __half const* in = input + (n * channels + c0) * inVolume;
-        for (int32_t c = c0; c < c1; ++c)
-        {
-            float acc[2];
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-            {
-                float v[8];
-#pragma unroll
-                for (int k = 0; k < 8; ++k)
-                {
-                    v[k] = toFloat(ldg(in + pt[i].base + ((k & 1) ? pt[i].dx : 0) + ((k & 2) ? pt[i].dy : 0)
-                        + ((k & 4) ? pt[i].dz : 0)));
-                }
-                acc[i] = 0.f;
-#pragma unroll
-                for (int k = 0; k < 8; ++k)
-                {
-                    acc[i] = fmaf(pt[i].weight[k], v[k], acc[i]);
-                }
-            }
-            if (valid)
-            {
-                out[0] = __float2half_rn(acc[0]);
-            }
-            if (valid1)
-            {
-                out[halfTx] = __float2half_rn(acc[1]);
-            }
-            in += inVolume;
-            out += outStride;
-        }
-        return;
-    }
-
-    // This thread's share of the box: word j of the box (row-major z, y, x) comes from global word src[j].
-    // kStages channels are staged at a time, so that a thread has kStages * its words in flight.
+    // This thread's share of the box: word j of the box (row-major z, y, x) comes from the channel's word src[j]
+    // (32-bit offsets; a share past the box reads word 0 and stores nothing). Two channels are staged at a
+    // time, interleaved; the next pair's loads are in flight while the current pair is sampled.
     uint32_t const* in = reinterpret_cast<uint32_t const*>(input + (n * channels + c0) * inVolume);
-    int64_t const inStride = inVolume / 2;
-    int32_t src[kStagedLoadsPerThread];
+    uint32_t const inStride = static_cast<uint32_t>(inVolume / 2);
+    uint32_t src[kStagedLoadsPerThread];
+    bool mine[kStagedLoadsPerThread];
 #pragma unroll
     for (int j = 0; j < kStagedLoadsPerThread; ++j)
     {
-        int32_t const w = t + j * blockDim.x;
+        int32_t const w = t + j * kStagedThreads;
         int32_t const xw = w % rowWords;
         int32_t const r = w / rowWords;
         int32_t const yy = r % boxH;
         int32_t const zz = r / boxH;
-        src[j] = w < boxWords ? ((bz0 + zz) * inH + by0 + yy) * (inW / 2) + bx0 / 2 + xw : -1;
+        mine[j] = w < boxWords;
+        src[j] = mine[j] ? static_cast<uint32_t>(((bz0 + zz) * inH + by0 + yy) * (inW / 2) + bx0 / 2 + xw) : 0u;
     }
-    uint32_t next[kStages][kStagedLoadsPerThread];
+    uint32_t next[2][kStagedLoadsPerThread];
+    bool const second = c0 + 1 < c1;
 #pragma unroll
-    for (int s = 0; s < kStages; ++s)
+    for (int j = 0; j < kStagedLoadsPerThread; ++j)
     {
-#pragma unroll
-        for (int j = 0; j < kStagedLoadsPerThread; ++j)
-        {
-            next[s][j] = (src[j] >= 0 && c0 + s < c1) ? __ldg(in + s * inStride + src[j]) : 0u;
-        }
+        next[0][j] = __ldg(in + src[j]);
+        next[1][j] = second ? __ldg(in + inStride + src[j]) : 0u;
     }
     int32_t stage = 0;
 #pragma unroll 1
-    for (int32_t c = c0; c < c1; c += kStages, stage ^= 1)
+    for (int32_t c = c0; c < c1; c += 2, stage ^= 1)
     {
-        // Channels go to shared memory in pairs, interleaved: word v of a pair's buffer holds voxel v of both
-        // channels (half2), so one 32-bit read serves a corner of two channels.
-        uint32_t* buf = &box[stage][0][0];
+        uint2* pairBuf = reinterpret_cast<uint2*>(&box[stage][0]);
 #pragma unroll
-        for (int q = 0; q < kStages / 2; ++q)
+        for (int j = 0; j < kStagedLoadsPerThread; ++j)
         {
-            uint2* pairBuf = reinterpret_cast<uint2*>(buf + q * 2 * kStagedBoxWords);
-#pragma unroll
-            for (int j = 0; j < kStagedLoadsPerThread; ++j)
+            if (mine[j])
             {
-                if (src[j] >= 0)
-                {
-                    uint32_t const a = next[2 * q][j], b = next[2 * q + 1][j];
-                    pairBuf[t + j * blockDim.x] = make_uint2(__byte_perm(a, b, 0x5410), __byte_perm(a, b, 0x7632));
-                }
+                uint32_t const a = next[0][j], b = next[1][j];
+                pairBuf[t + j * kStagedThreads] = make_uint2(__byte_perm(a, b, 0x5410), __byte_perm(a, b, 0x7632));
             }
         }
         __syncthreads();
-        in += kStages * inStride;
-#pragma unroll
-        for (int s = 0; s < kStages; ++s)
+        in += 2 * static_cast<uint64_t>(inStride);
+        if (c + 2 < c1)
         {
+            bool const more = c + 3 < c1;
 #pragma unroll
             for (int j = 0; j < kStagedLoadsPerThread; ++j)
             {
-                next[s][j] = (src[j] >= 0 && c + kStages + s < c1) ? __ldg(in + s * inStride + src[j]) : 0u;
+                next[0][j] = __ldg(in + src[j]);
+                next[1][j] = more ? __ldg(in + inStride + src[j]) : 0u;
             }
         }
+        char const* buf = reinterpret_cast<char const*>(&box[stage][0]);
+        float2 acc[2];
 #pragma unroll
-        for (int q = 0; q < kStages / 2; ++q)
+        for (int i = 0; i < 2; ++i)
         {
-            uint32_t const* pairBuf = buf + q * 2 * kStagedBoxWords;
-            float2 acc[2];
+            float2 v[8];
 #pragma unroll
-            for (int i = 0; i < 2; ++i)
+            for (int k = 0; k < 8; ++k)
             {
-                float2 v[8];
+                v[k] = halfPair(*reinterpret_cast<uint32_t const*>(buf + offset[i][k]));
+            }
+            acc[i] = make_float2(0.f, 0.f);
 #pragma unroll
-                for (int k = 0; k < 8; ++k)
-                {
-                    v[k] = halfPair(pairBuf[pt[i].base + ((k & 1) ? pt[i].dx : 0) + ((k & 2) ? pt[i].dy : 0)
-                        + ((k & 4) ? pt[i].dz : 0)]);
-                }
-                acc[i] = make_float2(0.f, 0.f);
-#pragma unroll
-                for (int k = 0; k < 8; ++k)
-                {
-                    acc[i].x = fmaf(pt[i].weight[k], v[k].x, acc[i].x);
-                    acc[i].y = fmaf(pt[i].weight[k], v[k].y, acc[i].y);
-                }
-            }
-            if (c + 2 * q < c1)
+            for (int k = 0; k < 8; ++k)
             {
-                if (valid)
-                {
-                    out[0] = __float2half_rn(acc[0].x);
-                }
-                if (valid1)
-                {
-                    out[halfTx] = __float2half_rn(acc[1].x);
-                }
+                acc[i].x = fmaf(weight[i][k], v[k].x, acc[i].x);
+                acc[i].y = fmaf(weight[i][k], v[k].y, acc[i].y);
             }
-            out += outStride;
-            if (c + 2 * q + 1 < c1)
-            {
-                if (valid)
-                {
-                    out[0] = __float2half_rn(acc[0].y);
-                }
-                if (valid1)
-                {
-                    out[halfTx] = __float2half_rn(acc[1].y);
-                }
-            }
-            out += outStride;
         }
+        bool const pair = c + 1 < c1;
+        if (valid)
+        {
+            out[0] = __float2half_rn(acc[0].x);
+            if (pair)
+            {
+                out[outVolume] = __float2half_rn(acc[0].y);
+            }
+        }
+        if (valid1)
+        {
+            out[kStagedHalfTx] = __float2half_rn(acc[1].x);
+            if (pair)
+            {
+                out[outVolume + kStagedHalfTx] = __float2half_rn(acc[1].y);
+            }
+        }
+        out += 2 * outVolume;
     }
 }
 
@@ -634,7 +635,6 @@ bool launchHalfStaged(void const* input, void const* grid, void* output, GridSam
     {
         return false;
     }
-    int32_t const threads = kStagedTile.z * kStagedTile.y * kStagedTile.x / 2;
     int64_t const tilesX = ceilDiv(s.outW, kStagedTile.x);
     int64_t const tilesY = ceilDiv(s.outH, kStagedTile.y);
     int64_t const tilesZ = ceilDiv(s.outD, kStagedTile.z);
@@ -645,11 +645,11 @@ bool launchHalfStaged(void const* input, void const* grid, void* output, GridSam
         return false;
     }
     dim3 const blocks(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks));
-    gridSampler3DHalfStagedKernel<G><<<blocks, threads, 0, stream>>>(static_cast<__half const*>(input),
-        static_cast<G const*>(grid), static_cast<__half*>(output), static_cast<int32_t>(s.c), kStagedChannelsPerBlock,
+    gridSampler3DHalfStagedKernel<G><<<blocks, kStagedThreads, 0, stream>>>(static_cast<__half const*>(input),
+        static_cast<G const*>(grid), static_cast<__half*>(output), static_cast<int32_t>(s.c),
         static_cast<int32_t>(s.inD), static_cast<int32_t>(s.inH), static_cast<int32_t>(s.inW),
-        static_cast<int32_t>(s.outD), static_cast<int32_t>(s.outH), static_cast<int32_t>(s.outW), kStagedTile.z,
-        kStagedTile.y, kStagedTile.x, static_cast<int32_t>(tilesX), static_cast<int32_t>(tilesY), static_cast<int32_t>(tilesZ), padding,
+        static_cast<int32_t>(s.outD), static_cast<int32_t>(s.outH), static_cast<int32_t>(s.outW),
+        static_cast<int32_t>(tilesX), static_cast<int32_t>(tilesY), static_cast<int32_t>(tilesZ), padding,
         alignCorners);
     status = cudaGetLastError();
     return true;

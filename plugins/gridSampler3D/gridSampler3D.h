@@ -28,7 +28,7 @@ enum class GridSamplerPadding : int32_t
 };
 
 //! Output points one thread block covers: x == 0 means 256 consecutive points (the default, measured best
-//! on H100; fp16 trilinear stages 2 x 5 x 50 point tiles' input in shared memory, two points per thread, where
+//! on H100; fp16 trilinear stages 2 x 6 x 50 point tiles' input in shared memory, two points per thread, where
 //! the widths are even and the buffers 4-byte aligned); otherwise a z * y * x tile (at most 256 points) whose
 //! corner reads overlap in L1.
 struct GridSampler3DTile
