@@ -344,16 +344,20 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // single halves instead of channel-interleaved words 0.43; other tiles with this loop (2x5..10x50, 4x4..6x50,
 // 2x4..6x56..64, 2x6x100) 0.27-0.39.
 // A thread's two points lie tx / 2 apart (x and x + 25), not side by side: a warp's shared-memory corner reads
-// then hit consecutive words (no 2-way bank conflicts). Also no faster: points side by side with half2 stores and
-// box rows split into even and odd voxels (conflict-free; within 2%); the box copied with cp.async into a ring of
-// 3-6 channel pairs and interleaved from there (0.308-0.346 ms); warps mapped to 3 x 10 point strips with padded
-// rows (0.335-0.377 ms); a thread owning the same (x, y) in both z-slices so that a shared plane is read once
-// (19% fewer L1 wavefronts, same time); tensor cores (mma.sync m16n8k16, channels x window voxels times
+// then hit consecutive words within a row. Measured and left out: points side by side with half2 stores, box rows
+// split into even and odd voxels and padded to 32 words, 2 x 5 x 64 tiles (one warp per output row): 0.269 ms, 4%
+// faster here but with a fifth of the lanes idle at widths that are not multiples of 64 (Nsight Compute:
+// shared-load bank conflicts 13.5 -> 7.2 million wavefronts, L1 data pipe 74 -> 59%, L2 write sectors halved, L2
+// fabric 78 -> 55%; issue at 71% then limits, 32 conversions + 32 FMAs being half of the loop). No faster: the box
+// copied with cp.async into a ring of 3-6 channel pairs and interleaved from there (0.308-0.346 ms); warps mapped
+// to 3 x 10 point strips with padded rows (0.335-0.377 ms); a thread owning the same (x, y) in both z-slices so
+// that a shared plane is read once (19% fewer L1 wavefronts, same time); tensor cores (mma.sync m16n8k16, channels x window voxels times
 // weights split into two halves for fp32 accuracy, boxes staged 16 channels at a time with cp.async): 0.52-0.69
 // ms, because 16 staged channels force small tiles (5-6x the input in L2 read sectors) and per-block weight
 // fragments cost more instructions than the FMAs they replace.
-// Nsight Compute now: L1 data-pipe wavefronts 77% busy (16 of a warp's ~40 per 128 outputs are the corner reads,
-// 16 bytes per output), issue 68%, L2 fabric 78%, DRAM 40%: no single unit to relieve.
+// Nsight Compute now: L1 data-pipe wavefronts 74% busy (27 of 47 million are the corner reads, half of them bank
+// conflicts: the rotated grid moves a warp's corners across rows), issue 68%, L2 fabric 78% (2-byte stores write
+// 3x the output's sectors), DRAM 40%.
 constexpr GridSampler3DTile kStagedTile{2, 6, 50}; // z, y, x; x even
 constexpr int kStagedHalfTx = kStagedTile.x / 2;
 constexpr int kStagedThreads = kStagedTile.z * kStagedTile.y * kStagedHalfTx; // two points per thread
