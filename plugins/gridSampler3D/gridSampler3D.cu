@@ -338,7 +338,10 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // Tuned on H100 at the FB-OCC shape (ego-motion warp, fp32 grid), 3 blocks per SM, 64 channels a block, 2 channels
 // staged at a time. 2 x 6 x 50 points (300 threads, 3 box words each), corner offsets kept in bytes (each
 // shared-memory read is one instruction, no address arithmetic), 32-bit staging offsets and the global path out of
-// line: 0.279 ms against 0.291 for the previous 2 x 5 x 50 loop (same run; the pair kernel: 0.329).
+// line: 0.279 ms against 0.291 for the previous 2 x 5 x 50 loop (same run; the pair kernel: 0.329). Grids whose
+// boxes do not fit: a uniformly random grid 3.97 -> 2.45 ms, a 2.3x zoom-out of the FB-OCC warp 0.330 -> 0.365 ms
+// (half of that from the tile, half from the out-of-line path; reading clamped corners there instead of element
+// 0 was slower for both: 0.385 and 3.40 ms).
 // Measured worse: 2x12x20 0.319, 4x4x20 0.316, 2x4x50 0.325, 1x5x100 0.370 (more box words per thread), 4
 // channels staged 0.36+ (registers), 2 blocks per SM 0.35, 32 channels a block 0.304, 128 0.296; corners read as
 // single halves instead of channel-interleaved words 0.43; other tiles with this loop (2x5..10x50, 4x4..6x50,
