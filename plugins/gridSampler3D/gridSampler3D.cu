@@ -368,6 +368,32 @@ constexpr int kStagedChannelsPerBlock = 64;
 constexpr int kStagedLoadsPerThread = 3;    // box words per thread at most (a larger box samples global memory)
 constexpr int kStagedBoxWords = kStagedLoadsPerThread * kStagedThreads; // one channel's box, 32-bit words
 
+// A sampling position split into its floor corner and fractions.
+struct Trilinear
+{
+    int x0, y0, z0;
+    float tx, ty, tz;
+};
+
+__device__ __forceinline__ Trilinear trilinear(float x, float y, float z)
+{
+    float const fx = floorf(x), fy = floorf(y), fz = floorf(z);
+    return {static_cast<int>(fx), static_cast<int>(fy), static_cast<int>(fz), x - fx, y - fy, z - fz};
+}
+
+// Corner k (= dx + 2 dy + 4 dz) of q: its weight, zero where the corner lies outside the volume (PyTorch's zero
+// padding); `element` is its offset in a channel, or -1 outside.
+__device__ __forceinline__ float cornerWeight(Trilinear const& q, int k, int32_t inD, int32_t inH, int32_t inW,
+    int32_t& element)
+{
+    int const dx = k & 1, dy = (k >> 1) & 1, dz = k >> 2;
+    int const xi = q.x0 + dx, yi = q.y0 + dy, zi = q.z0 + dz;
+    bool const inside = xi >= 0 && xi < inW && yi >= 0 && yi < inH && zi >= 0 && zi < inD;
+    element = inside ? (zi * inH + yi) * inW + xi : -1;
+    float const w = (dx ? q.tx : 1.f - q.tx) * (dy ? q.ty : 1.f - q.ty) * (dz ? q.tz : 1.f - q.tz);
+    return inside ? w : 0.f;
+}
+
 // The staged kernel's path for a block whose box does not fit in shared memory: its two points sample the
 // channels' global memory (same offsets, weights and order as the kernels above). Not inlined, so that it does
 // not take registers from the staged loop.
@@ -381,19 +407,13 @@ __device__ __noinline__ void sampleGlobalPair(__half const* __restrict__ in, __h
 #pragma unroll
     for (int i = 0; i < 2; ++i)
     {
-        float const x = pv[i] ? cx[i] : 0.f, y = pv[i] ? cy[i] : 0.f, z = pv[i] ? cz[i] : 0.f;
-        float const fx = floorf(x), fy = floorf(y), fz = floorf(z);
-        int const x0 = static_cast<int>(fx), y0 = static_cast<int>(fy), z0 = static_cast<int>(fz);
-        float const tX = x - fx, tY = y - fy, tZ = z - fz;
+        Trilinear const q = trilinear(pv[i] ? cx[i] : 0.f, pv[i] ? cy[i] : 0.f, pv[i] ? cz[i] : 0.f);
 #pragma unroll
         for (int k = 0; k < 8; ++k)
         {
-            int const dx = k & 1, dy = (k >> 1) & 1, dz = k >> 2;
-            int const xi = x0 + dx, yi = y0 + dy, zi = z0 + dz;
-            bool const inside = xi >= 0 && xi < inW && yi >= 0 && yi < inH && zi >= 0 && zi < inD;
-            float const w = (dx ? tX : 1.f - tX) * (dy ? tY : 1.f - tY) * (dz ? tZ : 1.f - tZ);
-            weight[i][k] = (pv[i] && inside) ? w : 0.f;
-            offset[i][k] = (pv[i] && inside) ? (zi * inH + yi) * inW + xi : 0;
+            int32_t element;
+            weight[i][k] = pv[i] ? cornerWeight(q, k, inD, inH, inW, element) : 0.f;
+            offset[i][k] = pv[i] ? max(element, 0) : 0; // outside: element 0, weight 0
         }
     }
     for (int32_t c = 0; c < count; ++c)
