@@ -346,18 +346,25 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // channels staged 0.36+ (registers), 2 blocks per SM 0.35, 32 channels a block 0.304, 128 0.296; corners read as
 // single halves instead of channel-interleaved words 0.43; other tiles with this loop (2x5..10x50, 4x4..6x50,
 // 2x4..6x56..64, 2x6x100) 0.27-0.39.
-// A thread's two points lie tx / 2 apart (x and x + 25), not side by side: a warp's shared-memory corner reads
-// then hit consecutive words within a row. Measured and left out: points side by side with half2 stores, box rows
-// split into even and odd voxels and padded to 32 words, 2 x 5 x 64 tiles (one warp per output row): 0.269 ms, 4%
-// faster here but with a fifth of the lanes idle at widths that are not multiples of 64 (Nsight Compute:
-// shared-load bank conflicts 13.5 -> 7.2 million wavefronts, L1 data pipe 74 -> 59%, L2 write sectors halved, L2
-// fabric 78 -> 55%; issue at 71% then limits, 32 conversions + 32 FMAs being half of the loop). No faster: the box
-// copied with cp.async into a ring of 3-6 channel pairs and interleaved from there (0.308-0.346 ms); warps mapped
-// to 3 x 10 point strips with padded rows (0.335-0.377 ms); a thread owning the same (x, y) in both z-slices so
-// that a shared plane is read once (19% fewer L1 wavefronts, same time); tensor cores (mma.sync m16n8k16, channels x window voxels times
-// weights split into two halves for fp32 accuracy, boxes staged 16 channels at a time with cp.async): 0.52-0.69
-// ms, because 16 staged channels force small tiles (5-6x the input in L2 read sectors) and per-block weight
-// fragments cost more instructions than the FMAs they replace.
+// A thread's two points lie tx / 2 apart (x and x + 25), not side by side: a warp's shared-memory corner reads then hit
+// consecutive words within a row. Measured and left out: points side by side with half2 stores, box rows split into
+// even and odd voxels and padded to 32 words, this tile: 0.2775 against 0.2781 ms (medians of three alternating runs),
+// slower for narrow outputs (36 wide: 0.144 against 0.138 ms) and random grids (2.54 against 2.45 ms). Correction: a 2
+// x 5 x 64 version of it was recorded here as 0.269 ms, 4% faster, with Nsight Compute figures; that scratch kernel
+// skipped the blocks whose box did not fit shared memory, a quarter of the output at this shape, so those figures do
+// not hold. The scratch variants behind the "measured worse" tiles above skipped such blocks too; where a tile's boxes
+// did not all fit, its time there is optimistic. No faster: the box copied with cp.async into a ring of 3-6 channel
+// pairs and interleaved from there (0.308-0.346 ms); warps mapped to 3 x 10 point strips with padded rows (0.335-0.377
+// ms); a thread owning the same (x, y) in both z-slices so that a shared plane is read once (19% fewer L1 wavefronts,
+// same time); tensor cores (mma.sync m16n8k16, channels x window voxels times weights split into two halves for fp32
+// accuracy, boxes staged 16 channels at a time with cp.async): 0.52-0.69 ms, because 16 staged channels force small
+// tiles (5-6x the input in L2 read sectors) and per-block weight fragments cost more instructions than the FMAs they
+// replace. Tensor cores, second design (A = 8 channels x a task's two z-planes by a 16-voxel x-window of one y-row, B =
+// that row's x*y weights of a task's 8 points as hi and lo halves, held in registers for the block's life by the warp
+// that owns the task; the two planes combined in fp32; 896-thread blocks, 2 x 4 x 50 tiles, 8 or 16 channels staged per
+// step by cp.async): correct, 0.51-0.67 ms. Nsight Compute: 239 million warp instructions against this kernel's 173
+// million (a task is only 8 points, so its setup and addressing outweigh the FMAs the MMAs replace) and 27.5 against
+// 19.9 million L2 write sectors (16-byte runs per channel).
 // Nsight Compute now: L1 data-pipe wavefronts 74% busy (27 of 47 million are the corner reads, half of them bank
 // conflicts: the rotated grid moves a warp's corners across rows), issue 68%, L2 fabric 78% (2-byte stores write
 // 3x the output's sectors), DRAM 40%.
