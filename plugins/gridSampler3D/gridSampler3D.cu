@@ -365,6 +365,11 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // step by cp.async): correct, 0.51-0.67 ms. Nsight Compute: 239 million warp instructions against this kernel's 173
 // million (a task is only 8 points, so its setup and addressing outweigh the FMAs the MMAs replace) and 27.5 against
 // 19.9 million L2 write sectors (16-byte runs per channel).
+// Not issue-bound: trimming the loop from 171 to 151 instructions per iteration (8-byte staging loads through
+// per-thread pointers, one conversion for both points of a channel, a second output pointer) measured 0.2749 against
+// 0.2793 ms (medians of three alternating runs), 1.6%, but needs inW % 4 == 0 and was slower for random grids (2.51
+// against 2.45 ms) and 36-wide outputs (0.142 against 0.139 ms), so it is left out: the L1 data pipe, not issue, sets
+// the pace.
 // Nsight Compute now: L1 data-pipe wavefronts 74% busy (27 of 47 million are the corner reads, half of them bank
 // conflicts: the rotated grid moves a warp's corners across rows), issue 68%, L2 fabric 78% (2-byte stores write
 // 3x the output's sectors), DRAM 40%.
