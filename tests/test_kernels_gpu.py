@@ -86,11 +86,33 @@ def test_grid_sampler_fp16_is_within_one_ulp_of_the_reference(kernels, dtype, gr
 @pytest.mark.parametrize("padding", [0, 1, 2])
 def test_grid_sampler_fp16_staged_and_global_blocks(kernels, padding: int, warp: str) -> None:  # type: ignore[no-untyped-def]
     # Even widths take the staged fp16 kernel. Under the ego-motion warp each block's box fits in shared memory
-    # (partly filled tiles at the right and bottom edges, an odd channel count, two batches); under a random
-    # grid a block's box is the whole volume (3200 words), too large, so its blocks sample global memory.
+    # (partly filled tiles at the right and bottom edges, a partial last 8-channel stage, two batches); under a
+    # random grid a block's box is the whole volume (3200 staging units, at most 1000 fit), so its blocks sample
+    # global memory.
     case = wl.GridSamplerCase(n=2, c=9, d=8, h=20, w=40, out=(6, 13, 54), align_corners=False)
     out, expected = _grid_case(kernels, case, torch.float16, padding=padding, warp=warp, grid_dtype=torch.float32)
     _assert_close(out, expected, f"fp16 {warp} padding={padding}")
+
+
+@pytest.mark.parametrize("channels", [3, 13])
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_grid_sampler_fp16_staged_zero_margin_and_partial_stages(kernels, channels: int, padding: int) -> None:  # type: ignore[no-untyped-def]
+    # The staged fp16 kernel clamps positions into the volume's one-voxel zero margin instead of testing corners,
+    # and stages 8 channels at a time: points on, just inside and past every face (x in quarter steps from -2 to
+    # w + 1, y from -1 to h, z from -1.5 to d + 0.5), an odd output width, fewer than 8 channels and a partial
+    # second stage. Every block's box fits, so all of it runs staged.
+    d, h, w = 4, 6, 8
+    xs = torch.arange(-2.0, w + 1.25, 0.25, dtype=torch.float64)
+    ys = torch.linspace(-1.0, float(h), 10, dtype=torch.float64)
+    zs = torch.linspace(-1.5, d + 0.5, 6, dtype=torch.float64)
+    gz, gy, gx = torch.meshgrid(zs, ys, xs, indexing="ij")
+    norm = torch.stack([2 * gx / (w - 1) - 1, 2 * gy / (h - 1) - 1, 2 * gz / (d - 1) - 1])
+    grid = (norm.unsqueeze(0).expand(2, *norm.shape) * wl.GRID_SCALE).float().to(DEVICE).contiguous()
+    volume = torch.randn(2, channels, d, h, w, generator=torch.Generator().manual_seed(7)).half().to(DEVICE)
+    out = kernels.grid_sampler3d(volume, grid, 0, padding, True,
+                                 out=_poisoned((2, channels, *gx.shape), torch.float16))
+    expected = ref.grid_sampler3d(volume.double(), grid.double(), 0, padding, True)
+    _assert_close(out, expected, f"fp16 margin C={channels} padding={padding}")
 
 
 def test_grid_sampler_fbocc_shape_fp32_and_fp16(kernels) -> None:  # type: ignore[no-untyped-def]
