@@ -340,13 +340,14 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // (double buffer, one barrier per stage). A block whose box does not fit samples global memory.
 // Measured on H100 at the FB-OCC shape (ego-motion warp, fp32 grid), product build in one harness: 0.2274-0.2281
 // ms against 0.2793-0.2800 for the previous staged kernel (two channels interleaved per 32-bit word, two points a
-// thread; its tuning record is in git history before this kernel); `make bench-kernels`: 0.2266 ms, 60% of copy
-// bandwidth. 2.3x zoom-out 0.314 against 0.367 ms; 36-wide outputs 0.114 against 0.140 ms; a uniformly random grid
-// (every block samples global memory) 2.60 against 2.45 ms. Nsight Compute on the first version (0.235 ms): shared
-// -load wavefronts 14.3 million against 27.4 (bank conflicts 1.4 against 13.5 million), 136 against 173 million warp
-// instructions; the L2 fabric is the busiest unit (80%), then the L1 data pipe (67%) and issue (65%). Since then,
-// prologue and loop instructions: evict-first output stores (1%), float-reciprocal quotients for the staging units'
-// rows and planes and for the block's tile (a 3D grid; 0.8% and 0.7%), selectors and slot offsets kept per unit.
+// thread; its tuning record is in git history before this kernel); `make bench-kernels`, five runs on two machines:
+// 0.2266-0.2283 ms, 59.8-60.3% of copy bandwidth (the bar is 60%). 2.3x zoom-out 0.314 against 0.367 ms; 36-wide
+// outputs 0.114 against 0.140 ms; a uniformly random grid (every block samples global memory) 2.60 against 2.45 ms.
+// Nsight Compute on the first version (0.235 ms): shared-load wavefronts 14.3 million against 27.4 (bank conflicts
+// 1.4 against 13.5 million), 136 against 173 million warp instructions; the L2 fabric is the busiest unit (80%),
+// then the L1 data pipe (67%) and issue (65%). Since then, prologue and loop instructions: evict-first output
+// stores (1%), float-reciprocal quotients for the staging units' rows and planes and for the block's tile (a 3D
+// grid; 0.8% and 0.7%), selectors and slot offsets kept per unit.
 // Tiles measured (threads, blocks per SM): 2x5x50 (500, 2) best; 2x4x50 0.242-0.247, 2x8x50 and 4x4x50 (800, 1)
 // 0.245-0.251, 4x5x50 (1000, 1) 0.257-0.264, 2x6x50 (spills) 0.29, 3 blocks of 2x4x50 (spills) 0.283; 25- and
 // 20-wide tiles 0.284-0.304 (a quarter warp then spans two rows and its corner reads conflict). 48-96 channels a
@@ -354,7 +355,10 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // box's (the rotated tile's rows need 40% fewer voxels on paper; L2 read sectors fell only from 24.3 to 20.6
 // million and the row setup cost more than it saved: 0.267 ms); persistent blocks walking (tile, channel) ranges
 // (0.59 ms: concurrent blocks no longer share box rows in L2); the box reduced with __reduce_min/max_sync and one
-// atomic per warp (0.2313 against 0.2294 ms); staging loads that skip L1 allocation (0.275 ms).
+// atomic per warp (0.2313 against 0.2294 ms); staging loads that skip L1 allocation (0.275 ms); the outputs staged
+// in shared memory and written a stage later as 32-bit point pairs, 128 contiguous bytes a warp (fewer, fuller L2
+// write sectors on paper; it spilled 48 bytes and measured 0.333 against 0.228 ms); the staging loads' pointer
+// advanced per stage instead of recomputed (0.2277 against 0.2275 ms: issue does not limit).
 constexpr GridSampler3DTile kStagedTile{2, 5, 50}; // z, y, x
 constexpr int kStagedThreads = kStagedTile.z * kStagedTile.y * kStagedTile.x;
 constexpr int kStagedChannelsPerBlock = 64;
