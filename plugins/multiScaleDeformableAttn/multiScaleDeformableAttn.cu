@@ -24,11 +24,13 @@ namespace
 // were no better, and all four points' loads in flight needs 64 registers (fewer resident threads, slower).
 // Lane width, fp32 BEV site: 5 lanes x 8 bytes (this kernel) 0.0135 ms; 10 lanes x 4 bytes 0.0165 ms; 3 lanes x
 // 16 bytes (aligned loads shifted by the head's parity) 0.0145 ms.
-// Also measured at the fp32 BEV site and left out (same runs, `make bench-kernels`): 10 lanes x 4 bytes with all
-// four points' loads in flight (fits 40 registers) 0.0167-0.0170 against 0.0139-0.0140 ms; the maximum-L1
-// shared-memory carveout 0.0140-0.0143 against 0.0135-0.0136 ms. Nsight Compute there: latency-bound (issue 49%
-// active, L2 52% and L1 55% of peak, L1 hit rate 57%, 67% of warp slots occupied). Its time varies 0.0134-0.0140 ms
-// between runs and machines, around its bar (0.0135 ms).
+// Also measured at the fp32 BEV site with `make bench-kernels` and left out: 10 lanes x 4 bytes with all four
+// points' loads in flight (fits 40 registers) 0.0167-0.0170 against 0.0139-0.0140 ms for this kernel in the same
+// runs; the maximum-L1 shared-memory carveout 0.0140-0.0143 ms; tasks ordered head-major (a block's tasks are
+// consecutive queries of one head, for L1 reuse between neighbouring queries) 0.0163-0.0164 ms, and 0.041 against
+// 0.032 ms at the cross-attention site. Nsight Compute there: latency-bound (issue 49% active, L2 52% and L1 55% of
+// peak, L1 hit rate 57%, 67% of warp slots occupied). This kernel's time varies 0.0134-0.0140 ms between runs and
+// machines, around its bar (0.0135 ms).
 template <typename T, int VEC>
 __host__ __device__ constexpr int gatherThreads()
 {
