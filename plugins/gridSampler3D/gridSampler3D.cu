@@ -340,8 +340,8 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // (double buffer, one barrier per stage). A block whose box does not fit samples global memory.
 // Measured on H100 at the FB-OCC shape (ego-motion warp, fp32 grid), product build in one harness: 0.2274-0.2281
 // ms against 0.2793-0.2800 for the previous staged kernel (two channels interleaved per 32-bit word, two points a
-// thread; its tuning record is in git history before this kernel); `make bench-kernels`, five runs on two machines:
-// 0.2266-0.2283 ms, 59.8-60.3% of copy bandwidth (the bar is 60%). 2.3x zoom-out 0.314 against 0.367 ms; 36-wide
+// thread; its tuning record is in git history before this kernel); `make bench-kernels`, seven runs: 0.2262-0.2283
+// ms, 59.8-60.6% of copy bandwidth (the bar is 60%). 2.3x zoom-out 0.314 against 0.367 ms; 36-wide
 // outputs 0.114 against 0.140 ms; a uniformly random grid (every block samples global memory) 2.60 against 2.45 ms.
 // Nsight Compute on the first version (0.235 ms): shared-load wavefronts 14.3 million against 27.4 (bank conflicts
 // 1.4 against 13.5 million), 136 against 173 million warp instructions; the L2 fabric is the busiest unit (80%),
