@@ -67,7 +67,7 @@ test-gpu:
 # On the GPU machine: the plugin kernels vs the PyTorch references at FB-OCC's shapes -> markdown table.
 BENCH_KERNELS_OUT ?= docs/benchmarks/kernels.md
 bench-kernels:
-	$(PYTHON) benchmarks/kernels.py --output $(BENCH_KERNELS_OUT) $(if $(BASELINE_SRC),--baseline-src $(BASELINE_SRC)) $(if $(BASELINE_PATCH),--baseline-patch $(BASELINE_PATCH)) $(if $(BASELINE_COMPAT),--baseline-compat $(BASELINE_COMPAT)) $(BENCH_ARGS)
+	$(PYTHON) benchmarks/kernels.py --output $(BENCH_KERNELS_OUT) $(if $(BASELINE_SRC),--baseline-src $(BASELINE_SRC)) $(if $(BASELINE_PATCH),--baseline-patch $(BASELINE_PATCH)) $(if $(BASELINE_COMPAT),--baseline-compat $(BASELINE_COMPAT)) $(if $(TRT_SRC),--trt-src $(TRT_SRC)) $(BENCH_ARGS)
 
 # On the GPU machine: FB-OCC forward latency in PyTorch (references vs our kernels, fp32/fp16) -> markdown.
 BENCH_MODEL_OUT ?= docs/benchmarks/model.md

@@ -128,11 +128,11 @@ def locate(checkout: Path, trt_include: Path | None = None, patch: Path | None =
                 "cublasOperation_t, cublasGemmAlgo_t, cudnnStatus_t and cudnnDataType_t")
     if patch is not None and not Path(patch).is_file():
         raise ConfigError(f"--baseline-patch {patch}: no such file", fix=PATCH_FIX)
-    return BaselineSources(checkout, tensorrt_dir, _git_head(checkout), include, Path(patch) if patch else None,
+    return BaselineSources(checkout, tensorrt_dir, git_head(checkout), include, Path(patch) if patch else None,
                            compat)
 
 
-def _git_head(path: Path) -> str | None:
+def git_head(path: Path) -> str | None:
     if shutil.which("git") is None:
         return None
     result = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -288,7 +288,8 @@ def find_nvcc() -> Path:
     return Path(found)
 
 
-def _build_root() -> Path:
+def default_build_root() -> Path:
+    """$FBOCC_BASELINE_BUILD_DIR, else ~/.cache/fbocc/bench-baseline (shared by both baselines' builds)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fbocc" / "bench-baseline"
     return Path(os.environ.get("FBOCC_BASELINE_BUILD_DIR", default))
 
@@ -324,7 +325,7 @@ def build(sources: BaselineSources, arch: str, nvcc: Path | None = None,
     Raises BuildError with nvcc's last lines and the command when the compiler fails.
     """
     nvcc = nvcc or find_nvcc()
-    root = build_root or _build_root()
+    root = build_root or default_build_root()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bevformer-trt-", dir=root) as tmp:
         work = Path(tmp)
@@ -394,6 +395,27 @@ def cuda_arch() -> str:
 _FP = {"float32": 0, "float16": 1}
 
 
+def check_plugin_inputs(op: str, float_dtype: Any, floats: dict[str, Any], ints: dict[str, Any]) -> int:
+    """What their TensorRT plugins (and TensorRT's own MSDA plugin) accept: float32 or float16 features, the other
+    float tensors in the same dtype, int32 indices, contiguous CUDA tensors. Returns 1 for float16. Anything else
+    is refused with ValueError, never converted silently inside a timed call."""
+    import torch
+
+    if float_dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"{op}: the kernel takes float32 or float16, got {float_dtype}")
+    for name, t in floats.items():
+        if t.dtype != float_dtype:
+            raise ValueError(f"{op}: {name} must be {float_dtype} like the features (their plugin requires "
+                             f"it), got {t.dtype}; convert it before timing")
+    for name, t in ints.items():
+        if t.dtype != torch.int32:
+            raise ValueError(f"{op}: {name} must be int32 (their kernels take int*), got {t.dtype}")
+    for name, t in {**floats, **ints}.items():
+        if not (t.is_cuda and t.is_contiguous()):
+            raise ValueError(f"{op}: {name} must be a contiguous CUDA tensor")
+    return _FP[str(float_dtype)[6:]]
+
+
 class TodaysKernels:
     """Their launchers as torch functions on CUDA tensors, each writing into a preallocated `out`.
 
@@ -416,24 +438,6 @@ class TodaysKernels:
         self.has_msda = bool(lib.fbocc_today_has_msda())
 
     @staticmethod
-    def _check(op: str, float_dtype: Any, floats: dict[str, Any], ints: dict[str, Any]) -> int:
-        import torch
-
-        if float_dtype not in (torch.float32, torch.float16):
-            raise ValueError(f"{op}: today's kernel takes float32 or float16, got {float_dtype}")
-        for name, t in floats.items():
-            if t.dtype != float_dtype:
-                raise ValueError(f"{op}: {name} must be {float_dtype} like the features (their plugin requires "
-                                 f"it), got {t.dtype}; convert it before timing")
-        for name, t in ints.items():
-            if t.dtype != torch.int32:
-                raise ValueError(f"{op}: {name} must be int32 (their kernels take int*), got {t.dtype}")
-        for name, t in {**floats, **ints}.items():
-            if not (t.is_cuda and t.is_contiguous()):
-                raise ValueError(f"{op}: {name} must be a contiguous CUDA tensor")
-        return _FP[str(float_dtype)[6:]]
-
-    @staticmethod
     def _stream() -> int:
         import torch
 
@@ -447,7 +451,7 @@ class TodaysKernels:
     def grid_sampler3d(self, input: Any, grid: Any, interpolation_mode: int, padding_mode: int,
                        align_corners: bool, out: Any) -> Any:
         """GridSampler3DTRT: input [N,C,D,H,W], grid [N,3,Do,Ho,Wo] x10 in input's dtype -> out [N,C,Do,Ho,Wo]."""
-        half = self._check("GridSampler3D", input.dtype, {"input": input, "grid": grid, "out": out}, {})
+        half = check_plugin_inputs("GridSampler3D", input.dtype, {"input": input, "grid": grid, "out": out}, {})
         n, c, d, h, w = input.shape
         od, oh, ow = grid.shape[2:]
         if tuple(out.shape) != (n, c, od, oh, ow):
@@ -460,7 +464,7 @@ class TodaysKernels:
     def bev_pool_v2(self, depth: Any, feat: Any, ranks_depth: Any, ranks_feat: Any, ranks_bev: Any,
                     interval_starts: Any, interval_lengths: Any, out: Any) -> Any:
         """BEVPoolV2TRT into out [B,8,H,W,C] (their launcher zeroes it first; that memset is part of the call)."""
-        half = self._check("BEVPoolV2", feat.dtype, {"depth": depth, "feat": feat, "out": out},
+        half = check_plugin_inputs("BEVPoolV2", feat.dtype, {"depth": depth, "feat": feat, "out": out},
                            {"ranks_depth": ranks_depth, "ranks_feat": ranks_feat, "ranks_bev": ranks_bev,
                             "interval_starts": interval_starts, "interval_lengths": interval_lengths})
         if out.dim() != 5 or out.shape[-1] != feat.shape[-1]:
@@ -477,7 +481,7 @@ class TodaysKernels:
         if not self.has_msda:
             raise RuntimeError("today's MSDA is 303d314's original op (reference points + offsets), not FB-OCC's: "
                                f"build with --baseline-patch {PATCH_NAME}")
-        half = self._check("MultiScaleDeformableAttn", value.dtype,
+        half = check_plugin_inputs("MultiScaleDeformableAttn", value.dtype,
                            {"value": value, "sampling_locations": sampling_locations,
                             "attention_weights": attention_weights, "out": out},
                            {"spatial_shapes": spatial_shapes, "level_start_index": level_start_index})
