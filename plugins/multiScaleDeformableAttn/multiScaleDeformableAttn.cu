@@ -39,11 +39,11 @@ namespace
 // one wave of blocks (3 per SM) looping over tasks, each prefetching its next task's locations and weights into L1
 // (fp32 0.0133-0.0134 against 0.0135-0.0136 ms in the same slot; fp16 0.0124-0.0126 against 0.0116-0.0118 ms).
 // Nsight Compute with a cold L2: 64% of stall samples wait on L1TEX (long scoreboard), L1 68% busy, 19% of SM cycles
-// idle in the ramp and tail of the two waves. The gather needs about one L1 wavefront per (task, corner): a head's
-// 40-byte slice of a 320-byte row never shares a line with another task's in one warp instruction. That is ~1.6 M
-// wavefronts, ~12 k cycles per SM, most of the kernel's active time. Not built, by estimate: a shared-memory
-// window (a block's 10x10 query patch plus a 4-sigma margin of the offsets) needs ~216 KB, one block per SM, and
-// leaves 32 SMs idle.
+// idle in the ramp and tail of the two waves, 2.8 M L1 sectors for global loads (59% hits, 19.8 of 32 bytes used).
+// The L1 data pipe moves 1.42 M wavefronts: 10.8 k cycles per SM, 68% of its active cycles. The gather needs about
+// one wavefront per (task, corner), since a head's 40-byte slice of a 320-byte row never shares a line with another
+// task's in one warp instruction. Not built, by estimate: a shared-memory window (a block's 10x10 query patch plus a
+// 4-sigma margin of the offsets) needs ~216 KB, one block per SM, and leaves 32 SMs idle.
 template <typename T, int VEC>
 __host__ __device__ constexpr int gatherThreads()
 {
