@@ -57,7 +57,8 @@ FP16_BAR = 1e-2
 
 @dataclass
 class Today:
-    """Today's kernel (BEVFormer_tensorrt) on the same inputs: time, and max |result - fp32 reference|."""
+    """A kernel we compare with (today's BEVFormer_tensorrt kernel, or TensorRT's own MSDA kernel) on the same
+    inputs: time, and max |result - fp32 reference|."""
 
     ms: float | None  # None: not run, `note` says why
     max_err: float | None = None
@@ -112,8 +113,8 @@ def _max_err(got: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def measure_today(run: Callable[[int], object], reps: int, out: torch.Tensor, expected: torch.Tensor) -> Today:
-    """Time today's kernel like ours (`run(i)` on input set i), then compare `out` (what `run(0)` writes) with the
-    fp32 reference on the same inputs."""
+    """Time a kernel we compare with like ours (`run(i)` on input set i), then compare `out` (what `run(0)` writes)
+    with the fp32 reference on the same inputs."""
     ms = time_ms(run, reps)
     run(0)
     torch.cuda.synchronize()
@@ -234,6 +235,18 @@ def msda_bar(site: str, kernel_ms: float, err: float | None, tensorrt: Today | N
     return f"<= {issue_ms / 2:.4f} ms (2x TensorRT's {issue_ms} ms)", kernel_ms <= issue_ms / 2 and accurate
 
 
+def measure_msda(call: Callable[..., object], sets: list[tuple[torch.Tensor, ...]], shape: tuple[int, ...],
+                 dtype: torch.dtype, reps: int, expected32: torch.Tensor) -> Today:
+    """A compared MSDA kernel, `call(value, shapes, starts, locations, weights, out)`, on our input sets, each into
+    its own output."""
+    outs = [torch.empty(shape, dtype=dtype, device="cuda") for _ in sets]
+
+    def run(i: int) -> object:
+        return call(*sets[i % len(sets)], outs[i % len(outs)])
+
+    return measure_today(run, reps, outs[0], expected32)
+
+
 def bench_msda(copy_gbs: float, reps: int, l2_bytes: int, today: TodaysKernels | None = None,
                trt: TensorRTMsda | None = None) -> list[Row]:
     rows = []
@@ -258,40 +271,21 @@ def bench_msda(copy_gbs: float, reps: int, l2_bytes: int, today: TodaysKernels |
                 k_ms = time_ms(kernel, reps)
                 r_ms = time_ms(reference, reps)
                 moved = _nbytes([*sets[0], outs[0]])
+                v0, s0, st0, loc0, w0 = sets[0]
+                expected32 = ref.multi_scale_deformable_attn(v0.float(), s0, st0, loc0.float(), w0.float())
                 err = None
                 if dtype == torch.float16:
                     got = kernels.multi_scale_deformable_attn(*sets[0])
-                    v, s, st, loc, w = sets[0]
-                    expected = ref.multi_scale_deformable_attn(v.float(), s, st, loc.float(), w.float())
-                    err = (got.float() - expected).abs().max().item()
+                    err = (got.float() - expected32).abs().max().item()
                 today_row = None
                 if today is not None and not today.has_msda:
                     today_row = Today(None, note="not run: the checkout's MSDA is 303d314's original op "
                                       "(reference points + offsets, softmax inside); --baseline-patch gives FB-OCC's")
                 elif today is not None:
-                    today_outs = [torch.empty(shape, dtype=dtype, device="cuda") for _ in sets]
-
-                    def todays(i: int, sets: list[tuple[torch.Tensor, ...]] = sets,
-                               today_outs: list[torch.Tensor] = today_outs) -> object:
-                        v, shapes, starts, loc, w = sets[i % len(sets)]
-                        return today.multi_scale_deformable_attn(v, shapes, starts, loc, w,
-                                                                 today_outs[i % len(today_outs)])
-
-                    v0, s0, st0, loc0, w0 = sets[0]
-                    today_row = measure_today(todays, reps, today_outs[0], ref.multi_scale_deformable_attn(
-                        v0.float(), s0, st0, loc0.float(), w0.float()))
+                    today_row = measure_msda(today.multi_scale_deformable_attn, sets, shape, dtype, reps, expected32)
                 trt_row = None
                 if trt is not None:
-                    trt_outs = [torch.empty(shape, dtype=dtype, device="cuda") for _ in sets]
-
-                    def tensorrts(i: int, sets: list[tuple[torch.Tensor, ...]] = sets,
-                                  trt_outs: list[torch.Tensor] = trt_outs,
-                                  trt: TensorRTMsda = trt) -> object:
-                        return trt.multi_scale_deformable_attn(*sets[i % len(sets)], trt_outs[i % len(trt_outs)])
-
-                    v0, s0, st0, loc0, w0 = sets[0]
-                    trt_row = measure_today(tensorrts, reps, trt_outs[0], ref.multi_scale_deformable_attn(
-                        v0.float(), s0, st0, loc0.float(), w0.float()))
+                    trt_row = measure_msda(trt.multi_scale_deformable_attn, sets, shape, dtype, reps, expected32)
                 bw = moved / (k_ms * 1e-3) / 1e9
                 bar, met = msda_bar(site, k_ms, err, trt_row)
                 n, lq, m, d, p = case.n, case.queries, case.heads, case.channels, case.points

@@ -24,6 +24,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,6 +296,27 @@ def default_build_root() -> Path:
     return Path(os.environ.get("FBOCC_BASELINE_BUILD_DIR", default))
 
 
+@contextmanager
+def build_workspace(build_root: Path | None, prefix: str) -> Iterator[tuple[Path, Path]]:
+    """(the build root, created if needed; a temporary work folder inside it, removed afterwards). A finished
+    library goes from the work folder to `root/<content key>/` with `publish`, so a cache entry is whole or absent."""
+    root = build_root or default_build_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=root) as tmp:
+        yield root, Path(tmp)
+
+
+def publish(output: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(output, final)  # whole or not at all
+
+
+def nvcc_summary(output: str) -> str:
+    """nvcc's error lines (at most 8), else its last 12 lines: what a build error shows."""
+    errors = [line for line in output.splitlines() if re.search(r"\berror\b", line, re.IGNORECASE)]
+    return "\n".join(errors[:8] or output.splitlines()[-12:])
+
+
 @dataclass(frozen=True)
 class BaselineLibrary:
     """The built library and how it was made."""
@@ -325,10 +348,7 @@ def build(sources: BaselineSources, arch: str, nvcc: Path | None = None,
     Raises BuildError with nvcc's last lines and the command when the compiler fails.
     """
     nvcc = nvcc or find_nvcc()
-    root = build_root or default_build_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bevformer-trt-", dir=root) as tmp:
-        work = Path(tmp)
+    with build_workspace(build_root, "bevformer-trt-") as (root, work):
         tree, applied = prepare_tree(sources, work)
         msda = has_mmcv_msda(tree)
         key = _content_key(nvcc, tree, sources, arch, msda)
@@ -349,8 +369,7 @@ def build(sources: BaselineSources, arch: str, nvcc: Path | None = None,
             failed = [(plan.link, link.returncode, link.stdout)] if link.returncode else []
         if failed:
             raise _build_error(sources, tree, applied, failed)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(output, final)  # whole or not at all
+        publish(output, final)
     return BaselineLibrary(final, msda, applied, sources, arch)
 
 
@@ -362,9 +381,7 @@ def _build_error(sources: BaselineSources, tree: Path, applied: bool,
 
     parts = []
     for command, code, output in failed:
-        errors = [line for line in shown(output).splitlines() if re.search(r"\berror\b", line, re.IGNORECASE)]
-        summary = "\n".join(errors[:8] or shown(output).splitlines()[-12:])
-        parts.append(f"nvcc exit {code}:\n{summary}\ncommand: {shown(' '.join(command))}")
+        parts.append(f"nvcc exit {code}:\n{nvcc_summary(shown(output))}\ncommand: {shown(' '.join(command))}")
     where = " (their files as patched in a temporary copy)" if applied else ""
     return BuildError(f"compiling today's kernels from {sources.checkout} failed{where}:\n" + "\n".join(parts),
                       fix=f"check that --baseline-src is BEVFormer_tensorrt at 303d314 (with or without {PATCH_NAME})"

@@ -19,16 +19,21 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.baseline.bevformer_trt import check_plugin_inputs, default_build_root, find_nvcc, git_head
+from benchmarks.baseline.bevformer_trt import (
+    build_workspace,
+    check_plugin_inputs,
+    find_nvcc,
+    git_head,
+    nvcc_summary,
+    publish,
+)
 from fbocc.errors import BuildError, ConfigError
 
 HERE = Path(__file__).resolve().parent
@@ -121,10 +126,7 @@ def build(sources: TrtSources, arch: str, nvcc: Path | None = None, build_root: 
     Raises BuildError with nvcc's error lines and the command when the compiler fails.
     """
     nvcc = nvcc or find_nvcc()
-    root = build_root or default_build_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="tensorrt-msda-", dir=root) as tmp:
-        work = Path(tmp)
+    with build_workspace(build_root, "tensorrt-msda-") as (root, work):
         copy = work / "multiscaleDeformableAttnPlugin"
         copy.mkdir()
         for name in FILES:
@@ -138,14 +140,11 @@ def build(sources: TrtSources, arch: str, nvcc: Path | None = None, build_root: 
             done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
             if done.returncode:
                 shown = done.stdout.replace(str(copy), str(sources.plugin_dir))
-                errors = [line for line in shown.splitlines() if "error" in line.lower()]
-                summary = "\n".join(errors[:8] or shown.splitlines()[-12:])
                 raise BuildError(f"compiling TensorRT's MSDA kernel from {sources.checkout} failed (nvcc exit "
-                                 f"{done.returncode}):\n{summary}\ncommand: {' '.join(command)}",
+                                 f"{done.returncode}):\n{nvcc_summary(shown)}\ncommand: {' '.join(command)}",
                                  fix=f"check that --trt-src is an NVIDIA/TensorRT OSS checkout whose {PLUGIN_DIR}/ "
                                      "declares ms_deform_attn_cuda_forward as v8.6.1 and v10.8.0 do")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(output, final)  # whole or not at all
+        publish(output, final)
     return TrtLibrary(final, sources, arch)
 
 
