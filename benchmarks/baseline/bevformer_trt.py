@@ -433,6 +433,23 @@ def check_plugin_inputs(op: str, float_dtype: Any, floats: dict[str, Any], ints:
     return _FP[str(float_dtype)[6:]]
 
 
+def msda_call_args(op: str, value: Any, spatial_shapes: Any, level_start_index: Any, sampling_locations: Any,
+                   attention_weights: Any, out: Any) -> tuple[int, ...]:
+    """The arguments both MSDA adapters' entry points take, after check_plugin_inputs: (half, output, value,
+    spatial_shapes, level_start_index, sampling_locations, attention_weights, batch, spatial_size, num_heads,
+    channels, num_levels, num_query, num_point, stream). The caller checks `out`'s shape."""
+    import torch
+
+    half = check_plugin_inputs(op, value.dtype, {"value": value, "sampling_locations": sampling_locations,
+                                                 "attention_weights": attention_weights, "out": out},
+                               {"spatial_shapes": spatial_shapes, "level_start_index": level_start_index})
+    n, s, m, d = value.shape
+    _, lq, _, levels, points, _ = sampling_locations.shape
+    return (half, out.data_ptr(), value.data_ptr(), spatial_shapes.data_ptr(), level_start_index.data_ptr(),
+            sampling_locations.data_ptr(), attention_weights.data_ptr(), n, s, m, d, levels, lq, points,
+            int(torch.cuda.current_stream().cuda_stream))
+
+
 class TodaysKernels:
     """Their launchers as torch functions on CUDA tensors, each writing into a preallocated `out`.
 
@@ -482,8 +499,8 @@ class TodaysKernels:
                     interval_starts: Any, interval_lengths: Any, out: Any) -> Any:
         """BEVPoolV2TRT into out [B,8,H,W,C] (their launcher zeroes it first; that memset is part of the call)."""
         half = check_plugin_inputs("BEVPoolV2", feat.dtype, {"depth": depth, "feat": feat, "out": out},
-                           {"ranks_depth": ranks_depth, "ranks_feat": ranks_feat, "ranks_bev": ranks_bev,
-                            "interval_starts": interval_starts, "interval_lengths": interval_lengths})
+                                   {"ranks_depth": ranks_depth, "ranks_feat": ranks_feat, "ranks_bev": ranks_bev,
+                                    "interval_starts": interval_starts, "interval_lengths": interval_lengths})
         if out.dim() != 5 or out.shape[-1] != feat.shape[-1]:
             raise ValueError(f"BEVPoolV2: out must be [B,D,H,W,{feat.shape[-1]}], got {tuple(out.shape)}")
         self._raise("BEVPoolV2", self._lib.fbocc_today_bev_pool_v2(
@@ -498,16 +515,11 @@ class TodaysKernels:
         if not self.has_msda:
             raise RuntimeError("today's MSDA is 303d314's original op (reference points + offsets), not FB-OCC's: "
                                f"build with --baseline-patch {PATCH_NAME}")
-        half = check_plugin_inputs("MultiScaleDeformableAttn", value.dtype,
-                           {"value": value, "sampling_locations": sampling_locations,
-                            "attention_weights": attention_weights, "out": out},
-                           {"spatial_shapes": spatial_shapes, "level_start_index": level_start_index})
-        n, s, m, d = value.shape
-        _, lq, _, levels, points, _ = sampling_locations.shape
+        n, _, m, d = value.shape
+        lq = sampling_locations.shape[1]
+        args = msda_call_args("MultiScaleDeformableAttn", value, spatial_shapes, level_start_index,
+                              sampling_locations, attention_weights, out)
         if tuple(out.shape) != (n, lq, m * d):
             raise ValueError(f"MultiScaleDeformableAttn: out must be {(n, lq, m * d)}, got {tuple(out.shape)}")
-        self._raise("MultiScaleDeformableAttn", self._lib.fbocc_today_msda(
-            half, out.data_ptr(), value.data_ptr(), spatial_shapes.data_ptr(), level_start_index.data_ptr(),
-            sampling_locations.data_ptr(), attention_weights.data_ptr(), n, s, m, d, levels, lq, points,
-            self._stream()))
+        self._raise("MultiScaleDeformableAttn", self._lib.fbocc_today_msda(*args))
         return out

@@ -28,9 +28,9 @@ from typing import Any
 
 from benchmarks.baseline.bevformer_trt import (
     build_workspace,
-    check_plugin_inputs,
     find_nvcc,
     git_head,
+    msda_call_args,
     nvcc_summary,
     publish,
 )
@@ -167,21 +167,14 @@ class TensorRTMsda:
     def multi_scale_deformable_attn(self, value: Any, spatial_shapes: Any, level_start_index: Any,
                                     sampling_locations: Any, attention_weights: Any, out: Any) -> Any:
         """MultiscaleDeformableAttnPlugin_TRT into out [N,Lq,M*D] (the plugin's [N,Lq,M,D], same memory)."""
-        import torch
-
-        half = check_plugin_inputs("TensorRT MultiscaleDeformableAttn", value.dtype,
-                                   {"value": value, "sampling_locations": sampling_locations,
-                                    "attention_weights": attention_weights, "out": out},
-                                   {"spatial_shapes": spatial_shapes, "level_start_index": level_start_index})
-        n, s, m, d = value.shape
-        _, lq, _, levels, points, _ = sampling_locations.shape
+        n, _, m, d = value.shape
+        lq = sampling_locations.shape[1]
+        args = msda_call_args("TensorRT MultiscaleDeformableAttn", value, spatial_shapes, level_start_index,
+                              sampling_locations, attention_weights, out)
         if out.numel() != n * lq * m * d or out.shape[:2] != (n, lq):
             raise ValueError(f"TensorRT MultiscaleDeformableAttn: out must be [{n},{lq},{m * d}] or "
                              f"[{n},{lq},{m},{d}], got {list(out.shape)}")
-        status = self._lib.fbocc_trt_msda(
-            half, out.data_ptr(), value.data_ptr(), spatial_shapes.data_ptr(), level_start_index.data_ptr(),
-            sampling_locations.data_ptr(), attention_weights.data_ptr(), n, s, m, d, levels, lq, points,
-            int(torch.cuda.current_stream().cuda_stream))
+        status = self._lib.fbocc_trt_msda(*args)
         if status:
             raise RuntimeError(f"TensorRT's MSDA kernel: CUDA error {status} (left by earlier work, or its launch)")
         return out
