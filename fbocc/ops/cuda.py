@@ -36,34 +36,40 @@ def _build_key(files: list[Path], arch: str) -> str:
     return digest.hexdigest()[:16]
 
 
-@cache
-def extension() -> Any:
-    """Compile (once per content) and import the extension module."""
+def load_extension(name: str, sources: list[Path], headers: list[Path], include_paths: list[Path]) -> Any:
+    """Compile `sources` for the current device's architecture into `$FBOCC_TORCH_EXT_DIR/<content key>` (default
+    ~/.cache/fbocc/torch-ext) and import the module, named `<name>_<key>`; a rebuild only when a file changed."""
     if not torch.cuda.is_available():
         raise EnvironmentCheckError("no CUDA device: the fbocc kernels need one", fix="run on a machine with a GPU")
     from torch.utils.cpp_extension import load
 
-    root, kernels = plugin_sources()
-    headers = sorted(root.glob("*/*.h")) + sorted(root.glob("*/*.cuh"))
     major, minor = torch.cuda.get_device_capability()
     arch = f"{major}.{minor}"
-    key = _build_key([_BINDING, *kernels, *headers], arch)
+    key = _build_key([*sources, *headers], arch)
     build_dir = Path(os.environ.get("FBOCC_TORCH_EXT_DIR", Path.home() / ".cache" / "fbocc" / "torch-ext")) / key
     build_dir.mkdir(parents=True, exist_ok=True)
     os.environ["TORCH_CUDA_ARCH_LIST"] = arch  # one architecture: the device's own, compiled once
     try:
         return load(
-            name=f"fbocc_kernels_{key}",
-            sources=[str(_BINDING), *map(str, kernels)],
-            extra_include_paths=[str(root)],
+            name=f"{name}_{key}",
+            sources=[str(s) for s in sources],
+            extra_include_paths=[str(p) for p in include_paths],
             extra_cflags=["-O2", "-std=c++17"],
             extra_cuda_cflags=["-O3", "-std=c++17"],
             build_directory=str(build_dir),
             verbose=bool(os.environ.get("FBOCC_VERBOSE_BUILD")),
         )
     except (RuntimeError, OSError) as exc:  # cpp_extension reports compiler failures as RuntimeError
-        raise BuildError(f"building the fbocc kernel extension in {build_dir} failed: {exc}",
+        raise BuildError(f"building the {name} extension in {build_dir} failed: {exc}",
                          fix="check nvcc/ninja on PATH; FBOCC_VERBOSE_BUILD=1 shows the compiler output") from exc
+
+
+@cache
+def extension() -> Any:
+    """Compile (once per content) and import the extension module."""
+    root, kernels = plugin_sources()
+    headers = sorted(root.glob("*/*.h")) + sorted(root.glob("*/*.cuh"))
+    return load_extension("fbocc_kernels", [_BINDING, *kernels], headers, [root])
 
 
 def grid_sampler3d(
