@@ -1,5 +1,7 @@
 // PyTorch binding of the MSDA data-movement floors (msda_floors.cu); benchmark only. Shapes and dtypes are checked
-// here, the launchers trust them.
+// here, the launchers trust them; msda_floors.py checks first and says more. The messages here are plain strings:
+// on the H100 machine's toolchain a TORCH_CHECK that joins several parts into its message crashed the process
+// (segmentation fault) instead of raising, while one-string messages raise RuntimeError.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
@@ -24,7 +26,7 @@ FloorShape check(torch::Tensor const& value, torch::Tensor const& locations, tor
         "sampling_locations must be a contiguous CUDA [N, Lq, M, 1, P, 2] tensor (one level)");
     FloorShape s{value.size(0), value.size(1), value.size(2), value.size(3), locations.size(1), locations.size(4), 0,
         0};
-    TORCH_CHECK(s.channels % 2 == 0, "the floors read channel pairs: D must be even, got ", s.channels);
+    TORCH_CHECK(s.channels % 2 == 0, "the floors read channel pairs: D must be even");
     TORCH_CHECK(locations.size(0) == s.n && locations.size(2) == s.heads,
         "sampling_locations [N, Lq, M, ...] must match value's N and M");
     TORCH_CHECK(out.is_cuda() && out.is_contiguous() && out.scalar_type() == value.scalar_type()
@@ -35,17 +37,16 @@ FloorShape check(torch::Tensor const& value, torch::Tensor const& locations, tor
     return s;
 }
 
-void launched(cudaError_t status, char const* what)
+void launched(cudaError_t status)
 {
-    TORCH_CHECK(status == cudaSuccess, what, " launch failed: ", cudaGetErrorString(status));
+    TORCH_CHECK(status == cudaSuccess, cudaGetErrorString(status)); // one string: see the file comment
 }
 
 void gatherFloor(torch::Tensor value, torch::Tensor locations, int64_t h, int64_t w, bool local, int64_t seed,
     torch::Tensor out)
 {
     FloorShape s = check(value, locations, out);
-    TORCH_CHECK(h > 0 && w > 0 && h * w == s.spatial, "level ", h, "x", w, " does not cover value's ", s.spatial,
-        " rows");
+    TORCH_CHECK(h > 0 && w > 0 && h * w == s.spatial, "the level (h, w) must cover value's S rows: h * w == S");
     s.h = h;
     s.w = w;
     // the workload's raster of queries over the level (fbocc.ops.workloads.msda_inputs)
@@ -55,8 +56,7 @@ void gatherFloor(torch::Tensor value, torch::Tensor locations, int64_t h, int64_
     c10::cuda::CUDAGuard guard(value.device());
     launched(fbocc_floors::gatherFloor(value.data_ptr(), value.scalar_type() == torch::kFloat16, out.data_ptr(), s,
                  static_cast<int>(cols), static_cast<int>(rows), local, static_cast<uint32_t>(seed),
-                 c10::cuda::getCurrentCUDAStream()),
-        "gather floor");
+                 c10::cuda::getCurrentCUDAStream()));
 }
 
 void streamFloor(torch::Tensor value, torch::Tensor locations, torch::Tensor weights, torch::Tensor out)
@@ -68,13 +68,12 @@ void streamFloor(torch::Tensor value, torch::Tensor locations, torch::Tensor wei
         "attention_weights must be a contiguous CUDA tensor with half the elements of sampling_locations");
     c10::cuda::CUDAGuard guard(value.device());
     launched(fbocc_floors::streamFloor(locations.data_ptr(), weights.data_ptr(),
-                 value.scalar_type() == torch::kFloat16, out.data_ptr(), s, c10::cuda::getCurrentCUDAStream()),
-        "stream floor");
+                 value.scalar_type() == torch::kFloat16, out.data_ptr(), s, c10::cuda::getCurrentCUDAStream()));
 }
 
 void empty()
 {
-    launched(fbocc_floors::emptyLaunch(c10::cuda::getCurrentCUDAStream()), "empty kernel");
+    launched(fbocc_floors::emptyLaunch(c10::cuda::getCurrentCUDAStream()));
 }
 
 } // namespace

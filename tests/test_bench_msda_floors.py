@@ -160,6 +160,9 @@ def test_the_floors_refuse_what_they_do_not_model() -> None:
     value, shapes, _, loc, weights = wl.msda_inputs(odd, torch.float32, "cuda")
     with pytest.raises(ValueError, match="D must be even, got 3"):
         msda_floors.stream_floor(value, loc, weights, torch.empty(1, 3, 3, device="cuda"))
+    # The binding's own checks, behind those: an error, not a crash.
+    with pytest.raises(RuntimeError, match="D must be even"):
+        msda_floors.extension().stream_floor(value, loc, weights, torch.empty(1, 3, 3, device="cuda"))
     with pytest.raises(ValueError, match="locality must be 'local' or 'uniform'"):
         msda_floors.gather_floor(value, (4, 4), loc, "sorted", out)
     even = wl.MsdaCase(n=1, levels=((4, 4),), heads=1, channels=2, queries=3, points=1)

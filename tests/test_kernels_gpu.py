@@ -305,3 +305,17 @@ def test_msda_zero_queries(kernels) -> None:  # type: ignore[no-untyped-def]
     case = wl.MsdaCase(n=1, levels=((4, 4),), heads=2, channels=10, queries=0, points=2)
     inputs = wl.msda_inputs(case, torch.float32, DEVICE)
     assert kernels.multi_scale_deformable_attn(*inputs).shape == (1, 0, 20)
+
+
+def test_the_binding_refuses_bad_input_with_an_error_not_a_crash(kernels) -> None:  # type: ignore[no-untyped-def]
+    # On the H100 machine a TORCH_CHECK that streamed the shapes (integers) into its message crashed the process
+    # instead of raising; the binding now builds that message itself.
+    case = wl.MsdaCase(n=1, levels=((4, 4),), heads=1, channels=2, queries=3, points=1)
+    value, shapes, starts, loc, weights = wl.msda_inputs(case, torch.float32, DEVICE)
+    with pytest.raises(RuntimeError, match=r"out has shape \[1, 3, 5\], expected \[1, 3, 2\]"):
+        kernels.multi_scale_deformable_attn(value, shapes, starts, loc, weights,
+                                            out=torch.empty(1, 3, 5, device=DEVICE))
+    with pytest.raises(RuntimeError, match="value must be a CUDA tensor"):
+        kernels.extension().multi_scale_deformable_attn(value.cpu(), shapes, starts, loc, weights, None)
+    with pytest.raises(RuntimeError, match="spatial_shapes must be int32 or int64, got Float"):
+        kernels.multi_scale_deformable_attn(value, shapes.float(), starts, loc, weights)

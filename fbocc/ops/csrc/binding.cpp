@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <string>
+
 #include "bevPoolV2/bevPoolV2.h"
 #include "gridSampler3D/gridSampler3D.h"
 #include "multiScaleDeformableAttn/multiScaleDeformableAttn.h"
@@ -31,6 +33,18 @@ void checkCuda(torch::Tensor const& t, char const* name)
     TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
+// "[1, 3, 80]", built with std::to_string: a TORCH_CHECK that streams integers into its message crashed the
+// process (segmentation fault) on the H100 machine's toolchain instead of raising; strings and dtypes stream fine.
+std::string shapeText(c10::IntArrayRef sizes)
+{
+    std::string text = "[";
+    for (size_t i = 0; i < sizes.size(); ++i)
+    {
+        text += (i ? ", " : "") + std::to_string(sizes[i]);
+    }
+    return text + "]";
+}
+
 torch::Tensor outputOrNew(c10::optional<torch::Tensor> const& out, std::vector<int64_t> const& shape,
     torch::TensorOptions const& options)
 {
@@ -39,7 +53,8 @@ torch::Tensor outputOrNew(c10::optional<torch::Tensor> const& out, std::vector<i
         return torch::empty(shape, options);
     }
     torch::Tensor const& o = *out;
-    TORCH_CHECK(o.sizes() == c10::IntArrayRef(shape), "out has shape ", o.sizes(), ", expected ", shape);
+    TORCH_CHECK(o.sizes() == c10::IntArrayRef(shape),
+        "out has shape " + shapeText(o.sizes()) + ", expected " + shapeText(shape));
     TORCH_CHECK(o.scalar_type() == options.dtype().toScalarType() && o.is_cuda() && o.is_contiguous(),
         "out must be a contiguous CUDA tensor of the feature dtype");
     return o;
