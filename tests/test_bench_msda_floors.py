@@ -8,6 +8,9 @@ input checks are exercised. The table logic needs no GPU.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +57,20 @@ def test_the_tables_show_back_to_back_times_and_the_floors() -> None:
 def test_rows_without_floors_add_no_floor_table() -> None:
     text = bench.render([_row(None, None, None)], "H100", 3000.0, "make bench-kernels", 50 << 20)
     assert "data-movement floors" not in text
+
+
+def test_the_floor_kernels_compile_for_the_h100_and_orin(tmp_path: Path) -> None:
+    nvcc = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
+    if not nvcc.exists():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and nvcc not found at {nvcc} (set CUDA_HOME)", pytrace=False)
+        pytest.skip(f"nvcc not found at {nvcc} (set CUDA_HOME)")
+    source = Path(msda_floors.__file__).with_name("msda_floors.cu")
+    for arch in ("90", "87"):
+        done = subprocess.run([str(nvcc), "-std=c++17", "-O3", f"-arch=sm_{arch}", "-c", str(source), "-o",
+                               str(tmp_path / f"floors_{arch}.o")], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (tmp_path / f"floors_{arch}.o").stat().st_size > 0
 
 
 # --- on a GPU: the floors do the work they claim --------------------------------------------------------------
