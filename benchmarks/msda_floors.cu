@@ -18,10 +18,16 @@
 
 #include <cstdint>
 
+#include "../plugins/common/cudaUtils.cuh" // the plugin kernels' load helpers: the same loads as theirs
 #include "msda_floors.h"
 
 namespace
 {
+
+using fbocc::ldg;
+using fbocc::loadPair;
+using fbocc::loadVector;
+using fbocc::toFloat;
 
 constexpr int kThreads = 512;
 
@@ -35,23 +41,6 @@ __device__ __forceinline__ uint32_t mix(uint32_t x)
     return x;
 }
 
-__device__ __forceinline__ float2 load2(float const* p)
-{
-    return __ldg(reinterpret_cast<float2 const*>(p));
-}
-__device__ __forceinline__ float2 load2(__half const* p)
-{
-    unsigned const raw = __ldg(reinterpret_cast<unsigned const*>(p));
-    return __half22float2(*reinterpret_cast<__half2 const*>(&raw));
-}
-__device__ __forceinline__ float toFloat(float x)
-{
-    return x;
-}
-__device__ __forceinline__ float toFloat(__half x)
-{
-    return __half2float(x);
-}
 __device__ __forceinline__ void store2(float* p, float a, float b)
 {
     *reinterpret_cast<float2*>(p) = make_float2(a, b);
@@ -139,7 +128,7 @@ __global__ void __launch_bounds__(kThreads, 3) gatherFloorKernel(T const* __rest
 #pragma unroll
             for (int c = 0; c < 4; ++c)
             {
-                x[k][c] = load2(v + corner[c] * rowStride);
+                x[k][c] = loadPair(v + corner[c] * rowStride);
             }
         }
 #pragma unroll
@@ -155,23 +144,6 @@ __global__ void __launch_bounds__(kThreads, 3) gatherFloorKernel(T const* __rest
         }
     }
     store2(out + static_cast<size_t>(task) * channels + 2 * lane, a, b);
-}
-
-// `bytes` (a multiple of 8) from 8- or 16-byte aligned memory in 16-byte loads (one 8-byte load for a remainder), as
-// the plugin kernel reads a task's locations and weights.
-template <int BYTES>
-__device__ __forceinline__ void loadRaw(void const* p, void* out)
-{
-    static_assert(BYTES % 8 == 0, "8-byte multiple");
-#pragma unroll
-    for (int i = 0; i < BYTES / 16; ++i)
-    {
-        reinterpret_cast<uint4*>(out)[i] = __ldg(reinterpret_cast<uint4 const*>(p) + i);
-    }
-    if constexpr (BYTES % 16 != 0)
-    {
-        reinterpret_cast<uint2*>(out)[BYTES / 8 - 1] = __ldg(reinterpret_cast<uint2 const*>(p) + BYTES / 8 - 1);
-    }
 }
 
 // POINTS compiled in (FB-OCC's 4 and 8: vector loads, as the plugin kernel) or 0 (run time: one point at a time).
@@ -194,8 +166,8 @@ __global__ void __launch_bounds__(kThreads, 3) streamFloorKernel(T const* __rest
     {
         T xy[2 * POINTS];
         T w[POINTS];
-        loadRaw<sizeof(xy)>(loc, xy);
-        loadRaw<sizeof(w)>(wgt, w);
+        loadVector(loc, xy);
+        loadVector(wgt, w);
 #pragma unroll
         for (int p = 0; p < POINTS; ++p)
         {
@@ -207,8 +179,8 @@ __global__ void __launch_bounds__(kThreads, 3) streamFloorKernel(T const* __rest
     {
         for (int p = 0; p < points; ++p)
         {
-            float2 const xy = load2(loc + 2 * p);
-            float const wt = toFloat(__ldg(wgt + p));
+            float2 const xy = loadPair(loc + 2 * p);
+            float const wt = toFloat(ldg(wgt + p));
             a = fmaf(wt, xy.x, a);
             b = fmaf(wt, xy.y, b);
         }
@@ -220,7 +192,7 @@ __global__ void emptyKernel() {}
 
 uint32_t blocksFor(int64_t threads)
 {
-    return static_cast<uint32_t>((threads + kThreads - 1) / kThreads);
+    return static_cast<uint32_t>(fbocc::ceilDiv(threads, kThreads));
 }
 
 } // namespace

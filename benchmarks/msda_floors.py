@@ -23,8 +23,9 @@ HERE = Path(__file__).parent
 
 @cache
 def extension() -> Any:
+    plugins, _ = kernels.plugin_sources()  # msda_floors.cu takes the plugin kernels' load helpers
     return kernels.load_extension("fbocc_msda_floors", [HERE / "msda_floors.cpp", HERE / "msda_floors.cu"],
-                                  [HERE / "msda_floors.h"], [HERE])
+                                  [HERE / "msda_floors.h", plugins / "common" / "cudaUtils.cuh"], [HERE])
 
 
 def level_of(spatial_shapes: torch.Tensor) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Shared fixtures: real sshd targets, a real Docker daemon, GPU gating.
 
-With CI=true, docker and ssh tests fail loudly when their daemon cannot start; gpu tests skip with a
-reason wherever no CUDA device is present.
+With CI=true, docker, ssh and nvcc tests fail loudly when their daemon or tool is missing; gpu tests skip with
+a reason wherever no CUDA device is present.
 """
 
 from __future__ import annotations
@@ -44,6 +44,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if item.get_closest_marker("gpu"):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def nvcc() -> Path:
+    """CUDA's nvcc under $CUDA_HOME (default /usr/local/cuda): CI has it; elsewhere the test skips."""
+    path = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
+    if not path.exists():
+        _unavailable(f"nvcc not found at {path} (set CUDA_HOME)")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -49,12 +49,6 @@ def _cuda_release() -> str:
 
 
 @pytest.fixture(scope="module")
-def nvcc() -> Path:
-    _require(NVCC.exists(), f"nvcc not found at {NVCC} (set CUDA_HOME)")
-    return NVCC
-
-
-@pytest.fixture(scope="module")
 def aarch64_cudart(nvcc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An unpacked aarch64 `nvidia-cuda-runtime` wheel matching nvcc's release (cached by version)."""
     _require(shutil.which("aarch64-linux-gnu-g++") is not None, "aarch64-linux-gnu-g++ missing (make setup)")

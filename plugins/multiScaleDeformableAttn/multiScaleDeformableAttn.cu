@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
 #include <type_traits>
 
 namespace fbocc
@@ -100,64 +99,12 @@ __device__ __forceinline__ void corners(float x, float y, float attention, int32
     c.weight[3] = wy1 * wx1;
 }
 
-__device__ __forceinline__ float2 loadPair(float const* p)
-{
-    return __ldg(reinterpret_cast<float2 const*>(p));
-}
-__device__ __forceinline__ float2 loadPair(__half const* p)
-{
-    unsigned const raw = __ldg(reinterpret_cast<unsigned const*>(p));
-    return __half22float2(*reinterpret_cast<__half2 const*>(&raw));
-}
-
-// BYTES (2, 4, 8 or 16, aligned to that) from global memory through the read-only cache, as one load.
-template <int BYTES>
-__device__ __forceinline__ void loadBytes(void const* p, void* out)
-{
-    static_assert(BYTES == 2 || BYTES == 4 || BYTES == 8 || BYTES == 16, "one load of 2, 4, 8 or 16 bytes");
-    if constexpr (BYTES == 2)
-    {
-        unsigned short const r = __ldg(static_cast<unsigned short const*>(p));
-        memcpy(out, &r, sizeof(r));
-    }
-    else if constexpr (BYTES == 4)
-    {
-        unsigned const r = __ldg(static_cast<unsigned const*>(p));
-        memcpy(out, &r, sizeof(r));
-    }
-    else if constexpr (BYTES == 8)
-    {
-        uint2 const r = __ldg(static_cast<uint2 const*>(p));
-        memcpy(out, &r, sizeof(r));
-    }
-    else
-    {
-        uint4 const r = __ldg(static_cast<uint4 const*>(p));
-        memcpy(out, &r, sizeof(r));
-    }
-}
-
 template <typename V>
 __device__ __forceinline__ V loadPacket(V const* p)
 {
     V out;
     loadBytes<sizeof(V)>(p, &out);
     return out;
-}
-
-// N elements with 16-byte loads (8-byte where N elements are 8 bytes short of a multiple of 16); the caller
-// guarantees that alignment.
-template <typename C, int N>
-__device__ __forceinline__ void loadVector(C const* p, C (&out)[N])
-{
-    constexpr int kBytes = N * static_cast<int>(sizeof(C));
-    static_assert(kBytes % 8 == 0, "8-byte multiple");
-    constexpr int kStep = kBytes % 16 == 0 ? 16 : 8;
-#pragma unroll
-    for (int i = 0; i < kBytes / kStep; ++i)
-    {
-        loadBytes<kStep>(reinterpret_cast<unsigned char const*>(p) + i * kStep, &out[i * kStep / sizeof(C)]);
-    }
 }
 
 // Calls sample(corners[B]) for each (level, group of B points) of one task, in order. FB-OCC's point counts
