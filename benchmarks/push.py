@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fbocc.config import Target  # noqa: E402
-from fbocc.push import HashCache, collect_artefacts, push_artifacts  # noqa: E402
-from fbocc.transport import TargetSession  # noqa: E402
+from fbocc.target.push import HashCache, collect_artefacts, push_artifacts  # noqa: E402
+from fbocc.target.transport import TargetSession  # noqa: E402
 from tests.sshd import SshServer, make_server  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def make_artefacts(root: Path, total_mb: int) -> dict[str, Path]:
     import onnx
     from onnx import TensorProto, helper
 
-    from fbocc.samples import save_manifest, write_tensor
+    from fbocc.export.samples import save_manifest, write_tensor
 
     stamp = root / f".complete-{total_mb}"
     paths = {"onnx": root / "fbocc.onnx", "plugin": root / "plugins", "samples": root / "samples"}
@@ -230,7 +230,7 @@ def main() -> int:
     med = statistics.median
     import paramiko
 
-    from fbocc.transport import _AeadFirstTransport
+    from fbocc.target.transport import _AeadFirstTransport
 
     ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

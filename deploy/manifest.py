@@ -1,7 +1,7 @@
 """Sample manifest: the contract between export (host), push, engine build, benchmark and validation.
 
 Runs on the target too: Python 3.8, standard library only (numpy is optional and used only by
-`read_tensor`/`write_tensor`). The host package loads this same file (`fbocc.samples`).
+`read_tensor`/`write_tensor`). The host package loads this same file (`fbocc.export.samples`).
 
 Layout of a samples directory::
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbocc import loopback_sshd
 from fbocc.config import Target
 from fbocc.errors import EnvironmentCheckError, FboccError, Interrupted
+from fbocc.target import loopback_sshd
 
 NO_TENSORRT = ("There is no TensorRT on this machine: the target runs the ONNX graph in ONNX Runtime (CPU) "
                "with the three plugin ops as numpy custom ops. Latencies below are CPU numbers, not TensorRT "
@@ -159,7 +159,7 @@ class Demo:
     # each returns its one-line summary
 
     def export(self) -> str:
-        mod = _require("fbocc.export", "ExportOptions", "export")
+        mod = _require("fbocc.export.pipeline", "ExportOptions", "export")
         out = self.work / "export"
         options = mod.ExportOptions(out=out, random_weights=self.checkpoint is None, checkpoint=self.checkpoint,
                                     samples=self.frames)
@@ -172,7 +172,7 @@ class Demo:
                 f"samples with PyTorch reference outputs in {out}")
 
     def cross_build(self) -> str:
-        mod = _require("fbocc.cross_build", "CrossBuildRequest", "cross_build")
+        mod = _require("fbocc.build.cross_build", "CrossBuildRequest", "cross_build")
         from fbocc.config import load_config
 
         cfg = load_config(cwd=self.work)
@@ -187,8 +187,8 @@ class Demo:
         return f"{libs} for aarch64 ({archs}), {how}; verified ELF -> {out}"
 
     def push(self, lt: LocalTarget) -> str:
-        mod = _require("fbocc.push", "collect_artefacts", "push_artifacts")
-        from fbocc.transport import TargetSession
+        mod = _require("fbocc.target.push", "collect_artefacts", "push_artifacts")
+        from fbocc.target.transport import TargetSession
 
         aset = mod.collect_artefacts(onnx=self.onnx, plugin=self.plugin_dir, samples=self.samples)
         with TargetSession(lt.target, known_hosts=lt.known_hosts) as session:
@@ -199,7 +199,7 @@ class Demo:
                 f"/current ({detail}; host key checked against the demo's known_hosts)")
 
     def remote_bench(self, lt: LocalTarget) -> str:
-        mod = _require("fbocc.remote_bench", "BenchOptions", "remote_bench")
+        mod = _require("fbocc.target.bench", "BenchOptions", "remote_bench")
         # one timed pass per frame: at full size a CPU frame takes tens of seconds
         options = mod.BenchOptions(precisions=("fp32",), backend="onnxruntime", iterations=1)
         outcomes = mod.remote_bench([lt.target], options, self.results, known_hosts=lt.known_hosts,
@@ -215,8 +215,8 @@ class Demo:
         return "; ".join(parts) + f"; saved to {self.results}"
 
     def validate(self, lt: LocalTarget) -> str:
-        from fbocc.transport import TargetSession
-        from fbocc.validate import validate_target
+        from fbocc.target.transport import TargetSession
+        from fbocc.target.validate import validate_target
 
         with TargetSession(lt.target, known_hosts=lt.known_hosts) as session:
             report = validate_target(session, backend="onnxruntime", precisions=["fp32"],
@@ -241,8 +241,8 @@ class Demo:
         return text
 
     def report(self) -> str:
-        mod = _require("fbocc.report", "compare", "to_markdown")
-        from fbocc.results import load_history, load_validations
+        mod = _require("fbocc.results.report", "compare", "to_markdown")
+        from fbocc.results.history import load_history, load_validations
 
         history = load_history(self.results)
         rep = mod.compare(history, validations=load_validations(self.results))

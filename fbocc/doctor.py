@@ -1,7 +1,7 @@
 """`fbocc doctor`: what is missing on this machine and on a target, and how to fix each piece.
 
 Every check returns a `Check` (never raises for a missing piece); the report is non-zero when a required
-check fails. Docker goes through `fbocc.build_container`, SSH through `fbocc.transport` — the modules that
+check fails. Docker goes through `fbocc.build.container`, SSH through `fbocc.target.transport` — the modules that
 own those systems.
 """
 
@@ -55,7 +55,7 @@ class DoctorReport:
 
 
 def check_docker() -> Check:
-    from fbocc.build_container import docker_status
+    from fbocc.build.container import docker_status
 
     ok, info = docker_status()
     if ok:
@@ -66,7 +66,7 @@ def check_docker() -> Check:
 
 
 def check_build_image(cfg: Config, profile: BuildProfile) -> Check:
-    from fbocc.cross_build import image_status
+    from fbocc.build.cross_build import image_status
 
     status = image_status(cfg, profile)
     state = OK if status.state in ("present", "buildable") else MISSING
@@ -76,7 +76,7 @@ def check_build_image(cfg: Config, profile: BuildProfile) -> Check:
 
 def check_trt_deb(cfg: Config, profile: BuildProfile, *, image_present: bool) -> Check:
     """The cross .deb is needed only to build the image; once the image exists it is optional."""
-    from fbocc.cross_build import resolve_trt_deb
+    from fbocc.build.cross_build import resolve_trt_deb
 
     name = f"TensorRT cross .deb ({profile.name})"
     if not profile.trt_deb:
@@ -158,7 +158,7 @@ def tensorrt_version_from_banner(text: str) -> str | None:
 
 def check_target(cfg: Config, target: Target, *, accept_new: bool = False) -> list[Check]:
     """Connect (strict host keys), then look at trtexec, TensorRT, CUDA, disk, Python and numpy."""
-    from fbocc.transport import TargetSession
+    from fbocc.target.transport import TargetSession
 
     area = f"target {target.name}"
     checks: list[Check] = []

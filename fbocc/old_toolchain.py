@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fbocc import build_container as bc
 from fbocc.assets import asset_dir
-from fbocc.cross_build import StepSink, _read_recipe, _run_logged, cache_root, default_sources
-from fbocc.elf_check import ElfReport, verify_library
+from fbocc.build import container as bc
+from fbocc.build.cross_build import StepSink, _read_recipe, _run_logged, cache_root, default_sources
+from fbocc.build.elf_check import ElfReport, verify_library
 from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError, FboccError
 
 IMAGE_REPO = "fbocc/old-cuda"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fbocc.config import Target
-from fbocc.remote_bench import BenchOptions, remote_bench
+from fbocc.target.bench import BenchOptions, remote_bench
 from tests import test_remote_bench as e2e
 from tests.sshd import make_server
 

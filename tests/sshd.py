@@ -12,8 +12,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fbocc import loopback_sshd
-from fbocc.loopback_sshd import SSHD, free_port, keygen
+from fbocc.target import loopback_sshd
+from fbocc.target.loopback_sshd import SSHD, free_port, keygen
 
 __all__ = ["SSHD", "SshServer", "free_port", "keygen", "make_server"]
 

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from fbocc.cli import run
-from fbocc.onnx_graph import check_onnx
-from fbocc.samples import save_manifest, write_tensor
+from fbocc.export.onnx_graph import check_onnx
+from fbocc.export.samples import save_manifest, write_tensor
 
 
 def _save(tmp_path: Path, nodes: list, inputs: list, outputs: list, name: str = "g.onnx") -> Path:

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fbocc import build_container as bc
 from fbocc.assets import asset_dir
-from fbocc.cli import run
-from fbocc.config import load_config
-from fbocc.cross_build import (
+from fbocc.build import container as bc
+from fbocc.build.cross_build import (
     MANIFEST_NAME,
     CrossBuildRequest,
     check_out_dir,
@@ -30,7 +28,9 @@ from fbocc.cross_build import (
     ensure_image,
     read_manifest,
 )
-from fbocc.elf_check import inspect_library
+from fbocc.build.elf_check import inspect_library
+from fbocc.cli import run
+from fbocc.config import load_config
 from fbocc.errors import ConfigError
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fbocc.build_container import daemon_is_remote
+from fbocc.build.container import daemon_is_remote
+from fbocc.build.cross_build import cache_key, plan_image, sim_base_tag, source_tree_hash
 from fbocc.config import load_config
-from fbocc.cross_build import cache_key, plan_image, sim_base_tag, source_tree_hash
 from fbocc.errors import ConfigError
 
 
@@ -94,7 +94,7 @@ def test_ssh_and_tcp_daemons_are_remote_the_local_socket_is_not():
 
 
 def test_no_daemon_is_one_environment_error_and_docker_status_says_why(monkeypatch, tmp_path, capsys):
-    from fbocc.build_container import docker_status
+    from fbocc.build.container import docker_status
     from fbocc.cli import run
 
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")  # nothing listens on port 1

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from fbocc import build_container as bc
+from fbocc.build import container as bc
+from fbocc.build.cross_build import ensure_image, plan_image
 from fbocc.config import load_config
-from fbocc.cross_build import ensure_image, plan_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 

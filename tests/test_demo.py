@@ -34,7 +34,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.ssh
 def test_local_target_is_reachable_with_strict_host_keys_and_vanishes_afterwards(tmp_path: Path) -> None:
-    from fbocc.transport import TargetSession
+    from fbocc.target.transport import TargetSession
 
     with local_target(tmp_path / "wd") as lt:
         assert lt.proc is not None
@@ -61,7 +61,7 @@ def test_local_target_is_torn_down_when_a_stage_fails(tmp_path: Path) -> None:
 @pytest.mark.ssh
 def test_an_unknown_host_key_is_refused_by_the_demo_target(tmp_path: Path) -> None:
     from fbocc.errors import FboccError
-    from fbocc.transport import TargetSession
+    from fbocc.target.transport import TargetSession
 
     with local_target(tmp_path / "wd") as lt:
         lt.known_hosts.write_text("")

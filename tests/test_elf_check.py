@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fbocc.elf_check import FATBIN_MAGIC, inspect_library, parse_fatbin, verify_library
+from fbocc.build.elf_check import FATBIN_MAGIC, inspect_library, parse_fatbin, verify_library
 from fbocc.errors import BuildError
 
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)

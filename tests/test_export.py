@@ -15,10 +15,10 @@ import onnx
 import pytest
 
 from fbocc.cli import run
+from fbocc.export.onnx_graph import check_onnx
+from fbocc.export.samples import load_manifest, read_tensor
 from fbocc.model.network import HISTORY_PAIRS, INPUT_NAMES, OUTPUT_NAMES
-from fbocc.onnx_graph import check_onnx
 from fbocc.ops.contract import CUSTOM_OPS
-from fbocc.samples import load_manifest, read_tensor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

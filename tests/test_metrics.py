@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fbocc.metrics import CLASS_NAMES, FREE_CLASS, OccupancyMIoU, confusion, per_class_iou, sequence_miou
+from fbocc.results.metrics import CLASS_NAMES, FREE_CLASS, OccupancyMIoU, confusion, per_class_iou, sequence_miou
 
 
 def test_class_set_is_occ3d_with_free_last() -> None:

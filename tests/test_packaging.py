@@ -77,23 +77,25 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert '"profiles.drive-os-6.0.10.cuda_version"' in shown.stdout
 
 
-ORCHESTRATION = ["fbocc.config", "fbocc.transport", "fbocc.push", "fbocc.remote_bench", "fbocc.cross_build",
-                 "fbocc.build_container", "fbocc.report", "fbocc.results", "fbocc.doctor", "fbocc.validate",
-                 "fbocc.trtexec", "fbocc.metrics", "fbocc.cli", "fbocc.old_toolchain"]
+ORCHESTRATION = ["fbocc.config", "fbocc.target.transport", "fbocc.target.push", "fbocc.target.bench",
+                 "fbocc.build.cross_build", "fbocc.build.container", "fbocc.results.report", "fbocc.results.history",
+                 "fbocc.doctor", "fbocc.target.validate", "fbocc.target.trtexec", "fbocc.results.metrics", "fbocc.cli",
+                 "fbocc.old_toolchain"]
 
 
 def test_orchestration_side_never_imports_torch_or_the_model() -> None:
     code = ("import sys, importlib;"
             f"[importlib.import_module(m) for m in {ORCHESTRATION!r}];"
-            "print([m for m in ('torch', 'fbocc.model', 'fbocc.ops.reference', 'fbocc.export') if m in sys.modules])")
+            "print([m for m in ('torch', 'fbocc.model', 'fbocc.ops.reference', 'fbocc.export.pipeline')"
+            " if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 def test_model_side_never_imports_docker_or_ssh() -> None:
-    code = ("import sys; import fbocc.export, fbocc.model, fbocc.ops, fbocc.onnx_graph;"
-            "print([m for m in ('docker', 'paramiko', 'fabric', 'fbocc.transport', 'fbocc.build_container')"
+    code = ("import sys; import fbocc.export.pipeline, fbocc.model, fbocc.ops, fbocc.export.onnx_graph;"
+            "print([m for m in ('docker', 'paramiko', 'fabric', 'fbocc.target.transport', 'fbocc.build.container')"
             " if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr

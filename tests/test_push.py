@@ -22,7 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 from fbocc.cli import run as cli
 from fbocc.config import Target
 from fbocc.errors import Interrupted, RemoteError, TransferError, ValidationError
-from fbocc.push import (
+from fbocc.export.samples import save_manifest, write_tensor
+from fbocc.target.push import (
     ArtefactSet,
     HashCache,
     collect_artefacts,
@@ -31,8 +32,7 @@ from fbocc.push import (
     prune_sets,
     push_artifacts,
 )
-from fbocc.samples import save_manifest, write_tensor
-from fbocc.transport import TargetSession
+from fbocc.target.transport import TargetSession
 from tests.conftest import IN_CI
 from tests.sshd import SshServer, free_port
 
@@ -402,9 +402,9 @@ def test_cli_two_targets_in_parallel_one_down(sshd_factory: Callable[..., SshSer
 
 def test_targets_without_openssl_or_python_use_sha256sum_and_ln(
         sshd: SshServer, artefacts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fbocc.push
+    import fbocc.target.push
 
-    monkeypatch.setattr(fbocc.push, "OPENSSL_SHA256", "no-such-openssl dgst -sha256 -r")
+    monkeypatch.setattr(fbocc.target.push, "OPENSSL_SHA256", "no-such-openssl dgst -sha256 -r")
     aset = collect(artefacts, tmp_path)
     workdir = tmp_path / "w"
     target = target_for(sshd, workdir, python="no-such-python3")

@@ -21,8 +21,8 @@ import pytest
 
 from fbocc.cli import run
 from fbocc.config import Target
-from fbocc.samples import save_manifest, write_tensor
-from fbocc.transport import TargetSession
+from fbocc.export.samples import save_manifest, write_tensor
+from fbocc.target.transport import TargetSession
 from tests.sshd import SshServer
 
 pytestmark = pytest.mark.ssh
@@ -80,7 +80,7 @@ def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT",
 
 def upload(target: Target, known_hosts: Path, local_current: Path, remote_workdir: Path) -> None:
     """push-to-target's library call: the artefact set becomes <workdir>/current on the target."""
-    from fbocc.push import collect_artefacts, push_artifacts
+    from fbocc.target.push import collect_artefacts, push_artifacts
 
     aset = collect_artefacts(onnx=next(local_current.glob("*.onnx")), plugin=next(local_current.glob("*.so")),
                              samples=local_current / "samples", deploy=local_current / "deploy")

@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from fbocc.samples import save_manifest, write_tensor
+from fbocc.export.samples import save_manifest, write_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 DOUBLE = REPO / "tests" / "doubles" / "trtexec_double.py"

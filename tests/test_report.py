@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from fbocc.errors import ValidationError
-from fbocc.report import compare, to_markdown, write_markdown, write_png
-from fbocc.results import (
+from fbocc.results.history import (
     BenchResult,
     headline_ms,
     load_history,
@@ -18,7 +17,8 @@ from fbocc.results import (
     record_validation,
     save_result,
 )
-from fbocc.trtexec import parse_summary
+from fbocc.results.report import compare, to_markdown, write_markdown, write_png
+from fbocc.target.trtexec import parse_summary
 
 DATA = Path(__file__).parent / "data" / "trtexec"
 

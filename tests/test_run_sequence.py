@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fbocc.samples import load_manifest, read_tensor, save_manifest, write_tensor
+from fbocc.export.samples import load_manifest, read_tensor, save_manifest, write_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "deploy" / "run_sequence.py"

@@ -14,7 +14,7 @@ import pytest
 
 from fbocc.config import Target
 from fbocc.errors import ConfigError, Interrupted, RemoteError, TransferError
-from fbocc.transport import TargetSession, connect_all, fingerprint
+from fbocc.target.transport import TargetSession, connect_all, fingerprint
 from tests.sshd import SshServer, free_port, keygen
 
 pytestmark = pytest.mark.ssh

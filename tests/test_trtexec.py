@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fbocc.trtexec import (
+from fbocc.target.trtexec import (
     BenchSpec,
     BuildSpec,
     TrtVersion,

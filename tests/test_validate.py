@@ -1,6 +1,6 @@
 """`fbocc validate` against a real OpenSSH target on loopback with the onnxruntime backend: the sequence
 runs remotely, outputs come back, agreement with PyTorch is reported and the mIoU joins the history.
-Also the host-side `check-onnx --run` library (fbocc.onnx_run) and the comparison on its own."""
+Also the host-side `check-onnx --run` library (fbocc.export.onnx_run) and the comparison on its own."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import pytest
 pytest.importorskip("onnxruntime_extensions")
 
 from fbocc.config import Target
-from fbocc.metrics import sequence_miou
-from fbocc.onnx_run import run_onnx
-from fbocc.results import load_validations
-from fbocc.samples import load_manifest, read_tensor, write_tensor
-from fbocc.validate import compare_runs, validate_target
+from fbocc.export.onnx_run import run_onnx
+from fbocc.export.samples import load_manifest, read_tensor, write_tensor
+from fbocc.results.history import load_validations
+from fbocc.results.metrics import sequence_miou
+from fbocc.target.validate import compare_runs, validate_target
 from tests.sshd import SshServer
 from tests.test_run_sequence import make_sequence_set
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def push_current(session, root: Path) -> None:  # type: ignore[no-untyped-def]
     """push-to-target's real push of the ONNX, samples/ and deploy/ (no plugin: onnxruntime backend)."""
-    from fbocc.push import collect_artefacts, push_artifacts
+    from fbocc.target.push import collect_artefacts, push_artifacts
 
     push_artifacts(session, collect_artefacts(onnx=root / "tiny.onnx", plugin=None, samples=root / "samples"))
 
@@ -40,7 +40,7 @@ def _target(sshd: SshServer, workdir: Path) -> Target:
 
 @pytest.mark.ssh
 def test_validate_onnxruntime_on_loopback_target_agrees_with_pytorch(sshd: SshServer, tmp_path: Path) -> None:
-    from fbocc.transport import TargetSession
+    from fbocc.target.transport import TargetSession
 
     export = tmp_path / "export"
     make_sequence_set(export, ground_truth=True)
@@ -96,7 +96,7 @@ def test_validate_cli_without_push_names_the_missing_step(sshd: SshServer, tmp_p
 def test_validate_cli_reports_json_and_joins_the_history(sshd: SshServer, tmp_path: Path, isolated_home: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from fbocc.cli import run
-    from fbocc.transport import TargetSession
+    from fbocc.target.transport import TargetSession
 
     export = tmp_path / "export"
     make_sequence_set(export)

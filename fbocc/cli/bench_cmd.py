@@ -35,7 +35,7 @@ def remote_bench_cmd(
 ) -> None:
     """Build (or reuse) the engines on the target, benchmark them, and keep the results."""
     from fbocc.errors import FboccError
-    from fbocc.remote_bench import BenchOptions, remote_bench
+    from fbocc.target.bench import BenchOptions, remote_bench
 
     cfg = load_config(**{"bench.iterations": iterations, "bench.duration_s": duration, "bench.warmup_ms": warmup,
                          "bench.cuda_graph": cuda_graph, "bench.timeout_s": timeout})
@@ -97,8 +97,8 @@ def report_cmd(
 ) -> None:
     """Compare benchmark runs (fp32 vs fp16, this vs previous), flag regressions, export markdown/PNG."""
     from fbocc.errors import ConfigError, ValidationError
-    from fbocc.report import compare, to_markdown, write_markdown, write_png
-    from fbocc.results import load_history, load_validations
+    from fbocc.results.history import load_history, load_validations
+    from fbocc.results.report import compare, to_markdown, write_markdown, write_png
 
     cfg = load_config(**{"project.results_dir": str(results_dir) if results_dir else None,
                          "bench.regression_threshold": threshold})

@@ -40,7 +40,7 @@ def export_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export FB-OCC to ONNX with the plugin ops, sample .dat inputs and reference outputs."""
-    from fbocc.export import ExportOptions, export
+    from fbocc.export.pipeline import ExportOptions, export
 
     options = ExportOptions(out=out_dir, preset=preset, config_file=config, checkpoint=checkpoint,
                             random_weights=random_weights, seed=seed, samples=samples, dataroot=dataroot,
@@ -66,7 +66,7 @@ def check_onnx_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check an ONNX graph against the plugin contract (and a samples manifest)."""
-    from fbocc.onnx_graph import check_onnx
+    from fbocc.export.onnx_graph import check_onnx
 
     report = check_onnx(model, samples)
     ran = None
@@ -74,7 +74,7 @@ def check_onnx_cmd(
         if samples is None:
             raise ValidationError("--run needs the samples to feed the graph", fix="add --samples DIR")
         if report.ok:
-            from fbocc.onnx_run import run_onnx
+            from fbocc.export.onnx_run import run_onnx
 
             ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"))
     if as_json:

@@ -85,8 +85,8 @@ def push_to_target(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results on stdout.")] = False,
 ) -> None:
     """Push the ONNX model, plugin, samples and deploy/ scripts to targets: verified, resumable, incremental."""
-    from fbocc.push import collect_artefacts, list_sets, prune_sets, push_to_targets
-    from fbocc.transport import connect_all
+    from fbocc.target.push import collect_artefacts, list_sets, prune_sets, push_to_targets
+    from fbocc.target.transport import connect_all
 
     cfg = load_config()
     names = [*(targets or []), *(target or [])]

@@ -72,8 +72,8 @@ def validate_cmd(
 ) -> None:
     """Run the pushed sequence on the target and compare its outputs with PyTorch (errors, labels, mIoU)."""
     from fbocc.errors import ConfigError, ValidationError
-    from fbocc.transport import TargetSession
-    from fbocc.validate import validate_target
+    from fbocc.target.transport import TargetSession
+    from fbocc.target.validate import validate_target
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}",

@@ -143,11 +143,11 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
     import numpy as np
     import torch
 
+    from fbocc.export.samples import save_manifest, sha256_file, write_tensor
     from fbocc.model.checkpoint import load_checkpoint
     from fbocc.model.network import HISTORY_PAIRS, INPUT_NAMES, OUTPUT_NAMES, TraceRecorder, build_model
     from fbocc.model.preprocess import SequencePreprocessor
     from fbocc.model.synthetic import synthetic_sequence
-    from fbocc.samples import save_manifest, sha256_file, write_tensor
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -228,7 +228,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
                         for name, array in sample.ground_truth.items()}
             manifest_frames.append(entry)
 
-        from fbocc.onnx_graph import custom_op_counts, load_graph
+        from fbocc.export.onnx_graph import custom_op_counts, load_graph
 
         graph = load_graph(onnx_tmp)
         counts = custom_op_counts(graph)

@@ -194,7 +194,7 @@ def check_io(model: Any, report: CheckReport) -> None:
 
 def check_against_manifest(report: CheckReport, samples_dir: Path) -> None:
     """Graph inputs/outputs against the manifest (names, order, dtypes, shapes); files against sizes."""
-    from fbocc.samples import load_manifest
+    from fbocc.export.samples import load_manifest
 
     try:
         manifest = load_manifest(samples_dir)

@@ -5,7 +5,7 @@ What is compared (per output tensor, over every frame of the sequence):
 - max-abs error, relative error (max-abs / max |reference|) and cosine similarity against the PyTorch
   reference outputs that `fbocc export` stored in the samples;
 - occupancy label agreement: the fraction of voxels whose argmax class equals PyTorch's;
-- Occ3D mIoU (fbocc.metrics, FB-BEV's definition) against ground-truth labels when the samples carry
+- Occ3D mIoU (fbocc.results.metrics, FB-BEV's definition) against ground-truth labels when the samples carry
   them (frame `ground_truth`: `semantics` + `mask_camera` tensors), otherwise against PyTorch's own
   prediction, labelled `"miou_against": "pytorch"` so nobody mistakes it for dataset accuracy;
 - fp16 against fp32 when both precisions run.
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from fbocc.errors import Interrupted, RemoteError, TransferError, ValidationError
-from fbocc.metrics import NUM_CLASSES, OccupancyMIoU
-from fbocc.samples import load_manifest, read_tensor
+from fbocc.export.samples import load_manifest, read_tensor
+from fbocc.results.metrics import NUM_CLASSES, OccupancyMIoU
 
 RESULT_TAG = "FBOCC_RESULT "
 ERROR_TAG = "FBOCC_ERROR "
@@ -327,7 +327,7 @@ class ValidationReport:
 
 def _remote_current(session: Any) -> dict[str, str]:
     """Paths of the pushed set under `<workdir>/current/` (push-to-target's layout, read by remote-bench)."""
-    from fbocc.remote_bench import locate_artifacts
+    from fbocc.target.bench import locate_artifacts
 
     arts = locate_artifacts(session)
     return {"current": arts.root, "samples": arts.samples, "deploy": arts.deploy, "onnx": arts.onnx,
@@ -421,7 +421,7 @@ def run_remote_sequence(session: Any, *, backend: str, precision: str, remote_ou
                         python: str = "python3", repeat: int = 1, timeout: float = 3600.0,
                         on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run deploy/run_sequence.py on the target; return its FBOCC_RESULT document."""
-    from fbocc.transport import quote
+    from fbocc.target.transport import quote
 
     layout = _remote_current(session)
     argv = [python, f"{layout['deploy']}/run_sequence.py", "--backend", backend, "--precision", precision,
@@ -465,7 +465,7 @@ def validate_target(session: Any, *, backend: str, precisions: list[str], local_
     `samples_dir` is the local export (reference outputs); without it the reference outputs are pulled
     from the pushed samples.
     """
-    from fbocc.results import record_validation
+    from fbocc.results.history import record_validation
 
     say = progress or (lambda text: None)
     report = ValidationReport(target=session.label, backend=backend, runs=[], comparisons=[])

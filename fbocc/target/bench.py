@@ -10,7 +10,7 @@ Remote layout (written by `fbocc push-to-target`), under the target's workdir:
 
 Every remote command runs through `TargetSession.run` (own process group, killed on timeout or Ctrl-C);
 every remote path is shell-quoted. The target side is deploy/bench.py (environment, cache key,
-tegrastats) and trtexec; command lines come from fbocc.trtexec for the target's TensorRT version.
+tegrastats) and trtexec; command lines come from fbocc.target.trtexec for the target's TensorRT version.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any
 
 from fbocc.config import Target
 from fbocc.errors import ConfigError, FboccError, Interrupted, RemoteError
-from fbocc.results import BenchResult, new_run_id, save_result
-from fbocc.transport import TargetOutcome, TargetSession, quote
-from fbocc.trtexec import (
+from fbocc.results.history import BenchResult, new_run_id, save_result
+from fbocc.target.transport import TargetOutcome, TargetSession, quote
+from fbocc.target.trtexec import (
     PRECISIONS,
     BenchSpec,
     BuildSpec,

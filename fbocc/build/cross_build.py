@@ -32,12 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fbocc import build_container as bc
 from fbocc.assets import asset_dir
+from fbocc.build import container as bc
+from fbocc.build.elf_check import CREATOR_SYMBOLS, LOGGER_SYMBOL, verify_library
 from fbocc.config import BuildProfile, Config
-from fbocc.elf_check import CREATOR_SYMBOLS, LOGGER_SYMBOL, verify_library
 from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError
-from fbocc.samples import sha256_file
+from fbocc.export.samples import sha256_file
 
 MANIFEST_NAME = "fbocc-build.json"
 MANIFEST_SCHEMA = "fbocc.cross-build/1"

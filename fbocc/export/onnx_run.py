@@ -3,7 +3,7 @@
 The check a user makes before spending ten minutes building an engine on the car (`fbocc check-onnx
 --run`), and the host side of `fbocc validate`. It runs the very same runner the target runs
 (deploy/run_sequence.py, onnxruntime backend: frames in order, history carried by name, our ops as
-numpy custom ops), then compares with `fbocc.validate.compare_runs`.
+numpy custom ops), then compares with `fbocc.target.validate.compare_runs`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from fbocc.errors import EnvironmentCheckError, ValidationError
-from fbocc.samples import load_manifest
-from fbocc.validate import Comparison, compare_runs, load_runner
+from fbocc.export.samples import load_manifest
+from fbocc.target.validate import Comparison, compare_runs, load_runner
 
 
 @dataclass

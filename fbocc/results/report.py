@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbocc.results import BenchResult, ValidationRecord
+from fbocc.results.history import BenchResult, ValidationRecord
 
 MODEL_LABEL = {"tensorrt": "FB-OCC-TensorRT", "onnxruntime": "FB-OCC-ONNXRuntime"}
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "best": 2}

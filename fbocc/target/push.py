@@ -58,7 +58,7 @@ import paramiko
 
 from fbocc.config import Target
 from fbocc.errors import FboccError, Interrupted, RemoteError, TransferError, ValidationError
-from fbocc.transport import TargetOutcome, TargetSession, connect_all, quote
+from fbocc.target.transport import TargetOutcome, TargetSession, connect_all, quote
 
 log = logging.getLogger(__name__)
 SET_FORMAT = "fbocc-set/1"
@@ -340,7 +340,7 @@ def collect_artefacts(*, onnx: Path | None, plugin: Path | None, samples: Path |
         plugin_rel = next((r for r in plugin_rels if "kernels" not in r), plugin_rels[0])
     expected_samples: dict[str, str] = {}
     if samples is not None:
-        from fbocc.samples import MANIFEST_NAME, ManifestError, load_manifest, manifest_format
+        from fbocc.export.samples import MANIFEST_NAME, ManifestError, load_manifest, manifest_format
 
         if not samples.is_dir():
             raise ValidationError(f"samples directory {samples} does not exist",
