@@ -62,7 +62,11 @@ class BenchSettings:
     iterations: int = 0
     duration_s: float = 10.0
     warmup_ms: int = 500
-    cuda_graph: bool = False
+    # the four timing switches (fbocc.target.trtexec.TimingMode): TensorRT 11's defaults, set on every version
+    data_transfers: bool = False
+    cuda_graph: bool = True
+    spin_wait: bool = True
+    typing: str = "auto"  # auto (strongly typed where TensorRT has it), strong, weak (fp32 graph + flags, < 10.12)
     timeout_s: float = 3600.0
     regression_threshold: float = 0.05
 

@@ -1,4 +1,4 @@
-"""trtexec command lines per TensorRT version, and its output parsed, on excerpts of real public logs."""
+"""trtexec output parsed, on excerpts of real public logs (command lines: tests/test_trtexec_commands.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ from pathlib import Path
 import pytest
 
 from fbocc.target.trtexec import (
-    BenchSpec,
-    BuildSpec,
     TrtVersion,
-    bench_command,
-    build_command,
     diagnose_failure,
     parse_export_profile,
     parse_export_times,
@@ -70,60 +66,6 @@ def test_version_from_the_header_lines_of_both_generations() -> None:
     head = parse_summary(log("trt8.6.3_header.log"))
     assert head.version == TrtVersion(8, 6, 3)
     assert head.status is None and not head.complete
-
-
-def test_build_command_trt86_uses_plugins_flag_and_profile_shapes() -> None:
-    argv = build_command("/usr/src/tensorrt/bin/trtexec", TrtVersion(8, 6, 13), BuildSpec(
-        onnx="/w/current/fbocc.onnx", engine="/w/engines/k.engine.part", plugin="/w/current/libfbocc.so",
-        precision="fp16", profile=PROFILE, timing_cache="/w/engines/timing.cache"))
-    assert argv[0] == "/usr/src/tensorrt/bin/trtexec"
-    assert "--plugins=/w/current/libfbocc.so" in argv
-    assert not any(a.startswith("--staticPlugins") for a in argv)
-    assert "--minShapes=img:1x6x3x256x704,ranks_bev:1000" in argv
-    assert "--optShapes=img:1x6x3x256x704,ranks_bev:150000" in argv
-    assert "--maxShapes=img:1x6x3x256x704,ranks_bev:200000" in argv
-    assert "--fp16" in argv and "--skipInference" in argv
-    assert "--timingCacheFile=/w/engines/timing.cache" in argv
-    assert not any(a.startswith(("--workspace", "--explicitBatch", "--buildOnly")) for a in argv)
-
-
-@pytest.mark.parametrize("version", [TrtVersion(10, 8, 0), TrtVersion(11, 0, 0)])
-def test_build_command_trt10_and_11_use_static_plugins(version: TrtVersion) -> None:
-    argv = build_command("trtexec", version, BuildSpec(onnx="m.onnx", engine="e", plugin="p.so",
-                                                       precision="fp32", profile={}, workspace_mib=2048))
-    assert "--staticPlugins=p.so" in argv
-    assert not any(a.startswith("--plugins=") for a in argv)
-    assert "--memPoolSize=workspace:2048" in argv
-    assert "--fp16" not in argv and "--best" not in argv
-    assert not any(a.startswith("--minShapes") for a in argv)
-
-
-def test_unsupported_versions_and_precisions_are_refused() -> None:
-    spec = BuildSpec(onnx="m", engine="e", plugin=None, precision="fp16", profile={})
-    with pytest.raises(ValueError, match=r"8\.5\.0"):
-        build_command("trtexec", TrtVersion(8, 5, 0), spec)
-    with pytest.raises(ValueError, match="int4"):
-        build_command("trtexec", TrtVersion(8, 6, 1), BuildSpec(onnx="m", engine="e", plugin=None,
-                                                                 precision="int4", profile={}))
-
-
-def test_bench_command_loads_every_input_and_honours_timing_options() -> None:
-    spec = BenchSpec(engine="/w/e.engine", plugin="/w/p.so",
-                     inputs={"img": "/w/s/frame_000/img.dat", "a:b": "/w/s/frame_000/a_b.dat"},
-                     shapes={"ranks_bev": [150000]}, iterations=50, warmup_ms=200, cuda_graph=True,
-                     export_times="/w/r/times.json", export_profile="/w/r/profile.json")
-    argv = bench_command("trtexec", TrtVersion(8, 6, 13), spec)
-    assert "--loadInputs=img:/w/s/frame_000/img.dat,'a:b':/w/s/frame_000/a_b.dat" in argv
-    assert "--shapes=ranks_bev:150000" in argv
-    assert "--iterations=50" in argv and "--duration=0" in argv and "--warmUp=200" in argv
-    assert "--useCudaGraph" in argv and "--plugins=/w/p.so" in argv
-    assert "--exportTimes=/w/r/times.json" in argv
-    assert "--exportProfile=/w/r/profile.json" in argv and "--separateProfileRun" in argv
-    by_duration = bench_command("trtexec", TrtVersion(10, 8, 0), BenchSpec(
-        engine="e", plugin=None, inputs={"x": "x.dat"}, shapes={}, duration_s=2.5))
-    assert "--duration=2.5" in by_duration and not any(a.startswith("--iterations") for a in by_duration)
-    with pytest.raises(ValueError, match="random data"):
-        bench_command("trtexec", TrtVersion(8, 6, 1), BenchSpec(engine="e", plugin=None, inputs={}, shapes={}))
 
 
 def test_plugin_not_found_names_the_op_and_the_loaded_library() -> None:

@@ -15,12 +15,20 @@ from fbocc.cli.app import app, emit_json, err, load_config, out
 @app.command("remote-bench")
 def remote_bench_cmd(
     targets: Annotated[list[str], typer.Argument(help="Target(s) or group(s) from [targets]/[groups].")],
-    precision: Annotated[str | None, typer.Option("--precision", help="Comma list: fp32,fp16,best.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="Comma list: fp32,fp16,int8.")] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", help="Timed iterations (overrides --duration).")]
     = None,
     duration: Annotated[float | None, typer.Option("--duration", help="Timed seconds per precision.")] = None,
     warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up in milliseconds.")] = None,
-    cuda_graph: Annotated[bool | None, typer.Option("--cuda-graph/--no-cuda-graph", help="Use CUDA graphs.")] = None,
+    cuda_graph: Annotated[bool | None, typer.Option("--cuda-graph/--no-cuda-graph", help="Launch through a CUDA graph "
+                                                    "(default on).")] = None,
+    spin_wait: Annotated[bool | None, typer.Option("--spin-wait/--no-spin-wait", help="Spin on GPU events "
+                                                   "(default on).")] = None,
+    data_transfers: Annotated[bool | None, typer.Option("--data-transfers/--no-data-transfers",
+                                                        help="Time H2D/D2H copies with each query (default off).")]
+    = None,
+    typing: Annotated[str | None, typer.Option("--typing", help="auto, strong (typed graphs), or weak (fp32 graph + "
+                                               "precision flags; TensorRT < 10.12).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the engines even when cached.")] = False,
     backend: Annotated[str, typer.Option("--backend", help="tensorrt (trtexec) or onnxruntime (run_sequence.py).")]
     = "tensorrt",
@@ -36,15 +44,20 @@ def remote_bench_cmd(
     """Build (or reuse) the engines on the target, benchmark them, and keep the results."""
     from fbocc.errors import FboccError
     from fbocc.target.bench import BenchOptions, remote_bench
+    from fbocc.target.trtexec import TimingMode
 
     cfg = load_config(**{"bench.iterations": iterations, "bench.duration_s": duration, "bench.warmup_ms": warmup,
-                         "bench.cuda_graph": cuda_graph, "bench.timeout_s": timeout})
+                         "bench.cuda_graph": cuda_graph, "bench.spin_wait": spin_wait,
+                         "bench.data_transfers": data_transfers, "bench.typing": typing, "bench.timeout_s": timeout})
     precisions = tuple(p.strip() for p in precision.split(",") if p.strip()) if precision else \
         tuple(cfg.bench.precisions)
     if backend == "onnxruntime" and not precision:
         precisions = ("fp32",)
     options = BenchOptions(precisions=precisions, iterations=cfg.bench.iterations, duration_s=cfg.bench.duration_s,
-                           warmup_ms=cfg.bench.warmup_ms, cuda_graph=cfg.bench.cuda_graph, rebuild=rebuild,
+                           warmup_ms=cfg.bench.warmup_ms, rebuild=rebuild,
+                           timing=TimingMode(data_transfers=cfg.bench.data_transfers, cuda_graph=cfg.bench.cuda_graph,
+                                             spin_wait=cfg.bench.spin_wait),
+                           typing=None if cfg.bench.typing == "auto" else cfg.bench.typing,
                            timeout_s=cfg.bench.timeout_s, backend=backend, builder=builder, frame=frame,
                            keep_remote_run=keep_remote_run)
     options.check()

@@ -33,9 +33,12 @@ from fbocc.errors import ConfigError, FboccError, Interrupted, RemoteError
 from fbocc.results.history import BenchResult, new_run_id, save_result
 from fbocc.target.transport import TargetOutcome, TargetSession, quote
 from fbocc.target.trtexec import (
+    GONE,
     PRECISIONS,
+    TYPINGS,
     BenchSpec,
     BuildSpec,
+    TimingMode,
     TrtVersion,
     bench_command,
     build_command,
@@ -60,7 +63,8 @@ class BenchOptions:
     iterations: int = 0
     duration_s: float = 10.0
     warmup_ms: int = 500
-    cuda_graph: bool = False
+    timing: TimingMode = field(default_factory=TimingMode)
+    typing: str | None = None  # None: strongly typed where the target's TensorRT has it
     rebuild: bool = False
     timeout_s: float = 3600.0
     backend: str = "tensorrt"
@@ -75,10 +79,15 @@ class BenchOptions:
             raise ConfigError(f"--backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.builder not in BUILDERS:
             raise ConfigError(f"--builder {self.builder!r} is not one of {', '.join(BUILDERS)}")
+        gone = [p for p in self.precisions if p in GONE]
+        if gone:
+            raise ConfigError(f"--precision {gone[0]}: {GONE[gone[0]]}")
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
             raise ConfigError(f"--precision {','.join(bad) or '(empty)'}: use a comma list of {', '.join(PRECISIONS)}",
                               fix="e.g. --precision fp32,fp16")
+        if self.typing is not None and self.typing not in TYPINGS:
+            raise ConfigError(f"--typing {self.typing!r} is not one of auto, {', '.join(TYPINGS)}")
         if self.iterations < 0 or (self.duration_s <= 0 and self.iterations == 0):
             raise ConfigError("give --iterations N (N > 0) or --duration S (S > 0)")
         if self.warmup_ms < 0 or self.timeout_s <= 0 or self.frame < 0:
@@ -335,7 +344,7 @@ def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[st
     run_dir = str(PurePosixPath(session.workdir()) / "runs" / run_id)
     spec = BenchSpec(engine=engine["path"], plugin=arts.plugin, inputs=inputs, shapes=shapes,
                      iterations=options.iterations, duration_s=options.duration_s, warmup_ms=options.warmup_ms,
-                     cuda_graph=options.cuda_graph, export_times=f"{run_dir}/times.json",
+                     timing=options.timing, export_times=f"{run_dir}/times.json",
                      export_profile=f"{run_dir}/profile.json")
     cmd = bench_command(t.trtexec, version, spec)
     wrapper = [t.python, arts.deploy + "/bench.py", "run", "--tegrastats-log", f"{run_dir}/tegrastats.log",
@@ -379,7 +388,7 @@ def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[st
         address=session.address, builder=options.builder, engine=engine,
         samples={"frame": frame_id, "inputs": sorted(inputs), "shapes": shapes, "set": arts.set_hash},
         options={"iterations": options.iterations, "duration_s": options.duration_s,
-                 "warmup_ms": options.warmup_ms, "cuda_graph": options.cuda_graph, "rebuild": options.rebuild},
+                 "warmup_ms": options.warmup_ms, "rebuild": options.rebuild, "timing": options.timing.as_dict()},
         command=cmd, per_query_ms=per_query, layers=layers, environment=env,
         tegrastats=run_info.get("tegrastats", {"available": False, "reason": "runner reported nothing"}))
 

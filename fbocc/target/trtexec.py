@@ -1,13 +1,24 @@
 """trtexec, the target's TensorRT benchmark tool: command lines per TensorRT version, and its output parsed.
 
 Pure functions only (no SSH, no files but what is passed in), so every rule here is tested without a
-target. Version differences handled here:
+target. Version rules (sources: NVIDIA/TensorRT `samples/common/sampleOptions.cpp` on release/8.6,
+release/10.x, release/11.0, release/11.1; `python/src/infer/pyCore.cpp` for the Python builder):
 
-- plugin library for the ONNX parser: 8.6 `--plugins=`; 10.x `--staticPlugins=` (`--plugins` is
-  deprecated there); 11.x `--staticPlugins=` (`--plugins` gone).
-- build without inference: `--skipInference` (8.6 and later; `--buildOnly` is the deprecated spelling).
-- workspace: `--memPoolSize=workspace:N` (`--workspace` deprecated since 8.4); `--explicitBatch` is a
-  no-op since 8.x and removed in 10: never emitted.
+- plugin library: `--staticPlugins=` on every supported version (added in 8.6.0 together with the
+  deprecation of `--plugins`, which still only warns in 11.1).
+- precision (`precision_plan`): 8.6 has no `--stronglyTyped` (it came in 9.0): fp16 = the fp32 graph with
+  `--fp16`, int8 = the Q/DQ graph with `--int8 --fp16` (weak typing; no calibrator exists here). 10.0 to
+  10.11: the typed graph of the precision with `--stronglyTyped` (default) or, on request, weak typing as
+  8.6. 10.12 deprecated weak typing: typed graphs with `--stronglyTyped` only. 11.x removed `--fp16
+  --int8 --best --bf16 --fp8 --int4 --calib`; networks are always strongly typed (`--stronglyTyped` is a
+  documented no-op): typed graphs, no precision flag. `best` cannot exist with typed graphs: refused.
+- timing (`timing_flags`): 8.6/10.x default to data transfers on, CUDA graph, spin wait and a separate
+  profile run off, switched with `--noDataTransfers --useCudaGraph --useSpinWait --separateProfileRun`;
+  11.x defaults to transfers off, CUDA graph and spin wait on, separate profile run always on, switched
+  with `--includeDataTransfers --noCudaGraph --noSpinWait` (the old switches are deprecated no-ops there).
+  Every run states all four, so a 10.x and an 11.x number measure the same thing.
+- build without inference: `--skipInference` (`--buildOnly` was removed in 10.0); workspace:
+  `--memPoolSize=workspace:N` (`--workspace` removed in 10.0); `--explicitBatch`/`--maxBatch`: never emitted.
 - version tag in the `&&&&` lines: `v8603` = 8.6.3, `v100200` = 10.2.0, `v110000` = 11.0.0.
 """
 
@@ -18,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-PRECISIONS = ("fp32", "fp16", "best")
+PRECISIONS = ("fp32", "fp16", "int8")
 METRICS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
 
 
@@ -62,10 +73,107 @@ def supported(version: TrtVersion) -> bool:
 
 Shape = list[int]
 
+STRONG_TYPING = TrtVersion(9, 0)  # `--stronglyTyped` / STRONGLY_TYPED: absent in 8.6, present from 9.0
+WEAK_TYPING_DEPRECATED = TrtVersion(10, 12)  # we build weakly typed engines only before this
+WEAK_TYPING_REMOVED = TrtVersion(11, 0)
+TYPINGS = ("strong", "weak")
+GONE = {  # precisions that cannot exist once precision lives in the graph, and what to use instead
+    "best": "`best` asks TensorRT to pick fp16/int8 per layer (weak typing), which TensorRT 11 removed and "
+            "`--stronglyTyped` forbids: use the fp16 or int8 graph (--precision fp32,fp16,int8)",
+}
+
+
+def check_precision(precision: str) -> None:
+    """ValueError with the fix when `precision` is not fp32, fp16 or int8."""
+    if precision in GONE:
+        raise ValueError(GONE[precision])
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How one precision is built on one TensorRT version: from which graph, with which switches."""
+
+    precision: str
+    graph: str  # the manifest's graph to build from: "fp32", "fp16" or "int8"
+    typing: str  # "strong" (precision in the graph) or "weak" (precision from builder flags)
+    flags: tuple[str, ...]  # trtexec switches
+    builder_flags: tuple[str, ...]  # Python API: BuilderFlag names to set (weak typing only)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "graph": self.graph, "typing": self.typing,
+                "flags": list(self.flags), "builder_flags": list(self.builder_flags)}
+
+
+def default_typing(version: TrtVersion) -> str:
+    """Strongly typed wherever TensorRT has it (10.x, 11.x); weakly typed on 8.6."""
+    return "strong" if version >= STRONG_TYPING else "weak"
+
+
+def precision_plan(version: TrtVersion, precision: str, typing: str | None = None) -> PrecisionPlan:
+    """The graph and switches for `precision` on `version` (typing None = `default_typing`).
+
+    ValueError, with the fix, when the combination cannot exist on that version."""
+    check_precision(precision)
+    typing = typing or default_typing(version)
+    if typing not in TYPINGS:
+        raise ValueError(f"typing {typing!r} is not one of {', '.join(TYPINGS)}")
+    if typing == "strong":
+        if version < STRONG_TYPING:
+            raise ValueError(f"TensorRT {version} has no strongly typed networks (--stronglyTyped came in 9.0): "
+                             "build it weakly typed (the default there)")
+        # 11.x: always strongly typed, `--stronglyTyped` is a deprecated no-op there
+        flags: tuple[str, ...] = () if version >= WEAK_TYPING_REMOVED else ("--stronglyTyped",)
+        return PrecisionPlan(precision, precision, "strong", flags, ())
+    if version >= WEAK_TYPING_DEPRECATED:
+        raise ValueError(f"TensorRT {version} builds precision from the graph only (weak typing is deprecated "
+                         "since 10.12 and removed in 11.0): use the typed graphs (drop the weak-typing request)")
+    if precision == "fp16":  # the fp32 graph; TensorRT picks fp16 kernels where it likes
+        return PrecisionPlan("fp16", "fp32", "weak", ("--fp16",), ("FP16",))
+    if precision == "int8":  # Q/DQ scales come from the graph (no calibrator); fp16 where no Q/DQ
+        return PrecisionPlan("int8", "int8", "weak", ("--int8", "--fp16"), ("INT8", "FP16"))
+    return PrecisionPlan("fp32", "fp32", "weak", (), ())
+
+
+@dataclass(frozen=True)
+class TimingMode:
+    """The four trtexec switches that change what a latency means; every run sets and records all four."""
+
+    data_transfers: bool = False  # H2D/D2H copies of every query inside Latency
+    cuda_graph: bool = True
+    spin_wait: bool = True
+    separate_profile_run: bool = True  # per-layer profile in its own run, not inside the timed one
+
+    def as_dict(self) -> dict[str, bool]:
+        return {"data_transfers": self.data_transfers, "cuda_graph": self.cuda_graph,
+                "spin_wait": self.spin_wait, "separate_profile_run": self.separate_profile_run}
+
+
+def trtexec_defaults(version: TrtVersion) -> TimingMode:
+    """What trtexec does when none of the four switches is given (sampleOptions.h of each release)."""
+    if version >= WEAK_TYPING_REMOVED:
+        return TimingMode(data_transfers=False, cuda_graph=True, spin_wait=True, separate_profile_run=True)
+    return TimingMode(data_transfers=True, cuda_graph=False, spin_wait=False, separate_profile_run=False)
+
+
+def timing_flags(version: TrtVersion, mode: TimingMode) -> list[str]:
+    """The switches that give `mode` on `version`, in the spelling that version does not deprecate."""
+    if version >= WEAK_TYPING_REMOVED:
+        if not mode.separate_profile_run:
+            raise ValueError(f"TensorRT {version} always profiles in a separate run: a profile inside the timed run "
+                             "cannot be asked for")
+        return ((["--includeDataTransfers"] if mode.data_transfers else [])
+                + ([] if mode.cuda_graph else ["--noCudaGraph"]) + ([] if mode.spin_wait else ["--noSpinWait"]))
+    # 8.6 and 10.x: everything off but data transfers unless switched; there is no way to say "off"
+    return (([] if mode.data_transfers else ["--noDataTransfers"]) + (["--useCudaGraph"] if mode.cuda_graph else [])
+            + (["--useSpinWait"] if mode.spin_wait else [])
+            + (["--separateProfileRun"] if mode.separate_profile_run else []))
+
 
 @dataclass(frozen=True)
 class BuildSpec:
-    """What one engine build needs: all paths are as seen on the target."""
+    """What one engine build needs: all paths are as seen on the target; `onnx` is the plan's graph."""
 
     onnx: str
     engine: str
@@ -75,6 +183,7 @@ class BuildSpec:
     timing_cache: str | None = None
     workspace_mib: int | None = None
     profile_layers: bool = True
+    typing: str | None = None  # None: the version's default (`default_typing`)
 
 
 @dataclass(frozen=True)
@@ -88,7 +197,7 @@ class BenchSpec:
     iterations: int = 0
     duration_s: float = 10.0
     warmup_ms: int = 500
-    cuda_graph: bool = False
+    timing: TimingMode = field(default_factory=TimingMode)
     export_times: str | None = None
     export_profile: str | None = None
 
@@ -108,27 +217,24 @@ def _shape_spec(shapes: dict[str, Shape]) -> str:
 
 def plugin_flags(version: TrtVersion, plugin: str | None) -> list[str]:
     """How to load our plugin library so the ONNX parser and the runtime both find its creators."""
-    if plugin is None:
-        return []
-    if version.major >= 10:
-        return [f"--staticPlugins={plugin}"]
-    return [f"--plugins={plugin}"]
+    del version  # `--staticPlugins` on 8.6, 10.x and 11.x alike (`--plugins` is deprecated since 8.6.0)
+    return [] if plugin is None else [f"--staticPlugins={plugin}"]
+
+
+def _check_version(version: TrtVersion) -> None:
+    if not supported(version):
+        raise ValueError(f"TensorRT {version} is not supported (8.6, 10.x, 11.x are)")
 
 
 def build_command(trtexec: str, version: TrtVersion, spec: BuildSpec) -> list[str]:
     """trtexec argv that builds and saves an engine (no inference) from the ONNX and the samples' profile."""
-    if not supported(version):
-        raise ValueError(f"TensorRT {version} is not supported (8.6, 10.x, 11.x are)")
-    if spec.precision not in PRECISIONS:
-        raise ValueError(f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}")
+    _check_version(version)
+    plan = precision_plan(version, spec.precision, spec.typing)
     argv = [trtexec, f"--onnx={spec.onnx}", f"--saveEngine={spec.engine}", *plugin_flags(version, spec.plugin)]
     if spec.profile:
         for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
             argv.append(f"{flag}={_shape_spec({n: p[key] for n, p in spec.profile.items()})}")
-    if spec.precision == "fp16":
-        argv.append("--fp16")
-    elif spec.precision == "best":
-        argv.append("--best")
+    argv += plan.flags
     if spec.timing_cache:
         argv.append(f"--timingCacheFile={spec.timing_cache}")
     if spec.workspace_mib:
@@ -141,8 +247,7 @@ def build_command(trtexec: str, version: TrtVersion, spec: BuildSpec) -> list[st
 
 def bench_command(trtexec: str, version: TrtVersion, spec: BenchSpec) -> list[str]:
     """trtexec argv that loads an engine and times it on one frame's real inputs (every input loaded)."""
-    if not supported(version):
-        raise ValueError(f"TensorRT {version} is not supported (8.6, 10.x, 11.x are)")
+    _check_version(version)
     if not spec.inputs:
         raise ValueError("no network inputs to load: trtexec would feed random data")
     argv = [trtexec, f"--loadEngine={spec.engine}", *plugin_flags(version, spec.plugin)]
@@ -154,13 +259,11 @@ def bench_command(trtexec: str, version: TrtVersion, spec: BenchSpec) -> list[st
     else:
         argv.append(f"--duration={_num(spec.duration_s)}")
     argv.append(f"--warmUp={int(spec.warmup_ms)}")
-    if spec.cuda_graph:
-        argv.append("--useCudaGraph")
-    argv.append("--useSpinWait")  # steadier timings on Orin, as trtexec's own warning advises
+    argv += timing_flags(version, spec.timing)
     if spec.export_times:
         argv.append(f"--exportTimes={spec.export_times}")
     if spec.export_profile:
-        argv += [f"--exportProfile={spec.export_profile}", "--separateProfileRun"]
+        argv.append(f"--exportProfile={spec.export_profile}")
     return argv
 
 
