@@ -69,7 +69,7 @@ def test_weak_typing_on_request_before_10_12_uses_the_fp32_graph_and_the_old_fla
 
 @pytest.mark.parametrize("version", [V1012, TrtVersion(10, 16, 0), V110, V111])
 def test_weak_typing_is_refused_from_10_12_on(version: TrtVersion) -> None:
-    with pytest.raises(ValueError, match="weak typing is deprecated since 10.12 and removed in 11.0"):
+    with pytest.raises(ValueError, match=r"weak typing is deprecated since 10\.12 and removed in 11\.0"):
         precision_plan(version, "fp16", "weak")
 
 

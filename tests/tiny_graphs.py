@@ -23,8 +23,6 @@ def _model(precision: str, op: str | None) -> onnx.ModelProto:
     nodes = []
     src = "img"
     if precision == "int8":
-        scale = numpy_helper.from_array(np.array(0.05, dtype=np.float32), "s")
-        zero = numpy_helper.from_array(np.array(0, dtype=np.int8), "z")
         nodes += [helper.make_node("QuantizeLinear", ["img", "s", "z"], ["q"], name="/img_backbone/q"),
                   helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="/img_backbone/dq")]
         src = "dq"
