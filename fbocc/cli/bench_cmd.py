@@ -110,8 +110,9 @@ def report_cmd(
 ) -> None:
     """Compare benchmark runs (fp32 vs fp16, this vs previous), flag regressions, export markdown/PNG."""
     from fbocc.errors import ConfigError, ValidationError
+    from fbocc.results.figure import write_png
     from fbocc.results.history import load_history, load_validations
-    from fbocc.results.report import compare, to_markdown, write_markdown, write_png
+    from fbocc.results.report import compare, to_markdown, write_markdown
 
     cfg = load_config(**{"project.results_dir": str(results_dir) if results_dir else None,
                          "bench.regression_threshold": threshold})
