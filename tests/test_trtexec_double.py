@@ -83,7 +83,7 @@ def test_reference_outputs_options_came_with_11_1() -> None:
 @pytest.mark.parametrize(("version", "precision", "expected"), [
     ("8.6.13", "fp32", {"precision": "fp32", "strongly_typed": False, "builder_flags": []}),
     ("8.6.13", "fp16", {"precision": "fp16", "strongly_typed": False, "builder_flags": ["fp16"]}),
-    ("8.6.13", "int8", {"precision": "int8", "strongly_typed": False, "builder_flags": ["fp16", "int8"]}),
+    ("8.6.13", "int8", {"precision": "int8", "strongly_typed": False, "builder_flags": ["int8"]}),
     ("10.8.0", "fp16", {"precision": "fp16", "strongly_typed": True, "builder_flags": []}),
     ("10.8.0", "int8", {"precision": "int8", "strongly_typed": True, "builder_flags": []}),
     ("10.13.0", "fp16", {"precision": "fp16", "strongly_typed": True, "builder_flags": []}),

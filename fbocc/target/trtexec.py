@@ -7,7 +7,7 @@ release/10.x, release/11.0, release/11.1; `python/src/infer/pyCore.cpp` for the 
 - plugin library: `--staticPlugins=` on every supported version (added in 8.6.0 together with the
   deprecation of `--plugins`, which still only warns in 11.1).
 - precision (`precision_plan`): 8.6 has no `--stronglyTyped` (it came in 9.0): fp16 = the fp32 graph with
-  `--fp16`, int8 = the Q/DQ graph with `--int8 --fp16` (weak typing; no calibrator exists here). 10.0 to
+  `--fp16`, int8 = the Q/DQ graph with `--int8` (weak typing; no calibrator exists here). 10.0 to
   10.11: the typed graph of the precision with `--stronglyTyped` (default) or, on request, weak typing as
   8.6. 10.12 deprecated weak typing: typed graphs with `--stronglyTyped` only. 11.x removed `--fp16
   --int8 --best --bf16 --fp8 --int4 --calib`; networks are always strongly typed (`--stronglyTyped` is a
@@ -131,8 +131,8 @@ def precision_plan(version: TrtVersion, precision: str, typing: str | None = Non
                          "since 10.12 and removed in 11.0): use the typed graphs (drop the weak-typing request)")
     if precision == "fp16":  # the fp32 graph; TensorRT picks fp16 kernels where it likes
         return PrecisionPlan("fp16", "fp32", "weak", ("--fp16",), ("FP16",))
-    if precision == "int8":  # Q/DQ scales come from the graph (no calibrator); fp16 where no Q/DQ
-        return PrecisionPlan("int8", "int8", "weak", ("--int8", "--fp16"), ("INT8", "FP16"))
+    if precision == "int8":  # Q/DQ scales come from the graph (no calibrator); the rest fp32, as the graph says
+        return PrecisionPlan("int8", "int8", "weak", ("--int8",), ("INT8",))
     return PrecisionPlan("fp32", "fp32", "weak", (), ())
 
 
