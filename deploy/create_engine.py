@@ -19,12 +19,13 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import manifest as samples_manifest  # noqa: E402  (the sibling deploy/manifest.py)
 
-PRECISIONS = ("fp32", "fp16", "best")
+PRECISIONS = ("fp32", "fp16", "int8")
+TYPINGS = ("strong", "weak")
 
 
 class UsageError(Exception):
@@ -54,14 +55,47 @@ def profile_from_manifest(manifest):
     return out
 
 
-def engine_cache_key(onnx_sha256, plugin_sha256, precision, trt_version, profile, builder="trtexec"):
-    # type: (str, Optional[str], str, str, Dict[str, Any], str) -> str
+def engine_cache_key(onnx_sha256, plugin_sha256, precision, trt_version, profile, builder="trtexec", typing=None):
+    # type: (str, Optional[str], str, str, Dict[str, Any], str, Optional[str]) -> str
     """The engine cache key: equal inputs give an equal key, any change gives another (16 hex digits)."""
     if precision not in PRECISIONS:
         raise UsageError("precision {!r} is not one of {}".format(precision, ", ".join(PRECISIONS)))
     doc = {"onnx": onnx_sha256, "plugin": plugin_sha256 or "", "precision": precision,
            "tensorrt": trt_version, "profile": profile, "builder": builder}
+    if typing:  # the same graph built weakly or strongly typed is another engine
+        doc["typing"] = typing
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def precision_switches(trt, precision, typing=None):
+    # type: (Any, str, Optional[str]) -> Tuple[int, List[str], str]
+    """(create_network flags, BuilderFlag names, typing) for `precision` on this tensorrt module.
+
+    The same rules as the host's trtexec command lines (fbocc.target.trtexec.precision_plan): strongly
+    typed wherever NetworkDefinitionCreationFlag.STRONGLY_TYPED exists (10.x; 11.x where it is the only
+    mode), the graph carrying the precision; weakly typed (FP16/INT8 builder flags) on 8.6, or on request
+    before 10.12. TensorRT 11 has no BuilderFlag.FP16/INT8 at all (python/src/infer/pyCore.cpp, 11.0)."""
+    if precision not in PRECISIONS:
+        raise UsageError("precision {!r} is not one of {}".format(precision, ", ".join(PRECISIONS)))
+    creation = trt.NetworkDefinitionCreationFlag
+    version = str(trt.__version__)
+    strong_flag = getattr(creation, "STRONGLY_TYPED", None)
+    typing = typing or ("strong" if strong_flag is not None else "weak")
+    if typing not in TYPINGS:
+        raise UsageError("typing {!r} is not one of {}".format(typing, ", ".join(TYPINGS)))
+    if typing == "strong":
+        if strong_flag is None:
+            raise UsageError("TensorRT {} has no strongly typed networks: build it weakly typed "
+                             "(--typing weak, the default there)".format(version))
+        return 1 << int(strong_flag), [], "strong"
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    if not hasattr(trt.BuilderFlag, "FP16") or (len(parts) == 2 and tuple(parts) >= (10, 12)):
+        raise UsageError("TensorRT {} builds precision from the graph only (weak typing is deprecated since 10.12 "
+                         "and removed in 11.0): use the typed graph (drop --typing weak)".format(version))
+    batch = getattr(creation, "EXPLICIT_BATCH", None)
+    flags = 1 << int(batch) if batch is not None and parts and parts[0] < 10 else 0
+    names = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8"]}[precision]
+    return flags, names, "weak"
 
 
 def check_args(args):
@@ -82,9 +116,8 @@ def build(args, trt, profile, engine_path):
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
-    major = int(trt.__version__.split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network_flags, builder_flags, _ = precision_switches(trt, args.precision, args.typing)
+    network = builder.create_network(network_flags)
     parser = trt.OnnxParser(network, logger)
     with open(args.onnx, "rb") as fh:
         if not parser.parse(fh.read()):
@@ -93,10 +126,8 @@ def build(args, trt, profile, engine_path):
     config = builder.create_builder_config()
     if args.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, args.workspace_mib << 20)
-    if args.precision in ("fp16", "best"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if args.precision == "best" and hasattr(trt.BuilderFlag, "INT8"):
-        config.set_flag(trt.BuilderFlag.INT8)
+    for name in builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
     if profile:
         opt_profile = builder.create_optimization_profile()
         for name, p in profile.items():
@@ -132,6 +163,7 @@ def main(argv=None):
     ap.add_argument("--plugin")
     ap.add_argument("--samples", required=True)
     ap.add_argument("--precision", default="fp16")
+    ap.add_argument("--typing", choices=TYPINGS, help="default: strong where TensorRT has it")
     ap.add_argument("--engine-dir", required=True)
     ap.add_argument("--timing-cache")
     ap.add_argument("--workspace-mib", type=int)
@@ -153,8 +185,13 @@ def main(argv=None):
     if args.plugin:
         import ctypes
         ctypes.CDLL(args.plugin, mode=ctypes.RTLD_GLOBAL)  # static registration adds our creators
+    try:
+        typing = precision_switches(trt, args.precision, args.typing)[2]
+    except UsageError as exc:
+        sys.stderr.write("create_engine: {}\n".format(exc))
+        return 2
     key = engine_cache_key(sha256_file(args.onnx), sha256_file(args.plugin) if args.plugin else None,
-                           args.precision, trt.__version__, profile, builder="python")
+                           args.precision, trt.__version__, profile, builder="python", typing=typing)
     os.makedirs(args.engine_dir, exist_ok=True)
     engine_path = os.path.join(args.engine_dir, "{}-{}.engine".format(args.precision, key))
     cached = os.path.isfile(engine_path) and not args.rebuild
