@@ -173,24 +173,36 @@ def capture_env(trtexec):
     }
 
 
-def engine_keys(onnx, plugin, samples, precisions, trt_version, builder="trtexec", engine_dir=None):
-    # type: (str, Optional[str], str, List[str], str, str, Optional[str]) -> Dict[str, Any]
-    """{precision: {key, onnx_sha256, plugin_sha256, profile, engine, exists}} (files hashed once)."""
+def engine_keys(onnx, plugin, samples, precisions, trt_version, builder="trtexec", engine_dir=None, requests=None):
+    # type: (Optional[str], Optional[str], str, List[str], str, str, Optional[str], Optional[List[str]]) -> Dict[str, Any]
+    """{name: {key, onnx, onnx_sha256, plugin_sha256, profile, engine, exists}} (each file hashed once).
+
+    `requests` ("PRECISION:TYPING:GRAPH", name "PRECISION/TYPING") key each precision's graph and typing, as
+    the host plans them; without them every precision keys `onnx` under its own name (typing unset)."""
     manifest = samples_manifest.load(samples)
     profile = create_engine.profile_from_manifest(manifest)
-    for flag, path in (("--onnx", onnx), ("--plugin", plugin)):
+    wanted = []  # type: List[Any]
+    for req in requests or []:
+        precision, typing, path = req.split(":", 2)
+        wanted.append(("{}/{}".format(precision, typing), precision, typing, path))
+    if not requests:
+        wanted = [(p, p, None, onnx) for p in precisions]
+    hashes = {}  # type: Dict[str, str]
+    for flag, path in [("--onnx", w[3]) for w in wanted] + [("--plugin", plugin)]:
         if path is not None and not os.path.isfile(path):
             raise create_engine.UsageError("{} {}: no such file on the target".format(flag, path))
-    onnx_sha = create_engine.sha256_file(onnx)
-    plugin_sha = create_engine.sha256_file(plugin) if plugin else None
+        if path is not None and path not in hashes:
+            hashes[path] = create_engine.sha256_file(path)
+    plugin_sha = hashes.get(plugin) if plugin else None
     out = {}  # type: Dict[str, Any]
-    for precision in precisions:
-        k = create_engine.engine_cache_key(onnx_sha, plugin_sha, precision, trt_version, profile, builder=builder)
-        doc = {"key": k, "onnx_sha256": onnx_sha, "plugin_sha256": plugin_sha, "profile": profile}
+    for name, precision, typing, path in wanted:
+        k = create_engine.engine_cache_key(hashes[path], plugin_sha, precision, trt_version, profile, builder=builder,
+                                           typing=typing)
+        doc = {"key": k, "onnx": path, "onnx_sha256": hashes[path], "plugin_sha256": plugin_sha, "profile": profile}
         if engine_dir:
             doc["engine"] = os.path.join(engine_dir, "{}-{}.engine".format(precision, k))
             doc["exists"] = os.path.isfile(doc["engine"])
-        out[precision] = doc
+        out[name] = doc
     return out
 
 
@@ -309,6 +321,7 @@ def main(argv=None):
     for flag in ("--onnx", "--plugin", "--samples", "--precisions", "--engine-dir"):
         env.add_argument(flag)
     env.add_argument("--builder", default="trtexec")
+    env.add_argument("--request", action="append", help="PRECISION:TYPING:GRAPH to key (repeatable)")
     key = sub.add_parser("key")
     key.add_argument("--onnx", required=True)
     key.add_argument("--plugin")
@@ -325,14 +338,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.command == "env":
         doc = capture_env(args.trtexec)
-        if args.onnx and args.samples and args.precisions:
+        if args.samples and (args.request or (args.onnx and args.precisions)):
             # the cache keys in the same round trip, for the TensorRT version just found
             version = doc["tensorrt"].get("version")
             try:
                 if not version:
                     raise create_engine.UsageError("the TensorRT version is unknown")
-                doc["engine_keys"] = engine_keys(args.onnx, args.plugin, args.samples, args.precisions.split(","),
-                                                 version, args.builder, args.engine_dir)
+                doc["engine_keys"] = engine_keys(args.onnx, args.plugin, args.samples,
+                                                 (args.precisions or "").split(","), version, args.builder,
+                                                 args.engine_dir, args.request)
             except (create_engine.UsageError, samples_manifest.ManifestError) as exc:
                 doc["engine_keys_error"] = str(getattr(exc, "message", exc))
         print("FBOCC_ENV " + json.dumps(doc))

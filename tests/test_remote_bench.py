@@ -32,30 +32,57 @@ DOUBLE = REPO / "tests" / "doubles" / "trtexec_double.py"
 PLUGIN_OPS = (b"GridSampler3DTRT", b"BEVPoolV2TRT", b"MultiScaleDeformableAttnTRT")
 
 
-def make_onnx(path: Path, *, custom_op: str | None) -> None:
+def make_onnx(path: Path, *, custom_op: str | None, precision: str = "fp32") -> None:
+    """A two-input graph; fp16: img passes through fp16 (Casts), int8: through QuantizeLinear/DequantizeLinear
+    (the I/O stays fp32/int32 in every precision, as the export's graphs: docs/precision.md)."""
+    import numpy as np
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 2, 4, 4])
     ranks = helper.make_tensor_value_info("ranks_bev", TensorProto.INT32, ["n"])
     out = helper.make_tensor_value_info("occ", TensorProto.FLOAT, [1, 2, 4, 4])
     out2 = helper.make_tensor_value_info("ranks_out", TensorProto.INT32, ["n"])
+    typed, inits = [], []
+    src = "img"
+    if precision == "fp16":
+        typed = [helper.make_node("Cast", ["img"], ["img16"], to=TensorProto.FLOAT16),
+                 helper.make_node("Cast", ["img16"], ["img32"], to=TensorProto.FLOAT)]
+        src = "img32"
+    elif precision == "int8":
+        inits = [numpy_helper.from_array(np.array(0.05, np.float32), "scale"),
+                 numpy_helper.from_array(np.array(0, np.int8), "zero")]
+        typed = [helper.make_node("QuantizeLinear", ["img", "scale", "zero"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"])]
+        src = "dq"
     if custom_op:
-        nodes = [helper.make_node(custom_op, ["img", "ranks_bev"], ["occ"], domain=""),
+        nodes = [helper.make_node(custom_op, [src, "ranks_bev"], ["occ"], domain=""),
                  helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
     else:
-        nodes = [helper.make_node("Identity", ["img"], ["occ"]),
+        nodes = [helper.make_node("Identity", [src], ["occ"]),
                  helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
-    graph = helper.make_graph(nodes, "fbocc_bench_test", [img, ranks], [out, out2])
+    graph = helper.make_graph(typed + nodes, "fbocc_bench_test", [img, ranks], [out, out2], initializer=inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
 def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT",
-                   plugin_ops: tuple[bytes, ...] = PLUGIN_OPS, frame_sizes: tuple[int, ...] = (8, 12)) -> Path:
-    """A local artefact set laid out as push-to-target lays it out under <workdir>/current."""
+                   plugin_ops: tuple[bytes, ...] = PLUGIN_OPS, frame_sizes: tuple[int, ...] = (8, 12),
+                   graphs: tuple[str, ...] = ("fp16", "int8")) -> Path:
+    """A local artefact set laid out as push-to-target lays it out under <workdir>/current, with the
+    precision graphs beside the fp32 one and listed in the manifest's `graphs` (docs/precision.md)."""
+    import hashlib
+
     cur = root / "current"
     (cur / "samples").mkdir(parents=True)
     make_onnx(cur / "fbocc.onnx", custom_op=custom_op)
+    listed = []
+    for precision in ("fp32", *graphs):
+        name = "fbocc.onnx" if precision == "fp32" else f"fbocc.{precision}.onnx"
+        if precision != "fp32":
+            make_onnx(cur / name, custom_op=custom_op, precision=precision)
+        blob = (cur / name).read_bytes()
+        listed.append({"precision": precision, "file": f"../{name}", "sha256": hashlib.sha256(blob).hexdigest(),
+                       "bytes": len(blob), "strongly_typed": True, "made_by": {"tool": "tests/test_remote_bench.py"}})
     # stands in for the cross-built library: the double checks it exists and names each creator it needs
     (cur / "libfbocc_plugins.so").write_bytes(b"\x7fELF fbocc test plugin stand-in\0" + b"\0".join(plugin_ops))
     samples = cur / "samples"
@@ -73,7 +100,7 @@ def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT",
         "inputs": [{"name": "img", "dtype": "float32"}, {"name": "ranks_bev", "dtype": "int32"}],
         "outputs": [{"name": "occ", "dtype": "float32"}, {"name": "ranks_out", "dtype": "int32"}],
         "profile": {"ranks_bev": {"min": [4], "opt": [8], "max": [16]}}, "history": [], "frames": frames,
-        "source": "synthetic"})
+        "source": "synthetic", "graphs": listed})
     shutil.copytree(REPO / "deploy", cur / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
     return cur
 
@@ -82,7 +109,7 @@ def upload(target: Target, known_hosts: Path, local_current: Path, remote_workdi
     """push-to-target's library call: the artefact set becomes <workdir>/current on the target."""
     from fbocc.target.push import collect_artefacts, push_artifacts
 
-    aset = collect_artefacts(onnx=next(local_current.glob("*.onnx")), plugin=next(local_current.glob("*.so")),
+    aset = collect_artefacts(onnx=local_current / "fbocc.onnx", plugin=next(local_current.glob("*.so")),
                              samples=local_current / "samples", deploy=local_current / "deploy")
     with TargetSession(target, known_hosts=known_hosts) as session:
         push_artifacts(session, aset)
@@ -133,7 +160,7 @@ def test_push_build_bench_results_and_report(loop_target: dict, capsys: pytest.C
         assert len(r["per_query_ms"]["compute"]) >= 30
         load = next(a for a in r["command"] if a.startswith("--loadInputs="))
         assert "img:" in load and "ranks_bev:" in load
-        assert "--shapes=ranks_bev:8" in r["command"] and any(a.startswith("--plugins=") for a in r["command"])
+        assert "--shapes=ranks_bev:8" in r["command"] and any(a.startswith("--staticPlugins=") for a in r["command"])
         assert r["environment"]["tensorrt"]["source"] == "trtexec banner"
         assert r["environment"]["power_mode"]["available"] is False  # no nvpmodel here: recorded, not guessed
         assert r["tegrastats"]["available"] is False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import posixpath
 import secrets
 import shlex
 import tempfile
@@ -38,14 +39,17 @@ from fbocc.target.trtexec import (
     TYPINGS,
     BenchSpec,
     BuildSpec,
+    PrecisionPlan,
     TimingMode,
     TrtVersion,
     bench_command,
     build_command,
     diagnose_failure,
+    graph_for,
     parse_export_profile,
     parse_export_times,
     parse_summary,
+    precision_plan,
     query_stats,
     supported,
 )
@@ -105,6 +109,7 @@ class RemoteArtifacts:
     deploy: str
     set_hash: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict, compare=False)
+    graphs: dict[str, str] = field(default_factory=dict)  # precision -> remote graph (the manifest's `graphs`)
     pid_file: str | None = None  # where deploy/bench.py run keeps the running step's process group id
 
 
@@ -167,9 +172,13 @@ def locate_artifacts(session: TargetSession) -> RemoteArtifacts:
     except ValueError as exc:
         raise RemoteError(f"{session.label}:{root}/samples/manifest.json is not valid JSON: {exc}",
                           where=session.label, fix="re-run `fbocc push-to-target`") from exc
+    graphs = {"fp32": f"{root}/{onnx[0]}"}
+    for entry in manifest.get("graphs") or []:  # files relative to samples/ (docs/precision.md)
+        if isinstance(entry, dict) and entry.get("precision") and entry.get("file"):
+            graphs[str(entry["precision"])] = posixpath.normpath(f"{root}/samples/{entry['file']}")
     return RemoteArtifacts(root=root, onnx=f"{root}/{onnx[0]}", plugin=f"{root}/{plugins[0]}" if plugins else None,
                            samples=f"{root}/samples", deploy=f"{root}/deploy", set_hash=set_doc.get("set"),
-                           manifest=manifest)
+                           manifest=manifest, graphs=graphs)
 
 
 def capture_environment(session: TargetSession, arts: RemoteArtifacts,
@@ -179,8 +188,13 @@ def capture_environment(session: TargetSession, arts: RemoteArtifacts,
     t = session.target
     argv = [t.python, arts.deploy + "/bench.py", "env", "--trtexec", t.trtexec]
     if options is not None:
-        argv += ["--onnx", arts.onnx, "--samples", arts.samples, "--precisions", ",".join(options.precisions),
-                 "--builder", options.builder, "--engine-dir", f"{session.workdir()}/engines"]
+        # key every graph/typing a precision may build with; the host picks once the version is known
+        requests = [f"{p}:{typing}:{arts.graphs[graph_for(p, typing)]}" for p in options.precisions
+                    for typing in TYPINGS if graph_for(p, typing) in arts.graphs]
+        argv += ["--samples", arts.samples, "--builder", options.builder,
+                 "--engine-dir", f"{session.workdir()}/engines"]
+        for request in requests:
+            argv += ["--request", request]
         if arts.plugin:
             argv += ["--plugin", arts.plugin]
     res = session.run(_argv(argv), timeout=600, check=False)
@@ -268,33 +282,51 @@ def bench_target(session: TargetSession, options: BenchOptions, results_dir: Pat
         raise RemoteError(f"cannot compute the engine cache keys on {label}: {keys_error or 'no answer'}",
                           where=label,
                           fix="re-run `fbocc push-to-target` (the samples or ONNX on the target are damaged)")
+    plans = [_plan(session, arts, version, precision, options, keys) for precision in options.precisions]
     frame_id, inputs, shapes = frame_inputs(manifest, arts.samples, options.frame)
     profile = manifest.get("profile") or {}
-    for precision in options.precisions:
-        result = _bench_precision(session, arts, env, version, precision, options, frame_id, inputs, shapes,
-                                  profile, keys[precision], sink)
+    for plan, key in plans:
+        result = _bench_precision(session, arts, env, version, plan, options, frame_id, inputs, shapes,
+                                  profile, key, sink)
         outcome.results.append(result)
         outcome.paths.append(save_result(results_dir, result))
     return outcome
 
 
-def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, precision: str,
+def _plan(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, precision: str,
+          options: BenchOptions, keys: dict[str, Any]) -> tuple[PrecisionPlan, dict[str, Any]]:
+    """The graph and switches of `precision` on this target, and its engine cache key; one error naming the fix."""
+    try:
+        plan = precision_plan(version, precision, options.typing)
+    except ValueError as exc:
+        raise ConfigError(f"{precision} on {session.label} (TensorRT {version}): {exc}") from exc
+    key = keys.get(f"{precision}/{plan.typing}")
+    if key is None:
+        raise RemoteError(f"the pushed set on {session.label} has no {plan.graph} graph, which {precision} needs on "
+                          f"TensorRT {version} (graphs pushed: {', '.join(sorted(arts.graphs))})", where=session.label,
+                          fix=f"export it (fbocc export --precision fp32,{plan.graph}) and push again "
+                          f"(fbocc push-to-target {session.label})")
+    return plan, key
+
+
+def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, plan: PrecisionPlan,
             options: BenchOptions, profile: dict[str, Any], key: dict[str, Any],
             sink: LineSink | None) -> dict[str, Any]:
     t = session.target
+    precision = plan.precision
     engines = str(PurePosixPath(session.workdir()) / "engines")
     engine = str(key["engine"])
     exists = bool(key["exists"])
     info = {"key": key["key"], "path": engine, "cached": exists and not options.rebuild,
             "onnx_sha256": key["onnx_sha256"], "plugin_sha256": key["plugin_sha256"], "build_seconds": None,
-            "command": None}
+            "command": None, "graph": plan.graph, "typing": plan.typing, "flags": list(plan.flags)}
     if info["cached"]:
         if sink:
             sink(f"engine {precision}: cached {engine}")
         return info
     if options.builder == "python":
-        cmd = [t.python, arts.deploy + "/create_engine.py", "--onnx", arts.onnx, "--samples", arts.samples,
-               "--precision", precision, "--engine-dir", engines, "--timing-cache",
+        cmd = [t.python, arts.deploy + "/create_engine.py", "--onnx", key["onnx"], "--samples", arts.samples,
+               "--precision", precision, "--typing", plan.typing, "--engine-dir", engines, "--timing-cache",
                f"{engines}/timing-{version}.cache", "--rebuild"]
         if arts.plugin:
             cmd += ["--plugin", arts.plugin]
@@ -302,8 +334,8 @@ def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, 
     else:
         part = engine + ".part"
         cmd = build_command(t.trtexec, version, BuildSpec(
-            onnx=arts.onnx, engine=part, plugin=arts.plugin, precision=precision, profile=profile,
-            timing_cache=f"{engines}/timing-{version}.cache"))
+            onnx=key["onnx"], engine=part, plugin=arts.plugin, precision=precision, profile=profile,
+            timing_cache=f"{engines}/timing-{version}.cache", typing=plan.typing))
         # the engine appears at its final path only when trtexec succeeded
         build = (f"{_argv(cmd)}; rc=$?; if [ $rc -eq 0 ] && [ -s {quote(part)} ]; "
                  f"then mv -f {quote(part)} {quote(engine)}; else rm -f {quote(part)}; exit $((rc ? rc : 1)); fi")
@@ -335,11 +367,12 @@ def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, 
 
 
 def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[str, Any], version: TrtVersion,
-                     precision: str, options: BenchOptions, frame_id: str, inputs: dict[str, str],
+                     plan: PrecisionPlan, options: BenchOptions, frame_id: str, inputs: dict[str, str],
                      shapes: dict[str, list[int]], profile: dict[str, Any], key: dict[str, Any],
                      sink: LineSink | None) -> BenchResult:
     t = session.target
-    engine = _engine(session, arts, version, precision, options, profile, key, sink)
+    precision = plan.precision
+    engine = _engine(session, arts, version, plan, options, profile, key, sink)
     run_id = new_run_id(session.label, precision)
     run_dir = str(PurePosixPath(session.workdir()) / "runs" / run_id)
     spec = BenchSpec(engine=engine["path"], plugin=arts.plugin, inputs=inputs, shapes=shapes,
@@ -376,7 +409,7 @@ def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[st
                 session.get(f"{run_dir}/profile.json", local / "profile.json")
                 _, layer_times = parse_export_profile((local / "profile.json").read_text())
                 layers = [{"name": lt.name, "average_ms": lt.average_ms, "median_ms": lt.median_ms,
-                           "percentage": lt.percentage} for lt in layer_times[:30]]
+                           "percentage": lt.percentage} for lt in layer_times]
             except Exception as exc:  # a missing profile costs the per-layer table, not the run
                 layers = [{"unavailable": f"exportProfile not readable: {exc}"}]
         run_info = _tagged(res.stdout, "FBOCC_RUN") or {}

@@ -44,6 +44,7 @@ import json
 import logging
 import mmap
 import os
+import posixpath
 import queue
 import threading
 import time
@@ -367,6 +368,19 @@ def collect_artefacts(*, onnx: Path | None, plugin: Path | None, samples: Path |
                     entries.append((f"samples/{rel}", samples / rel, "samples"))
                     if tensor.get("sha256"):
                         expected_samples[f"samples/{rel}"] = tensor["sha256"]
+        # the precision graphs (docs/precision.md) travel beside the fp32 graph, where the manifest says
+        for graph in manifest_doc.get("graphs") or []:
+            local = (samples / str(graph.get("file", ""))).resolve()
+            rel = posixpath.normpath(f"samples/{graph.get('file', '')}")
+            if not graph.get("file") or rel.startswith("../") or local == (onnx.resolve() if onnx else None):
+                continue
+            if not local.is_file():
+                raise ValidationError(f"{samples}/manifest.json lists the {graph.get('precision')} graph "
+                                      f"{graph['file']}, which is missing ({local})",
+                                      fix="keep the graphs fbocc export wrote beside the fp32 graph, or re-export")
+            entries.append((rel, local, "onnx"))
+            if graph.get("sha256"):
+                expected_samples[rel] = graph["sha256"]
     deploy = deploy or asset_dir("deploy")
     for path in sorted(deploy.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":

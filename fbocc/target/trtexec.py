@@ -106,6 +106,13 @@ class PrecisionPlan:
                 "flags": list(self.flags), "builder_flags": list(self.builder_flags)}
 
 
+def graph_for(precision: str, typing: str) -> str:
+    """Which graph a precision builds from: its own when strongly typed; weakly typed, the fp32 graph
+    (the flags give fp16) except int8, whose scales only the Q/DQ graph carries."""
+    check_precision(precision)
+    return precision if typing == "strong" or precision == "int8" else "fp32"
+
+
 def default_typing(version: TrtVersion) -> str:
     """Strongly typed wherever TensorRT has it (10.x, 11.x); weakly typed on 8.6."""
     return "strong" if version >= STRONG_TYPING else "weak"
@@ -125,15 +132,13 @@ def precision_plan(version: TrtVersion, precision: str, typing: str | None = Non
                              "build it weakly typed (the default there)")
         # 11.x: always strongly typed, `--stronglyTyped` is a deprecated no-op there
         flags: tuple[str, ...] = () if version >= WEAK_TYPING_REMOVED else ("--stronglyTyped",)
-        return PrecisionPlan(precision, precision, "strong", flags, ())
+        return PrecisionPlan(precision, graph_for(precision, "strong"), "strong", flags, ())
     if version >= WEAK_TYPING_DEPRECATED:
         raise ValueError(f"TensorRT {version} builds precision from the graph only (weak typing is deprecated "
                          "since 10.12 and removed in 11.0): use the typed graphs (drop the weak-typing request)")
-    if precision == "fp16":  # the fp32 graph; TensorRT picks fp16 kernels where it likes
-        return PrecisionPlan("fp16", "fp32", "weak", ("--fp16",), ("FP16",))
-    if precision == "int8":  # Q/DQ scales come from the graph (no calibrator); the rest fp32, as the graph says
-        return PrecisionPlan("int8", "int8", "weak", ("--int8",), ("INT8",))
-    return PrecisionPlan("fp32", "fp32", "weak", (), ())
+    # fp16: TensorRT picks fp16 kernels where it likes; int8: the Q/DQ scales (no calibrator), the rest fp32
+    flags = {"fp32": (), "fp16": ("--fp16",), "int8": ("--int8",)}[precision]
+    return PrecisionPlan(precision, graph_for(precision, "weak"), "weak", flags, tuple(f[2:].upper() for f in flags))
 
 
 @dataclass(frozen=True)
