@@ -29,10 +29,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path]
 
 def create_engine(version: str, onnx: Path, samples: Path, precision: str, engines: Path,
                   *extra: str) -> tuple[int, dict[str, object] | None, str]:
-    env = {**os.environ, "PYTHONPATH": str(STANDIN), "FBOCC_STANDIN_TRT_VERSION": version}
-    proc = subprocess.run([sys.executable, str(REPO / "deploy" / "create_engine.py"), "--onnx", str(onnx),
+    env = {**os.environ, "PYTHONPATH": f"{STANDIN}{os.pathsep}{REPO}", "FBOCC_STANDIN_TRT_VERSION": version}
+    proc = subprocess.run([sys.executable, "-m", "deploy.create_engine", "--onnx", str(onnx),
                            "--samples", str(samples), "--precision", precision, "--engine-dir", str(engines), *extra],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
     tagged = [ln for ln in proc.stdout.splitlines() if ln.startswith("FBOCC_ENGINE ")]
     return proc.returncode, json.loads(tagged[-1][len("FBOCC_ENGINE "):]) if tagged else None, proc.stdout + proc.stderr
 

@@ -29,13 +29,11 @@ import sys
 
 import numpy as np
 
+from deploy import ort_ops  # the runner runs as `python3 -m deploy.run_sequence`: deploy is importable
+
 _VERSION = os.environ.get("FBOCC_STANDIN_TRT_VERSION")
 __version__ = _VERSION or "0.0-standin"
 _V = tuple(int(p) for p in (_VERSION or "10.8.0").split(".")[:2])
-
-_DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "deploy")
-sys.path.insert(0, os.path.abspath(_DEPLOY))
-import ort_ops  # noqa: E402
 
 ENGINE = b'{"standin": "tiny_temporal"}'
 
