@@ -102,11 +102,12 @@ def test_double_says_it_is_a_double_and_rejects_bad_flags(tmp_path: Path) -> Non
                           (["--onnx=m.onnx", "--iterations=ten"], "needs an integer"),
                           (["--onnx=m.onnx", "--minShapes=x:1xA"], "Invalid --minShapes spec"),
                           (["--onnx=m.onnx", "--fp16=yes"], "takes no value"),
-                          (["--onnx=m.onnx", "--staticPlugins=p.so"], "Unknown option: --staticPlugins")):
+                          (["--onnx=m.onnx", "--stronglyTyped"], "Unknown option: --stronglyTyped")):
         proc = double(args)
         assert proc.returncode == 1 and message in proc.stdout, (args, proc.stdout)
         assert "&&&& FAILED" in proc.stdout
-    assert "removed" in double(["--onnx=m.onnx", "--plugins=p.so"], version="11.0.0").stdout
+    assert "Unknown option: --fp16" in double(["--onnx=m.onnx", "--fp16"], version="11.0.0").stdout
+    assert "--plugins flag has been deprecated" in double(["--onnx=m.onnx", "--plugins=p.so"], version="11.0.0").stdout
 
 
 def test_double_requires_every_network_input(tmp_path: Path) -> None:

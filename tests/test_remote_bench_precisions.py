@@ -1,0 +1,108 @@
+"""Precision lives in the graph (issue 19), end to end: `fbocc remote-bench --precision fp32,fp16,int8` over a
+real sshd on loopback against the trtexec double of TensorRT 8.6, 10.x before and after 10.12, and 11.x. Each
+precision is built from the right graph with exactly the switches that version takes, timed with the four
+timing switches set in that version's spelling, and the double (strict per sampleOptions.cpp) would have
+failed on any removed or unknown option."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_remote_bench import DOUBLE, cli_json, loop_target, make_artifacts, upload  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.ssh
+
+OLD_TIMING = ["--noDataTransfers", "--useCudaGraph", "--useSpinWait", "--separateProfileRun"]
+
+
+def use_version(loop: dict, version: str) -> None:
+    launcher = Path(loop["target"].trtexec)
+    launcher.write_text(f"#!/bin/sh\nFBOCC_DOUBLE_TRT_VERSION={version} exec {sys.executable} {DOUBLE} \"$@\"\n")
+
+
+@pytest.mark.parametrize(("version", "graphs", "flags", "timing"), [
+    ("8.6.13", {"fp32": "fbocc.onnx", "fp16": "fbocc.onnx", "int8": "fbocc.int8.onnx"},
+     {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8"]}, OLD_TIMING),
+    ("10.8.0", {"fp32": "fbocc.onnx", "fp16": "fbocc.fp16.onnx", "int8": "fbocc.int8.onnx"},
+     {p: ["--stronglyTyped"] for p in ("fp32", "fp16", "int8")}, OLD_TIMING),
+    ("10.13.0", {"fp32": "fbocc.onnx", "fp16": "fbocc.fp16.onnx", "int8": "fbocc.int8.onnx"},
+     {p: ["--stronglyTyped"] for p in ("fp32", "fp16", "int8")}, OLD_TIMING),
+    ("11.1.0", {"fp32": "fbocc.onnx", "fp16": "fbocc.fp16.onnx", "int8": "fbocc.int8.onnx"},
+     {p: [] for p in ("fp32", "fp16", "int8")}, []),
+])
+def test_each_precision_builds_its_graph_with_the_versions_switches(
+        loop_target: dict, capsys: pytest.CaptureFixture[str], version: str, graphs: dict[str, str],  # noqa: F811
+        flags: dict[str, list[str]], timing: list[str]) -> None:
+    use_version(loop_target, version)
+    upload(loop_target["target"], loop_target["known_hosts"], make_artifacts(loop_target["local"]),
+           loop_target["remote"])
+    code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp32,fp16,int8", "--iterations", "5",
+                                   "--warmup", "0", "--json"], capsys)
+    assert code == 0, errtext
+    cur = f"{loop_target['remote']}/current"
+    trtexec = loop_target["target"].trtexec
+    results = {r["precision"]: r for r in doc["results"]}
+    assert list(results) == ["fp32", "fp16", "int8"]
+    for precision, r in results.items():
+        engine = r["engine"]
+        assert engine["command"] == [
+            trtexec, f"--onnx={cur}/{graphs[precision]}", f"--saveEngine={engine['path']}.part",
+            f"--staticPlugins={cur}/libfbocc_plugins.so", "--minShapes=ranks_bev:4", "--optShapes=ranks_bev:8",
+            "--maxShapes=ranks_bev:16", *flags[precision],
+            f"--timingCacheFile={loop_target['remote']}/engines/timing-{version}.cache",
+            "--profilingVerbosity=detailed", "--skipInference"]
+        run = f"{loop_target['remote']}/runs/{r['run_id']}"
+        assert r["command"] == [
+            trtexec, f"--loadEngine={engine['path']}", f"--staticPlugins={cur}/libfbocc_plugins.so",
+            "--shapes=ranks_bev:8", f"--loadInputs=img:{cur}/samples/frame_000/img.dat,"
+            f"ranks_bev:{cur}/samples/frame_000/ranks_bev.dat", "--iterations=5", "--duration=0", "--warmUp=0",
+            *timing, f"--exportTimes={run}/times.json", f"--exportProfile={run}/profile.json"]
+        assert (engine["graph"], engine["typing"]) == (
+            "fp32" if graphs[precision] == "fbocc.onnx" else precision, "weak" if version == "8.6.13" else "strong")
+        # what the double's "TensorRT" built: the precision asked for, from the graph or the flags
+        built = json.loads(Path(engine["path"]).read_text())
+        assert built["precision"] == precision and built["strongly_typed"] is (version != "8.6.13")
+        assert r["options"]["timing"] == {"data_transfers": False, "cuda_graph": True, "spin_wait": True,
+                                          "separate_profile_run": True}
+        assert r["summary"]["tensorrt_version"] == version
+        assert r["summary"]["metrics_ms"]["H2D Latency"]["max"] == 0.0  # no transfers timed, on every version
+    # the run really did what the result says (the double prints trtexec's inference options)
+    assert errtext.count("Data transfers: Disabled") == 3 and errtext.count("CUDA Graph: Enabled") == 3
+    assert errtext.count("Spin-wait: Enabled") == 3
+    assert "deprecated" not in errtext and "Unknown option" not in errtext
+    assert len({r["engine"]["key"] for r in results.values()}) == 3
+    gpu = {p: r["summary"]["metrics_ms"]["GPU Compute Time"]["median"] for p, r in results.items()}
+    assert gpu["fp32"] > gpu["fp16"] > gpu["int8"]  # the double runs each precision at its own speed
+
+
+def test_a_precision_whose_graph_was_not_pushed_names_the_export_to_run(loop_target: dict,  # noqa: F811
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    use_version(loop_target, "10.8.0")
+    upload(loop_target["target"], loop_target["known_hosts"], make_artifacts(loop_target["local"], graphs=("fp16",)),
+           loop_target["remote"])
+    code, _, errtext = cli_json(["remote-bench", "loop", "--precision", "fp32,int8", "--iterations", "3"], capsys)
+    assert code == 6
+    assert "has no int8 graph, which int8 needs on TensorRT 10.8.0 (pushed: fp16, fp32)" in errtext
+    assert "fbocc export --precision fp32,int8" in errtext
+    assert not list((loop_target["remote"] / "engines").glob("*.engine"))  # checked before the first build
+
+
+def test_best_and_weak_typing_where_they_cannot_exist_are_refused(loop_target: dict,  # noqa: F811
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, errtext = cli_json(["remote-bench", "loop", "--precision", "fp16,best"], capsys)
+    assert code == 2 and "--precision best" in errtext and "TensorRT 11 removed" in errtext
+    use_version(loop_target, "10.13.0")
+    upload(loop_target["target"], loop_target["known_hosts"], make_artifacts(loop_target["local"]),
+           loop_target["remote"])
+    code, _, errtext = cli_json(["remote-bench", "loop", "--precision", "fp16", "--typing", "weak"], capsys)
+    assert code == 2 and "weak typing is deprecated since 10.12 and removed in 11.0" in errtext
+    use_version(loop_target, "10.8.0")
+    code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp16", "--typing", "weak",
+                                   "--iterations", "3", "--warmup", "0", "--json"], capsys)
+    assert code == 0, errtext
+    engine = doc["results"][0]["engine"]
+    assert engine["graph"] == "fp32" and engine["typing"] == "weak" and "--fp16" in engine["command"]
