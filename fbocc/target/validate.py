@@ -29,9 +29,11 @@ from fbocc.target.contract import (
     EngineRecord,
     PushedSet,
     deploy_command,
+    engine_plan,
     ensure_engine,
     locate_pushed_set,
     probe_target,
+    require_tensorrt,
     run_dir,
     tagged,
 )
@@ -214,6 +216,10 @@ def validate_target(session: TargetSession, *, backend: str, precisions: list[st
     occ = occupancy_output(load_manifest(samples_dir))
     keep = {occ} if occ else set()
     probe = probe_target(session, pushed, precisions=precisions, builder=builder) if backend == "tensorrt" else None
+    if probe is not None:  # every precision's graph is there and buildable on this TensorRT, before the first run
+        version = require_tensorrt(session, probe, trtexec=builder == "trtexec")
+        for precision in precisions:
+            engine_plan(session, pushed, probe, version, precision)
     for precision in precisions:
         started = time.monotonic()
         engine = None
