@@ -157,6 +157,30 @@ def check_custom_nodes(model: Any, report: CheckReport, light: Any | None = None
             if info.shape is not None and len(info.shape) != tspec.rank:
                 report.problems.append(f"{label}: {node.op_type} input {tspec.name} ({tensor}) has rank "
                                        f"{len(info.shape)}, expected {tspec.rank} ({tspec.layout})")
+        check_dtype_pairing(contract, node, known, label, report)
+
+
+def check_dtype_pairing(contract: Any, node: Any, known: dict[str, ValueInfo], label: str,
+                        report: CheckReport) -> None:
+    """Typed graphs: inputs the plugin takes in one type agree (fp16 features with fp16 features; coordinates
+    fp32 or the features' type), and the output has the type the plugin gives it."""
+    def dtype_of(tensor: str) -> str | None:
+        info = known.get(tensor)
+        return None if info is None else info.dtype
+
+    dtypes = {spec.name: dtype_of(t) for spec, t in zip(contract.inputs, node.input, strict=False)}
+    for spec, tensor in [*zip(contract.inputs, node.input, strict=False),
+                         *zip(contract.outputs, node.output, strict=False)]:
+        have = dtype_of(tensor)
+        ref = dtypes.get(spec.same_as) if spec.same_as else None
+        if spec.same_as is None or have is None or ref is None or have == ref:
+            continue
+        if spec.or_float32 and have == "float32":
+            continue
+        kind = "input" if spec in contract.inputs else "output"
+        report.problems.append(f"{label}: {node.op_type} {kind} {spec.name} ({tensor}) is {have} but "
+                               f"{spec.same_as} is {ref}: the plugin takes them in one type"
+                               + (" (or float32)" if spec.or_float32 else ""))
 
 
 def run_onnx_checker(model: Any, report: CheckReport) -> None:
