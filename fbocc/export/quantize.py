@@ -34,9 +34,8 @@ INT8_STAGES: tuple[str, ...] = (
 # other layers' (more than OUTLIER_FACTOR x their median): the few layers that carry most of the INT8 error.
 INT8_LAYER_REL_L2_MAX = 0.05
 INT8_OUTLIER_FACTOR = 2.0
-MODELOPT_FIX = ("pip install --no-deps nvidia-modelopt==0.47.0 && pip install ninja nvidia-ml-py omegaconf pulp "
-                "pydantic pyyaml regex safetensors scipy tqdm requests huggingface_hub (what `make venv` does; "
-                "its [onnx] extra would pull onnxruntime-gpu and cupy, which fbocc does not use)")
+MODELOPT_FIX = ("pip install 'fbocc[export]' (or: pip install nvidia-modelopt==0.47.0 requests huggingface_hub; "
+                "not nvidia-modelopt[onnx], which pulls onnxruntime-gpu and cupy that fbocc does not use)")
 
 
 def require_modelopt() -> Any:
