@@ -116,6 +116,7 @@ def test_three_graphs_are_written_listed_and_accepted_by_check_onnx(exported: di
         assert graph["strongly_typed"] is True
         report = check_onnx(path, exported["samples"])
         assert report.problems == [], (precision, report.problems)
+        assert report.precision == precision
         assert all(n >= 1 for n in report.custom_ops.values())
         assert run(["check-onnx", str(path), "--samples", str(exported["samples"])]) == 0
     assert exported["graphs"]["int8"]["made_by"]["version"] == "0.47.0"

@@ -94,15 +94,17 @@ def check_onnx_cmd(
         if report.ok:
             from fbocc.export.onnx_run import run_onnx
 
-            ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"))
+            ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"),
+                           precision=report.precision)
     if as_json:
         emit_json({"onnx": str(report.onnx_path), "ok": report.ok, "problems": report.problems,
+                   "precision": report.precision,
                    "custom_ops": report.custom_ops,
                    "inputs": [asdict(v) for v in report.inputs], "outputs": [asdict(v) for v in report.outputs]}
                   | ({"run": ran.as_dict()} if ran else {}))
     else:
         ops = ", ".join(f"{k} x{v}" for k, v in report.custom_ops.items())
-        out.print(f"{report.onnx_path}: plugin ops {ops}")
+        out.print(f"{report.onnx_path} ({report.precision} graph): plugin ops {ops}")
         for title, values in (("inputs", report.inputs), ("outputs", report.outputs)):
             out.print(f"{title} ({len(values)}): " + ", ".join(f"{v.name}:{v.dtype}{v.shape}" for v in values))
         for problem in report.problems:

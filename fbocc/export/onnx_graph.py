@@ -58,6 +58,7 @@ class CheckReport:
     inputs: list[ValueInfo] = field(default_factory=list)
     outputs: list[ValueInfo] = field(default_factory=list)
     samples_dir: Path | None = None
+    precision: str = "fp32"  # what a strongly typed build of it runs in: fp32, fp16 (typed) or int8 (Q/DQ)
 
     @property
     def ok(self) -> bool:
@@ -254,6 +255,17 @@ def check_against_manifest(report: CheckReport, samples_dir: Path) -> None:
                                        f"{vi.shape}")
 
 
+def graph_precision(model: Any) -> str:
+    """int8 when the graph holds QuantizeLinear, fp16 when it has fp16 tensors or weights, else fp32."""
+    if any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        return "int8"
+    fp16 = 10
+    if any(i.data_type == fp16 for i in model.graph.initializer) or any(
+            vi.type.tensor_type.elem_type == fp16 for vi in model.graph.value_info):
+        return "fp16"
+    return "fp32"
+
+
 def check_onnx(onnx_path: Path, samples_dir: Path | None = None) -> CheckReport:
     """All checks of `fbocc check-onnx`; problems are collected, not raised, so the report is complete."""
     model = load_graph(onnx_path)
@@ -262,6 +274,7 @@ def check_onnx(onnx_path: Path, samples_dir: Path | None = None) -> CheckReport:
     report.inputs = [_value_info(v) for v in model.graph.input if v.name not in initializers]
     report.outputs = [_value_info(v) for v in model.graph.output]
     report.custom_ops = custom_op_counts(model)
+    report.precision = graph_precision(model)
     if not any(report.custom_ops.values()):
         report.problems.append("the graph contains none of the plugin ops "
                                f"({', '.join(CUSTOM_OPS)}): it was not exported for the TensorRT plugins")
