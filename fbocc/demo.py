@@ -171,6 +171,24 @@ class Demo:
         return (f"{self.onnx.name} ({size:.0f} MiB, {weights}; plugin ops {ops}) and {self.frames} frames of "
                 f"samples with PyTorch reference outputs in {out}")
 
+    def precision_graphs(self) -> str:
+        """fp16 and int8 graphs of the fbocc-tiny preset, each checked against fp32 PyTorch on this CPU (the
+        full-size model's CPU fp16/int8 runs would take longer than the whole demo)."""
+        mod = _require("fbocc.export.pipeline", "ExportOptions", "export")
+        out = self.work / "precision"
+        options = mod.ExportOptions(out=out, preset="fbocc-tiny", random_weights=True, samples=2,
+                                    precisions=("fp32", "fp16", "int8"))
+        result = mod.export(options, progress=lambda msg: self.say(f"      precision: {msg}"))
+        parts = []
+        for graph in result.graphs[1:]:
+            check = graph["host_check"]
+            self.say(check["markdown"])
+            pred = next(t for t in check["tensors"] if t["name"] == "pred_occupancy")
+            parts.append(f"{graph['precision']} labels agree {check['label_agreement'] * 100:.2f} %, cosine "
+                         f"{pred['cosine']:.6f}")
+        return ("HOST CHECKS (ONNX Runtime on this CPU, not TensorRT; fbocc-tiny preset, random weights: a weak "
+                f"proxy for a trained checkpoint): {'; '.join(parts)}; graphs and reports in {out}")
+
     def cross_build(self) -> str:
         mod = _require("fbocc.build.cross_build", "CrossBuildRequest", "cross_build")
         from fbocc.config import load_config
@@ -259,7 +277,7 @@ def run_demo(work: Path, *, frames: int = 2, checkpoint: Path | None = None,
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     demo = Demo(work, frames=frames, checkpoint=checkpoint, say=say)
-    total = 7
+    total = 8
     say(NO_TENSORRT)
     have_export = demo.stage(1, total, "export", demo.export)
     have_plugin = demo.stage(2, total, "cross-build --profile sim", demo.cross_build)
@@ -268,19 +286,20 @@ def run_demo(work: Path, *, frames: int = 2, checkpoint: Path | None = None,
         return demo.run
     if not have_plugin:
         demo.plugin_dir = None
-    say("[3/7] local target: starting OpenSSH on 127.0.0.1 (fresh host and client keys, strict known_hosts)")
+    say(f"[3/{total}] local target: starting OpenSSH on 127.0.0.1 (fresh host and client keys, strict known_hosts)")
     started = time.monotonic()
     with local_target(work / "target") as lt:
         demo.run.stages.append(StageResult("local target", "done", time.monotonic() - started,
                                            f"sshd on 127.0.0.1:{lt.port}"))
-        say(f"[3/7] local target: sshd pid {lt.proc.pid if lt.proc else '?'} on 127.0.0.1:{lt.port}, "
+        say(f"[3/{total}] local target: sshd pid {lt.proc.pid if lt.proc else '?'} on 127.0.0.1:{lt.port}, "
             f"user {lt.target.user}, python {lt.target.python} ({time.monotonic() - started:.1f} s)")
         if demo.stage(4, total, "push-to-target", lambda: demo.push(lt)):
             demo.stage(5, total, "remote-bench --backend onnxruntime", lambda: demo.remote_bench(lt))
             demo.stage(6, total, "validate --backend onnxruntime", lambda: demo.validate(lt))
-    say("[3/7] local target: sshd stopped, its keys deleted")
+    say(f"[3/{total}] local target: sshd stopped, its keys deleted")
+    demo.stage(7, total, "precision graphs fp16 + int8 (host checks)", demo.precision_graphs)
     if (work / "results").is_dir():
-        demo.stage(7, total, "report", demo.report)
+        demo.stage(8, total, "report", demo.report)
         say("")
         say(demo.run.report_markdown)
     say("stage timings: " + ", ".join(f"{s.name} {s.seconds:.1f} s ({s.status})" for s in demo.run.stages))

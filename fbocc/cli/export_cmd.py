@@ -37,6 +37,12 @@ def export_cmd(
         "--index-dtype", help="int32 (TensorRT 8.6) or int64 (TensorRT >= 10) index inputs.")] = "int32",
     profile_margin: Annotated[float, typer.Option(
         "--profile-margin", help="Min/max of dynamic shapes: sample range widened by this fraction.")] = 0.25,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="Graphs to write, comma-separated: fp32 (always), fp16 (typed, fp32 islands by "
+        "measured sensitivity), int8 (Q/DQ by NVIDIA Model Optimizer).")] = "fp32",
+    calib_frames: Annotated[int | None, typer.Option(
+        "--calib-frames", help="Frames (in sequence order) for INT8 calibration and the sensitivity "
+        "measurements (default: every sample).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export FB-OCC to ONNX with the plugin ops, sample .dat inputs and reference outputs."""
@@ -45,7 +51,8 @@ def export_cmd(
     options = ExportOptions(out=out_dir, preset=preset, config_file=config, checkpoint=checkpoint,
                             random_weights=random_weights, seed=seed, samples=samples, dataroot=dataroot,
                             scene=scene, start=start, info_file=info_file, occ_root=occ_root,
-                            index_dtype=index_dtype, profile_margin=profile_margin)
+                            index_dtype=index_dtype, profile_margin=profile_margin,
+                            precisions=tuple(precision.split(",")), calib_frames=calib_frames)
     result = export(options, progress=lambda msg: err.print(f"export: {msg}"))
     if as_json:
         data = asdict(result)
@@ -54,6 +61,17 @@ def export_cmd(
     out.print(f"ONNX     {result.onnx_path}")
     out.print(f"samples  {result.samples_dir} ({options.samples} frames, source: {result.source})")
     out.print("plugin ops " + ", ".join(f"{k} x{v}" for k, v in result.custom_ops.items()))
+    for graph in result.graphs[1:]:
+        made = graph["made_by"]
+        how = (f"fp32 islands: {', '.join(made['fp32_islands']) or 'none'}" if graph["precision"] == "fp16" else
+               f"{made['quantized_layers']} layers INT8, {len(made['excluded_layers'])} left fp32, calibrated on "
+               f"{len(made['calibration']['frames'])} frame(s)")
+        out.print(f"{graph['precision']:<8} {result.out / graph['file'][3:]} ({how})")
+        check = graph.get("host_check")
+        if check:
+            out.print(check["markdown"])
+            if check.get("note"):
+                out.print(f"note: {check['note']}")
     out.print(f"took {result.seconds.get('total', 0.0):.0f} s")
 
 
@@ -76,15 +94,17 @@ def check_onnx_cmd(
         if report.ok:
             from fbocc.export.onnx_run import run_onnx
 
-            ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"))
+            ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"),
+                           precision=report.precision)
     if as_json:
         emit_json({"onnx": str(report.onnx_path), "ok": report.ok, "problems": report.problems,
+                   "precision": report.precision,
                    "custom_ops": report.custom_ops,
                    "inputs": [asdict(v) for v in report.inputs], "outputs": [asdict(v) for v in report.outputs]}
                   | ({"run": ran.as_dict()} if ran else {}))
     else:
         ops = ", ".join(f"{k} x{v}" for k, v in report.custom_ops.items())
-        out.print(f"{report.onnx_path}: plugin ops {ops}")
+        out.print(f"{report.onnx_path} ({report.precision} graph): plugin ops {ops}")
         for title, values in (("inputs", report.inputs), ("outputs", report.outputs)):
             out.print(f"{title} ({len(values)}): " + ", ".join(f"{v.name}:{v.dtype}{v.shape}" for v in values))
         for problem in report.problems:

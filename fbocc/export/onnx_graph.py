@@ -91,6 +91,7 @@ class CheckReport:
     inputs: list[ValueInfo] = field(default_factory=list)
     outputs: list[ValueInfo] = field(default_factory=list)
     samples_dir: Path | None = None
+    precision: str = "fp32"  # what a strongly typed build of it runs in: fp32, fp16 (typed) or int8 (Q/DQ)
 
     @property
     def ok(self) -> bool:
@@ -190,6 +191,30 @@ def check_custom_nodes(model: Any, report: CheckReport, light: Any | None = None
             if info.shape is not None and len(info.shape) != tspec.rank:
                 report.problems.append(f"{label}: {node.op_type} input {tspec.name} ({tensor}) has rank "
                                        f"{len(info.shape)}, expected {tspec.rank} ({tspec.layout})")
+        check_dtype_pairing(contract, node, known, label, report)
+
+
+def check_dtype_pairing(contract: Any, node: Any, known: dict[str, ValueInfo], label: str,
+                        report: CheckReport) -> None:
+    """Typed graphs: inputs the plugin takes in one type agree (fp16 features with fp16 features; coordinates
+    fp32 or the features' type), and the output has the type the plugin gives it."""
+    def dtype_of(tensor: str) -> str | None:
+        info = known.get(tensor)
+        return None if info is None else info.dtype
+
+    dtypes = {spec.name: dtype_of(t) for spec, t in zip(contract.inputs, node.input, strict=False)}
+    for spec, tensor in [*zip(contract.inputs, node.input, strict=False),
+                         *zip(contract.outputs, node.output, strict=False)]:
+        have = dtype_of(tensor)
+        ref = dtypes.get(spec.same_as) if spec.same_as else None
+        if spec.same_as is None or have is None or ref is None or have == ref:
+            continue
+        if spec.or_float32 and have == "float32":
+            continue
+        kind = "input" if spec in contract.inputs else "output"
+        report.problems.append(f"{label}: {node.op_type} {kind} {spec.name} ({tensor}) is {have} but "
+                               f"{spec.same_as} is {ref}: the plugin takes them in one type"
+                               + (" (or float32)" if spec.or_float32 else ""))
 
 
 def run_onnx_checker(model: Any, report: CheckReport) -> None:
@@ -263,6 +288,17 @@ def check_against_manifest(report: CheckReport, samples_dir: Path) -> None:
                                        f"{vi.shape}")
 
 
+def graph_precision(model: Any) -> str:
+    """int8 when the graph holds QuantizeLinear, fp16 when it has fp16 tensors or weights, else fp32."""
+    if any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        return "int8"
+    fp16 = 10
+    if any(i.data_type == fp16 for i in model.graph.initializer) or any(
+            vi.type.tensor_type.elem_type == fp16 for vi in model.graph.value_info):
+        return "fp16"
+    return "fp32"
+
+
 def check_onnx(onnx_path: Path, samples_dir: Path | None = None) -> CheckReport:
     """All checks of `fbocc check-onnx`; problems are collected, not raised, so the report is complete."""
     model = load_graph(onnx_path)
@@ -271,6 +307,7 @@ def check_onnx(onnx_path: Path, samples_dir: Path | None = None) -> CheckReport:
     report.inputs = [_value_info(v) for v in model.graph.input if v.name not in initializers]
     report.outputs = [_value_info(v) for v in model.graph.output]
     report.custom_ops = custom_op_counts(model)
+    report.precision = graph_precision(model)
     if not any(report.custom_ops.values()):
         report.problems.append("the graph contains none of the plugin ops "
                                f"({', '.join(CUSTOM_OPS)}): it was not exported for the TensorRT plugins")

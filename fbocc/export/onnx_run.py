@@ -47,8 +47,9 @@ class OnnxRunResult:
 
 
 def run_onnx(onnx_path: Path, samples_dir: Path, out_dir: Path | None = None,
-             progress: Callable[[str], None] | None = None) -> OnnxRunResult:
-    """Run every frame of `samples_dir` through `onnx_path` in ONNX Runtime and compare with its references."""
+             progress: Callable[[str], None] | None = None, precision: str = "fp32") -> OnnxRunResult:
+    """Run every frame of `samples_dir` through `onnx_path` in ONNX Runtime and compare with its references
+    (with the tolerances of `precision`: the fp16 and int8 graphs are held to fp16's)."""
     samples_dir = Path(samples_dir)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -72,7 +73,7 @@ def run_onnx(onnx_path: Path, samples_dir: Path, out_dir: Path | None = None,
         finally:
             backend.close()
         has_reference = any(frame.get("outputs") for frame in manifest["frames"])
-        comparison = compare_runs(samples_dir, Path(out_dir), "fp32") if has_reference else None
+        comparison = compare_runs(samples_dir, Path(out_dir), precision) if has_reference else None
     finally:
         if tmp is not None:
             tmp.cleanup()
