@@ -84,6 +84,15 @@ def test_each_precision_builds_its_graph_with_the_versions_switches(
     assert code == 6 and f"engine int8: cached {results['int8']['engine']['path']}" in errtext, errtext
     assert "tensorrt Python module is not importable" in errtext
 
+    # the report: the INT8 row in the seed's table, each run's graph and timing switches
+    assert run(["report"]) == 0
+    md = capsys.readouterr().out
+    assert any(line.startswith("| FB-OCC-TensorRT | INT8 | - | ") for line in md.splitlines())
+    int8_details = next(line for line in md.splitlines() if line.startswith(f"| {results['int8']['run_id']} |"))
+    typing = "weakly" if version == "8.6.13" else "strongly"
+    assert int8_details.endswith(f"| int8 graph, {typing} typed | transfers off, CUDA graph on, spin wait on, "
+                                 "separate profile run on |")
+
 
 def test_a_precision_whose_graph_was_not_pushed_names_the_export_to_run(loop_target: dict,  # noqa: F811
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,3 +124,8 @@ def test_best_and_weak_typing_where_they_cannot_exist_are_refused(loop_target: d
     assert code == 0, errtext
     engine = doc["results"][0]["engine"]
     assert engine["graph"] == "fp32" and engine["typing"] == "weak" and "--fp16" in engine["command"]
+    assert run(["remote-bench", "loop", "--precision", "fp16", "--typing", "weak", "--iterations", "3",
+                "--no-cuda-graph"]) == 0
+    table = capsys.readouterr().out
+    assert "fp32 (weak)" in table and "cached" in table
+    assert "timing set on every run: transfers off, CUDA graph off, spin wait on, separate profile run on" in table

@@ -75,8 +75,8 @@ def remote_bench_cmd(
                    "failed": {o.target.name: o.error.render() for o in failed if o.error}})
     else:
         table = Table(title="fbocc remote-bench")
-        for col in ("target", "backend", "precision", "median (ms)", "p99 (ms)", "throughput (qps)", "engine",
-                    "result"):
+        for col in ("target", "backend", "precision", "graph", "median (ms)", "p99 (ms)", "throughput (qps)",
+                    "engine", "result"):
             table.add_column(col, overflow="fold")
         for o in outcomes:
             if o.value is None:
@@ -85,11 +85,17 @@ def remote_bench_cmd(
                 key = "GPU Compute Time" if r.backend == "tensorrt" else "Latency"
                 m = r.summary.get("metrics_ms", {}).get(key, {})
                 engine = "cached" if r.engine.get("cached") else ("built" if r.engine else "-")
-                table.add_row(r.target, r.backend, r.precision, f"{m.get('median', float('nan')):.3f}",
+                graph = f"{r.engine.get('graph')} ({r.engine.get('typing')})" if r.engine.get("graph") else "-"
+                table.add_row(r.target, r.backend, r.precision, graph, f"{m.get('median', float('nan')):.3f}",
                               f"{m.get('percentiles', {}).get('99', float('nan')):.3f}",
                               f"{r.summary.get('throughput_qps') or float('nan'):.2f}", engine,
                               str(next(p for p in o.value.paths if r.run_id in p.name)))
         out.print(table)
+        if options.backend == "tensorrt":
+            from fbocc.results.report import TIMING_NAMES
+
+            out.print("timing set on every run: " + ", ".join(
+                f"{name} {'on' if options.timing.as_dict()[key] else 'off'}" for key, name in TIMING_NAMES))
         for o in failed:
             err.print(f"[red]{o.target.name}: {escape(o.error.render() if o.error else 'failed')}[/]")
     if failed:

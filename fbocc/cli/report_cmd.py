@@ -47,7 +47,7 @@ def report_cmd(
     if as_json:
         emit_json({**report.as_dict(), "written": [str(p) for p in written]})
     else:
-        out.print(to_markdown(report), markup=False, highlight=False)
+        out.print(to_markdown(report), markup=False, highlight=False, soft_wrap=True)  # a table row is one line
         for p in written:
             err.print(f"wrote {p}")
     if fail_on_regression and report.regressions:
