@@ -178,6 +178,18 @@ def test_layers_map_to_stages_by_our_node_names() -> None:
         "backbone", "backbone", "depth", "view transform", "view transform", "BEV encoder", "BEV encoder", "head",
         "other"]
     assert stage_of("/img_view_transformer/depth_net/Relu") == "depth"
+    # node names as `fbocc export` writes them (fbocc-tiny export, one per stage), TensorRT fusing two of them
+    exported = {"/model/img_backbone/conv1/Conv": "backbone", "/model/img_neck/lateral_convs.0/conv/Conv": "backbone",
+                "/model/depth_net/reduce_conv/reduce_conv.0/Conv": "depth",
+                "/model/bev_pool/BEVPoolV2TRT": "view transform",
+                "/model/backward_projection/attentions.0/MultiScaleDeformableAttnTRT": "view transform",
+                "/model/history_sampler/GridSampler3DTRT": "BEV encoder",
+                "/model/history_keyframe_time_conv/history_keyframe_time_conv.0/Conv": "BEV encoder",
+                "/model/img_bev_encoder_backbone/input_proj/input_proj.0/Conv": "BEV encoder",
+                "/model/img_bev_encoder_neck/lateral_convs.0/lateral_convs.0.0/conv/Conv": "BEV encoder",
+                "/model/occupancy_head/occ_convs.0/occ_convs.0.0/Conv + /model/occupancy_head/Relu": "head",
+                "/model/Reshape_1": "other"}
+    assert {name: stage_of(name) for name in exported} == exported
     assert [plugin_op(layer["name"]) for layer in LAYERS[3:6]] == [
         "BEVPoolV2TRT", "MultiScaleDeformableAttnTRT", "GridSampler3DTRT"]
     assert stage_totals(LAYERS) == {"backbone": 38.0, "depth": 12.0, "view transform": 14.0, "BEV encoder": 24.0,

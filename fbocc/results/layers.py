@@ -15,13 +15,15 @@ from typing import Any
 
 STAGES = ("backbone", "depth", "view transform", "BEV encoder", "head", "other")
 PLUGIN_OPS = ("BEVPoolV2TRT", "GridSampler3DTRT", "MultiScaleDeformableAttnTRT")
-# module name (first path element of an ONNX node name) -> stage; fbocc/model/network.py FBOCC's children
+# module name (a path element of an ONNX node name) -> stage: fbocc/model/network.py FBOCC's children as
+# `fbocc export` names them (`/model/<child>/...`), plus upstream FB-BEV's spellings
 _MODULE_STAGE = {
     "img_backbone": "backbone", "img_neck": "backbone",
     "depth_net": "depth",
-    "forward_projection": "view transform", "backward_projection": "view transform",
+    "forward_projection": "view transform", "backward_projection": "view transform", "bev_pool": "view transform",
     "img_view_transformer": "view transform",
     "history_keyframe_time_conv": "BEV encoder", "history_keyframe_cat_conv": "BEV encoder",
+    "history_sampler": "BEV encoder",
     "img_bev_encoder_backbone": "BEV encoder", "img_bev_encoder_neck": "BEV encoder",
     "occupancy_head": "head", "occ_head": "head",
 }
