@@ -246,3 +246,16 @@ def test_figure_answers_latency_accuracy_history_and_where_the_time_goes(tmp_pat
     widths = {c.get_label(): c.patches[0].get_width() for c in stages.containers}
     assert widths["backbone"] == pytest.approx(38.0 * 0.3) and widths["head"] == pytest.approx(6.0 * 0.3)
     plt.close(fig)
+
+
+def test_every_module_stage_of_the_export_has_a_report_stage() -> None:
+    """The export names nodes by the model's modules (fbocc.export.precision.STAGES); the report groups those
+    modules into the five stages a user reads. A module added there and forgotten here would show as "other"."""
+    from fbocc.export.precision import STAGES as MODULES
+    from fbocc.results.layers import stage_of
+
+    assert {m: stage_of(f"/model/{m}/Conv") for m in MODULES} == {
+        "img_backbone": "backbone", "img_neck": "backbone", "depth_net": "depth", "bev_pool": "view transform",
+        "backward_projection": "view transform", "history_sampler": "BEV encoder",
+        "history_keyframe_time_conv": "BEV encoder", "history_keyframe_cat_conv": "BEV encoder",
+        "img_bev_encoder_backbone": "BEV encoder", "img_bev_encoder_neck": "BEV encoder", "occupancy_head": "head"}
