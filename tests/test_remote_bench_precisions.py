@@ -129,3 +129,42 @@ def test_best_and_weak_typing_where_they_cannot_exist_are_refused(loop_target: d
     table = capsys.readouterr().out
     assert "fp32 (weak)" in table and "cached" in table
     assert "timing set on every run: transfers off, CUDA graph off, spin wait on, separate profile run on" in table
+
+
+@pytest.mark.slow
+def test_a_real_export_of_three_graphs_is_pushed_built_timed_and_reported(
+        loop_target: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # noqa: F811
+    """`fbocc export --precision fp32,fp16,int8` (fbocc-tiny preset, ~1.5 min of CPU) -> push-to-target ->
+    remote-bench on TensorRT 11.1 and 8.6 doubles -> report: the manifest's graphs travel and build as each
+    version allows, and the per-layer profile (the export's node names) lands in the five stages."""
+    from fbocc.results.figure import build_figure
+    from fbocc.results.history import load_history
+    from fbocc.results.report import compare
+    from fbocc.target.artefacts import collect_artefacts
+    from fbocc.target.push import push_artifacts
+    from fbocc.target.transport import TargetSession
+
+    out = tmp_path / "export"
+    assert run(["export", "--preset", "fbocc-tiny", "--random-weights", "--samples", "2",
+                "--precision", "fp32,fp16,int8", "--out", str(out)]) == 0
+    capsys.readouterr()
+    plugin = tmp_path / "libfbocc_plugins.so"  # names each creator, as the cross-built library does
+    plugin.write_bytes(b"\x7fELF\0GridSampler3DTRT\0BEVPoolV2TRT\0MultiScaleDeformableAttnTRT\0")
+    aset = collect_artefacts(onnx=out / "fbocc-tiny.onnx", plugin=plugin, samples=out / "samples")
+    assert set(aset.graphs) == {"fp32", "fp16", "int8"}
+    with TargetSession(loop_target["target"], known_hosts=loop_target["known_hosts"]) as session:
+        push_artifacts(session, aset)
+    for version, graph16 in (("11.1.0", "fbocc-tiny.fp16.onnx"), ("8.6.13", "fbocc-tiny.onnx")):
+        use_version(loop_target, version)
+        code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp32,fp16,int8", "--iterations", "3",
+                                       "--warmup", "0", "--export-dir", str(out), "--json"], capsys)
+        assert code == 0, errtext
+        fp16 = next(r for r in doc["results"] if r["precision"] == "fp16")
+        assert f"--onnx={loop_target['remote']}/current/{graph16}" in fp16["engine"]["command"]
+    history = load_history(loop_target["results"])
+    fig = build_figure(compare(history), history)
+    layers_ax = fig.axes[3]
+    names = [t.get_text() for t in layers_ax.get_yticklabels()]
+    assert any("[plugin " in n for n in names)
+    stages = {t.get_text() for t in fig.axes[4].get_legend().get_texts()}
+    assert {"backbone", "depth", "view transform", "BEV encoder", "head"} <= stages
