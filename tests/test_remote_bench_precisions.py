@@ -163,8 +163,11 @@ def test_a_real_export_of_three_graphs_is_pushed_built_timed_and_reported(
         assert f"--onnx={loop_target['remote']}/current/{graph16}" in fp16["engine"]["command"]
     history = load_history(loop_target["results"])
     fig = build_figure(compare(history), history)
-    layers_ax = fig.axes[3]
-    names = [t.get_text() for t in layers_ax.get_yticklabels()]
-    assert any("[plugin " in n for n in names)
+    names = [t.get_text() for t in fig.axes[3].get_yticklabels()]
+    assert names and all(n.startswith("/model/") for n in names)  # TensorRT layer names = the export's nodes
+    from fbocc.results.layers import staged
+
+    plugins = {layer.plugin for r in history for layer in staged(r.layers) if layer.plugin}
+    assert plugins == {"GridSampler3DTRT", "BEVPoolV2TRT", "MultiScaleDeformableAttnTRT"}
     stages = {t.get_text() for t in fig.axes[4].get_legend().get_texts()}
     assert {"backbone", "depth", "view transform", "BEV encoder", "head"} <= stages
