@@ -34,7 +34,7 @@ def _p99(r: BenchResult) -> float | None:
 
 
 def _when(r: BenchResult) -> datetime:
-    return datetime.strptime(r.created.rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f")
+    return datetime.fromisoformat(r.created.replace("Z", "+00:00"))  # UTC, with or without microseconds
 
 
 def _grouped(rows: list[RunComparison]) -> tuple[list[str], list[str], dict[tuple[str, str], RunComparison]]:
