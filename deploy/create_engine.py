@@ -123,6 +123,9 @@ def precision_switches(trt, precision, typing=None):
 
 def check_args(args):
     # type: (argparse.Namespace) -> None
+    if args.precision == "best":  # implicit fp16/int8 per layer: weak typing, removed in TensorRT 11
+        raise UsageError("--precision 'best' needs weak typing, which TensorRT 11 removed: build the fp16 or int8 "
+                         "graph (--precision fp16|int8 --onnx <that graph>)")
     if args.precision not in PRECISIONS:
         raise UsageError("--precision {!r}: use one of {}".format(args.precision, ", ".join(PRECISIONS)))
     for flag, path in (("--onnx", args.onnx), ("--plugin", args.plugin)):
