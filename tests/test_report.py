@@ -166,6 +166,8 @@ def test_markdown_has_the_int8_row_and_states_each_runs_timing(tmp_path: Path) -
     assert details and details[0].endswith("| int8 graph, strongly typed | transfers off, CUDA graph on, spin wait on, "
                                            "separate profile run on |")
     assert report.as_dict()["int8_speedup_over_fp32"] == {"orin": pytest.approx(200.0 / 95.0)}
+    int8_row = next(row for row in report.as_dict()["rows"] if row["precision"] == "int8")
+    assert (int8_row["graph"], int8_row["typing"], int8_row["timing"]) == ("int8", "strong", TIMING)
     assert "| orin | int8 | 19.00 | 6.00 | 7.00 (7.00) | 12.00 (2.00) | 3.00 | 0.50 |" in lines
     old = run("orin", "fp32", 1.0, created="2025-01-01T00:00:00.000000Z")
     assert "not recorded" in to_markdown(compare([old]))

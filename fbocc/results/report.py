@@ -67,6 +67,8 @@ class Report:
                 "change": r.change, "regression": r.regression, "miou": r.miou,
                 "miou_against": r.miou_against, "miou_note": r.miou_note,
                 "engine": (r.current.engine or {}).get("sha256"),
+                "graph": (r.current.engine or {}).get("graph"), "typing": (r.current.engine or {}).get("typing"),
+                "timing": (r.current.options or {}).get("timing"),
             } for r in self.rows],
             "fp16_speedup_over_fp32": self.speedups, "int8_speedup_over_fp32": self.int8_speedups,
             "pytorch_miou": self.pytorch_miou,
