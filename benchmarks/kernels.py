@@ -46,7 +46,7 @@ from benchmarks.baseline.tensorrt_msda import TensorRTMsda
 from fbocc.errors import FboccError
 from fbocc.ops import cuda as kernels
 from fbocc.ops import reference as ref
-from fbocc.ops import workloads as wl
+from benchmarks import workloads as wl
 
 # Bars from issue 3 (ms at FB-OCC's shapes on the H100, TensorRT's own MSDA kernel for comparison). With --trt-src
 # the MSDA bar uses TensorRT's kernel timed in the same run instead.

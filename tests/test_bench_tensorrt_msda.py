@@ -178,8 +178,8 @@ def test_the_adapter_compiles_with_tensorrts_kernel(tag: str, tmp_path: Path) ->
 def test_tensorrts_kernel_matches_the_fp32_reference(tmp_path: Path) -> None:
     import torch
 
+    from benchmarks import workloads as wl
     from fbocc.ops import reference as ref
-    from fbocc.ops import workloads as wl
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
