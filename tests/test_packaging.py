@@ -38,7 +38,7 @@ def test_deploy_imports_only_stdlib_numpy_tensorrt() -> None:
 
 
 def test_lint_ruff_and_mypy_clean() -> None:
-    ruff = subprocess.run([str(BIN / "ruff"), "check", "fbocc", "tests"], cwd=REPO, capture_output=True,
+    ruff = subprocess.run([str(BIN / "ruff"), "check", "fbocc", "tests", "tools"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert ruff.returncode == 0, ruff.stdout
     mypy = subprocess.run([str(BIN / "mypy")], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -80,7 +80,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
 ORCHESTRATION = ["fbocc.config", "fbocc.target.transport", "fbocc.target.push", "fbocc.target.bench",
                  "fbocc.build.cross_build", "fbocc.build.container", "fbocc.results.report", "fbocc.results.history",
                  "fbocc.doctor", "fbocc.target.validate", "fbocc.target.trtexec", "fbocc.results.metrics", "fbocc.cli",
-                 "fbocc.old_toolchain"]
+                 "fbocc.build.profile_image", "fbocc.build.debian_base"]
 
 
 def test_orchestration_side_never_imports_torch_or_the_model() -> None:
