@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from fbocc.build.elf_check import inspect_library
+from fbocc.config import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
 CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 NVCC = CUDA_HOME / "bin" / "nvcc"
 TRT_HEADERS = Path(os.environ.get("FBOCC_TRT_HEADERS", "/work/trt-headers"))
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fbocc"
+CACHE = cache_dir()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
