@@ -153,7 +153,6 @@ def _missing_deb_error(profile: BuildProfile, trt_deb: Path | None) -> Environme
             "--trt-deb PATH (or set [build] trt_deb in fbocc.toml)")
 
 
-
 # --- making ------------------------------------------------------------------------------------
 
 
@@ -188,7 +187,6 @@ def ensure_image(profile: BuildProfile, trt_deb: Path | None, *, on_step: LineSi
                                on_line=on_line)
     on_step(f"built image {plan.tag} in {time.monotonic() - started:.1f}s")
     return plan.tag, image
-
 
 
 def ensure_sim_base(recipe: Path, *, on_step: LineSink, on_line: LineSink) -> str:
