@@ -71,6 +71,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert ok == "True"
     assert str(env_dir) in location, "the installed wheel, not the checkout, must be imported"
     assert all((Path(location).parent / "_assets" / name).is_dir() for name in ("plugins", "cross", "docker", "deploy"))
+    shipped = {p.relative_to(Path(location).parent).as_posix() for p in Path(location).parent.rglob("*.py")}
+    assert not {"old_toolchain.py", "ops/elf.py", "ops/workloads.py"} & shipped, "development tooling in the wheel"
     shown = subprocess.run([str(env_dir / "bin" / "fbocc"), "config", "show", "--json"], cwd=elsewhere,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
