@@ -63,7 +63,7 @@ class OldToolchainRecipe:
     @property
     def cuda_archs(self) -> list[str]:
         """SM versions the old nvcc compiles for."""
-        return self.settings["cuda_archs"].split()
+        return self.debian.words("cuda_archs")
 
     def make_args(self) -> list[str]:
         """The `make -C plugins` variables for this toolchain (TARGET=x86_64: Debian's toolkit is x86 only)."""
