@@ -20,7 +20,9 @@ manifest.json::
       "profile": {"<input>": {"min": [...], "opt": [...], "max": [...]}},   dynamic inputs only
       "history": [{"input": "<history input>", "output": "<history output>"}],
       "frames": [{"id": "000", "inputs": {"<name>": TENSOR}, "outputs": {"<name>": TENSOR}}, ...],
-      "model": {...}, "export": {...}, "source": "synthetic" | "nuscenes" | ...
+      "model": {...}, "export": {...}, "source": "synthetic" | "nuscenes" | ...,
+      "graphs": [{"precision": "fp32"|"fp16"|"int8", "file": "../M[.fp16|.int8].onnx", "sha256": ..., "bytes": N,
+                  "strongly_typed": true, "made_by": {...}, "host_check": {...}}]   (docs/precision.md)
     }
     TENSOR = {"file": "frame_000/x.dat", "dtype": "float32", "shape": [..], "bytes": N, "sha256": "..."}
 

@@ -138,19 +138,33 @@ class ErrorStats:
     peak: float = 0.0  # the largest |value| of the low-precision output
     calls: int = 0
 
-    def add(self, ref: Any, low: Any) -> None:
+    def add(self, ref: Any, low: Any, chunk: int = 1 << 22) -> None:
+        """Accumulate one output pair, in chunks (the history tensors hold 10^8 values: no full-size copies)."""
         import torch
 
-        ref64, low64 = ref.detach().double(), low.detach().double()
-        self.finite = self.finite and bool(torch.isfinite(low64).all())
-        diff = (low64 - ref64).nan_to_num(nan=float("inf"))
-        self.max_abs = max(self.max_abs, float(diff.abs().max()) if diff.numel() else 0.0)
-        self.ref_max = max(self.ref_max, float(ref64.abs().max()) if ref64.numel() else 0.0)
-        self.peak = max(self.peak, float(low64.abs().nan_to_num(nan=float("inf")).max()) if low64.numel() else 0.0)
-        self.sq_err += float((diff * diff).sum())
-        self.sq_ref += float((ref64 * ref64).sum())
-        na, nb = float(ref64.norm()), float(low64.nan_to_num().norm())
-        cos = 1.0 if na == nb == 0.0 else (float((ref64 * low64.nan_to_num()).sum()) / (na * nb) if na and nb else 0.0)
+        ref_flat, low_flat = ref.detach().reshape(-1), low.detach().reshape(-1)
+        dot = norm_ref = norm_low = 0.0
+        for i in range(0, ref_flat.numel(), chunk):
+            r = ref_flat[i:i + chunk].double()
+            lo = low_flat[i:i + chunk].double()
+            self.finite = self.finite and bool(torch.isfinite(lo).all())
+            lo = lo.nan_to_num(nan=float("inf"))
+            diff = lo - r
+            self.max_abs = max(self.max_abs, float(diff.abs().max()))
+            self.ref_max = max(self.ref_max, float(r.abs().max()))
+            self.peak = max(self.peak, float(lo.abs().max()))
+            self.sq_err += float((diff * diff).sum())
+            finite_lo = lo.nan_to_num(posinf=0.0, neginf=0.0)
+            dot += float((r * finite_lo).sum())
+            norm_ref += float((r * r).sum())
+            norm_low += float((finite_lo * finite_lo).sum())
+        self.sq_ref += norm_ref
+        if norm_ref == 0.0 and norm_low == 0.0:
+            cos = 1.0
+        elif norm_ref == 0.0 or norm_low == 0.0:
+            cos = 0.0
+        else:
+            cos = dot / (norm_ref ** 0.5 * norm_low ** 0.5)
         self.cosine = min(self.cosine, cos)
         self.calls += 1
 
