@@ -109,7 +109,7 @@ ORCHESTRATION = ["fbocc.config", "fbocc.target.transport", "fbocc.target.push", 
                  "fbocc.target.contract", "fbocc.target.store", "fbocc.target.artefacts", "fbocc.target.sftp",
                  "fbocc.build.cross_build", "fbocc.build.container", "fbocc.results.report", "fbocc.results.history",
                  "fbocc.doctor", "fbocc.target.validate", "fbocc.target.trtexec", "fbocc.results.metrics", "fbocc.cli",
-                 "fbocc.build.profile_image", "fbocc.build.debian_base"]
+                 "fbocc.build.profile_image", "fbocc.build.debian_base", "fbocc.results.figure", "fbocc.results.layers"]
 
 
 def test_orchestration_side_never_imports_torch_or_the_model() -> None:
