@@ -253,6 +253,16 @@ def load_config(
     return _build(merged, origins, files)
 
 
+def builtin_profiles() -> dict[str, BuildProfile]:
+    """The profiles shipped in cross/profiles.toml, without any user or project override."""
+    merged: dict[tuple[str, ...], Any] = {}
+    origins: dict[str, str] = {}
+    data = _builtin_profiles()
+    _check_layer(data, BUILTIN)
+    _merge(merged, origins, data, BUILTIN, None, prefix=())
+    return _build(merged, origins, []).profiles
+
+
 def _builtin_profiles() -> dict[str, Any]:
     path = asset_dir("cross") / "profiles.toml"
     data = _read_toml(path)
