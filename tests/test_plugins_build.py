@@ -265,6 +265,22 @@ def test_without_a_tensorrt_logger_at_load_the_refusal_goes_to_stderr_then_to_th
     assert [x for x in run.stdout.splitlines() if x.startswith("LOGGED: ")] == [f"LOGGED: {run.stderr.strip()}"]
 
 
+@pytest.mark.parametrize("version", MATRIX)
+def test_the_recipe_records_the_tensorrt_version_of_the_headers(version: str) -> None:
+    """cross/tensorrt-version.sh (what the build manifest's tensorrt_version comes from) on every header set;
+    10.16 and later define the numbers through TRT_*_ENTERPRISE."""
+    headers = tensorrt_headers(version)
+    out = subprocess.run(["sh", str(REPO / "cross" / "tensorrt-version.sh"), str(headers)], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == _version(version), out.stderr
+
+
+def test_the_recipe_refuses_a_directory_without_tensorrt_headers(tmp_path: Path) -> None:
+    out = subprocess.run(["sh", str(REPO / "cross" / "tensorrt-version.sh"), str(tmp_path)], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 2 and f"{tmp_path}/NvInferVersion.h is missing" in out.stderr
+
+
 def test_an_unknown_target_is_refused_naming_the_allowed_ones(tmp_path: Path) -> None:
     result = _make("TARGET=armv7", f"OUT={tmp_path}")
     assert result.returncode != 0

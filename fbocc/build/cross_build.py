@@ -44,6 +44,7 @@ MANIFEST_SCHEMA = "fbocc.cross-build/1"
 IMAGE_REPO = "fbocc/build"
 SRC_MOUNT, OUT_MOUNT, RECIPE_MOUNT = "/fbocc/src", "/fbocc/out", "/fbocc/recipe"
 RECIPE = "build-in-container.sh"
+TRT_VERSION_SCRIPT = "tensorrt-version.sh"  # the recipe's reader of the headers' TensorRT version
 SKIP_NAMES = {"__pycache__", "build", "out"}
 SKIP_SUFFIXES = (".o", ".so", ".a", ".d", ".pyc")
 
@@ -517,7 +518,7 @@ def _cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink
     on_step(f"hashing sources in {sources}")
     src_hash = source_tree_hash(sources)
     recipe_dir = asset_dir("cross")
-    recipe_hash = sha256_file(recipe_dir / RECIPE)
+    recipe_hash = _sha256_bytes("".join(sha256_file(recipe_dir / f) for f in (RECIPE, TRT_VERSION_SCRIPT)).encode())
 
     tag, img_id = ensure_image(profile, req.trt_deb, on_step=on_step, on_line=on_line)
     key = cache_key(profile, img_id, src_hash, recipe_hash)
