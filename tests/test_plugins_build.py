@@ -99,14 +99,44 @@ def test_without_tensorrt_headers_the_kernel_library_is_built_and_make_says_so(x
     assert not list(out.glob("*.tmp")), "a temporary library was left behind"
 
 
-def test_kernels_cross_compile_for_orin_aarch64_sm87(aarch64_cudart: Path, tmp_path: Path) -> None:
-    result = _make("TARGET=aarch64", f"CUDA_TARGET_DIR={aarch64_cudart}", f"OUT={tmp_path}")
+@pytest.fixture(scope="module")
+def aarch64_kernels(aarch64_cudart: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("aarch64")
+    result = _make("TARGET=aarch64", f"CUDA_TARGET_DIR={aarch64_cudart}", f"OUT={out}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "-ccbin aarch64-linux-gnu-g++" in result.stdout and "code=sm_87" in result.stdout
-    info = inspect_library(tmp_path / "libfbocc_kernels.so")
+    return out, result.stdout
+
+
+def test_kernels_cross_compile_for_orin_aarch64_sm87(aarch64_kernels: tuple[Path, str]) -> None:
+    out, log = aarch64_kernels
+    assert "-ccbin aarch64-linux-gnu-g++" in log and "code=sm_87" in log
+    info = inspect_library(out / "libfbocc_kernels.so")
     assert info.machine == "EM_AARCH64"
     assert info.sm_archs == (87,)
     assert any(n.startswith("libcudart.so") for n in info.needed)
+
+
+def test_aarch64_plugin_library_for_tensorrt_11_checks_the_loaded_tensorrt_without_linking_it(
+        aarch64_kernels: tuple[Path, str], aarch64_cudart: Path, tmp_path: Path) -> None:
+    """The Orin/Thor library against the 11.1 headers: getInferLibVersion and getLogger stay weak references
+    (resolved where getPluginRegistry is, absent -> the guard refuses), no libnvinfer in NEEDED."""
+    from elftools.elf.elffile import ELFFile
+
+    headers = tensorrt_headers("11.1")
+    kernels_out, _ = aarch64_kernels
+    shutil.copytree(kernels_out / "obj", tmp_path / "obj", dirs_exist_ok=True)  # times kept: kernels not rebuilt
+    result = _make("TARGET=aarch64", f"CUDA_TARGET_DIR={aarch64_cudart}", f"OUT={tmp_path}",
+                   f"TENSORRT_INCLUDE_DIR={headers}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    library = tmp_path / "libfbocc_plugins.so"
+    info = inspect_library(library)
+    assert info.machine == "EM_AARCH64" and info.exported == ("getCreators", "setLoggerFinder")
+    assert not any(n.startswith("libnvinfer") for n in info.needed)
+    with library.open("rb") as fh:
+        dynsym = ELFFile(fh).get_section_by_name(".dynsym")
+        binds = {sym.name: sym["st_info"]["bind"] for sym in dynsym.iter_symbols()  # type: ignore[union-attr]
+                 if sym.name in ("getInferLibVersion", "getLogger", "getPluginRegistry")}
+    assert binds == {"getInferLibVersion": "STB_WEAK", "getLogger": "STB_WEAK", "getPluginRegistry": "STB_GLOBAL"}
 
 
 # The header matrix. 8.6.1's headers are proprietary and come only from FBOCC_TRT_HEADERS; the public
