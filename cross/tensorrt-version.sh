@@ -4,7 +4,7 @@
 # Exit 2 with a message when $1 has no NvInferVersion.h.
 set -eu
 HDR="$1/NvInferVersion.h"
-[ -f "$HDR" ] || { echo "fbocc-recipe: TensorRT headers not found: $HDR is missing: install TensorRT in the build image (the cross .deb), or set tensorrt_include_dir of the profile in fbocc.toml to where its headers are (FB-BEV: $TRT_PATH/include)" >&2; exit 2; }
+[ -f "$HDR" ] || { echo "fbocc-recipe: TensorRT headers not found: $HDR is missing: install TensorRT in the build image (the cross .deb), or set tensorrt_include_dir of the profile in fbocc.toml to where its headers are (FB-BEV: \$TRT_PATH/include)" >&2; exit 2; }
 ver() { sed -n "s/^#define $1 \([0-9][0-9]*\).*/\1/p" "$HDR" | head -n 1; }
 MAJOR=$(ver NV_TENSORRT_MAJOR); [ -n "$MAJOR" ] || MAJOR=$(ver TRT_MAJOR_ENTERPRISE)
 MINOR=$(ver NV_TENSORRT_MINOR); [ -n "$MINOR" ] || MINOR=$(ver TRT_MINOR_ENTERPRISE)
