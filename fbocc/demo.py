@@ -160,7 +160,8 @@ class Demo:
         return f"{libs} for aarch64 ({archs}), {how}; verified ELF -> {out}"
 
     def push(self, lt: LocalTarget) -> str:
-        from fbocc.target.push import collect_artefacts, push_artifacts
+        from fbocc.target.artefacts import collect_artefacts
+        from fbocc.target.push import push_artifacts
         from fbocc.target.transport import TargetSession
 
         aset = collect_artefacts(onnx=self.onnx, plugin=self.plugin_dir, samples=self.samples)
@@ -196,7 +197,7 @@ class Demo:
         with TargetSession(lt.target, known_hosts=lt.known_hosts) as session:
             report = validate_target(session, backend="onnxruntime", precisions=["fp32"],
                                      local_dir=self.work / "validation", samples_dir=self.samples,
-                                     python=lt.target.python, results_dir=self.results,
+                                     results_dir=self.results,
                                      progress=lambda msg: self.say(f"      validate: {msg}"))
         self.validation = report
         comp = report.comparisons[0]

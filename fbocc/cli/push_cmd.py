@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fbocc.cli.app import app, emit_json, err, load_config, out
+from fbocc.cli.app import DEFAULT_EXPORT_DIR, app, emit_json, err, load_config, out
 from fbocc.errors import ConfigError, FboccError, TransferError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-DEFAULT_EXPORT_DIR = Path("fbocc-export")  # where `fbocc export` writes <model>.onnx and samples/
 
 
 class RichPushProgress:
@@ -85,7 +84,9 @@ def push_to_target(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results on stdout.")] = False,
 ) -> None:
     """Push the ONNX model, plugin, samples and deploy/ scripts to targets: verified, resumable, incremental."""
-    from fbocc.target.push import collect_artefacts, list_sets, prune_sets, push_to_targets
+    from fbocc.target.artefacts import collect_artefacts
+    from fbocc.target.push import push_to_targets
+    from fbocc.target.store import list_sets, prune_sets
     from fbocc.target.transport import connect_all
 
     cfg = load_config()
