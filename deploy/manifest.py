@@ -23,6 +23,17 @@ manifest.json::
       "model": {...}, "export": {...}, "source": "synthetic" | "nuscenes" | ...
     }
     TENSOR = {"file": "frame_000/x.dat", "dtype": "float32", "shape": [..], "bytes": N, "sha256": "..."}
+
+A run's outputs (deploy.run_sequence --out DIR) are a samples directory of the same format with
+`"kind": "run-outputs"`, `"run": {"backend", "versions", "samples_sha256"}` and, per frame, besides
+`inputs`/`outputs`:
+    "latency_ms": [...]                  per repeat, in ms
+    "history_fed_from": {input: "frame K output NAME"}
+    "reference_stats": {output: STATS}   the output against the samples' reference, computed where it ran
+                                         (deploy.compare.reference_stats: max_abs, sum_abs, count, ref_max,
+                                         dot, norm_have, norm_want, exact, integer)
+    "remote_only": [output, ...]         added by the host (fbocc validate) for outputs it left on the
+                                         target: they have no file here and are judged by reference_stats
 """
 
 import hashlib

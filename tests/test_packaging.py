@@ -80,7 +80,33 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert '"profiles.drive-os-6.0.10.cuda_version"' in shown.stdout
 
 
+SSH_OWNER = {"fbocc/target/transport.py", "fbocc/target/sftp.py", "fbocc/target/host_keys.py"}
+
+
+def _imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_only_the_ssh_owner_imports_paramiko_and_nothing_is_loaded_by_path() -> None:
+    sources = [*REPO.glob("fbocc/**/*.py"), *REPO.glob("deploy/*.py"), *REPO.glob("benchmarks/*.py")]
+    for path in sorted(sources):
+        rel = path.relative_to(REPO).as_posix()
+        ssh = [n for n in _imports(path) if n.split(".")[0] in ("paramiko", "fabric")]
+        assert not ssh or rel in SSH_OWNER, f"{rel} imports {ssh}: SSH goes through fbocc.target.transport"
+        if rel.startswith(("fbocc/", "deploy/")):
+            text = path.read_text()
+            assert "spec_from_file_location" not in text and "sys.path.insert" not in text, \
+                f"{rel} loads code by path: import the package (deploy is one) instead"
+
+
 ORCHESTRATION = ["fbocc.config", "fbocc.target.transport", "fbocc.target.push", "fbocc.target.bench",
+                 "fbocc.target.contract", "fbocc.target.store", "fbocc.target.artefacts", "fbocc.target.sftp",
                  "fbocc.build.cross_build", "fbocc.build.container", "fbocc.results.report", "fbocc.results.history",
                  "fbocc.doctor", "fbocc.target.validate", "fbocc.target.trtexec", "fbocc.results.metrics", "fbocc.cli",
                  "fbocc.build.profile_image", "fbocc.build.debian_base"]

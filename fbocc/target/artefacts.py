@@ -183,6 +183,45 @@ def _plugin_files(plugin: Path) -> tuple[list[tuple[Path, str]], dict[str, str]]
     return files, expected
 
 
+@dataclass(frozen=True)
+class ArtefactPaths:
+    """The local files of one push: ONNX, plugin (.so or build output dir) and samples, each optional."""
+
+    onnx: Path
+    plugin: Path | None
+    samples: Path | None
+
+
+def artefact_paths(export_dir: Path, *, onnx: Path | None = None, plugin: Path | None = None,
+                   samples: Path | None = None, build_out: Path | None = None, no_plugin: bool = False,
+                   no_samples: bool = False) -> ArtefactPaths:
+    """What to push: explicit paths, else the export's one *.onnx and samples/ and the cross-build output;
+    ConfigError naming the option when one of them is missing."""
+    from fbocc.errors import ConfigError
+
+    if onnx is None:
+        models = sorted(export_dir.glob("*.onnx"))
+        if len(models) != 1:
+            raise ConfigError(f"{export_dir} holds several ONNX models: {', '.join(m.name for m in models)}"
+                              if models else f"no ONNX model in {export_dir}", where="--onnx",
+                              fix="pass --onnx PATH to choose one" if models else
+                              "run `fbocc export` first, or pass --onnx PATH (or --export-dir DIR)")
+        onnx = models[0]
+    if not onnx.is_file():
+        raise ConfigError(f"ONNX model {onnx} does not exist", where="--onnx",
+                          fix="run `fbocc export` first or pass --onnx PATH")
+    plugin_path = None if no_plugin else (plugin or build_out)
+    if plugin_path is not None and not plugin_path.exists():
+        raise ConfigError(f"plugin {plugin_path} does not exist", where="--plugin",
+                          fix="run `fbocc cross-build`, pass --plugin PATH (a .so or the build output dir), "
+                          "or --no-plugin to push without it")
+    samples_path = None if no_samples else (samples or export_dir / "samples")
+    if samples_path is not None and not samples_path.is_dir():
+        raise ConfigError(f"samples directory {samples_path} does not exist", where="--samples",
+                          fix="run `fbocc export` first, pass --samples DIR, or --no-samples to push without them")
+    return ArtefactPaths(onnx, plugin_path, samples_path)
+
+
 def collect_artefacts(*, onnx: Path | None, plugin: Path | None, samples: Path | None,
                       deploy: Path | None = None, hash_cache: HashCache | None = None) -> ArtefactSet:
     """Validate the local artefacts and hash them; raise ValidationError naming a bad file."""

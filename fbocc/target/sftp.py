@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paramiko
@@ -66,67 +67,59 @@ class FileChannel:
 
     # --- verbs -----------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _translated(self, what: str, fix: str = "check permissions on the target") -> Iterator[None]:
+        """paramiko/socket errors inside the block become ours (FileNotFoundError passes through)."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except _ERRORS as exc:
+            raise self._error(exc, what, fix) from exc
+
     def home(self) -> str:
         """The login directory (SFTP realpath of "."), without starting a shell."""
-        try:
+        with self._translated("asking for the home directory", "check the SSH login"):
             return self._client.normalize(".")
-        except _ERRORS as exc:
-            raise self._error(exc, "asking for the home directory", "check the SSH login") from exc
 
     def size(self, remote: str) -> int | None:
         """Size of a remote file; None when it does not exist."""
-        try:
+        with contextlib.suppress(FileNotFoundError), self._translated(f"reading the size of {remote}"):
             return self._client.stat(remote).st_size
-        except FileNotFoundError:
-            return None
-        except _ERRORS as exc:
-            raise self._error(exc, f"reading the size of {remote}", "check permissions on the target") from exc
+        return None
 
     def listdir(self, remote: str) -> list[str]:
-        """Names in a remote directory; FileNotFoundError-free: a missing directory is TransferError."""
-        try:
-            return self._client.listdir(remote)
-        except _ERRORS as exc:
-            raise self._error(exc, f"listing {remote}", "check the remote path") from exc
+        """Names in a remote directory."""
+        with self._translated(f"listing {remote}", "check the remote path"):
+            try:
+                return self._client.listdir(remote)
+            except FileNotFoundError as exc:
+                raise TransferError(f"{remote} does not exist on {self.label}", where=self.label,
+                                    fix="check the remote path") from exc
 
     def rename(self, src: str, dst: str) -> None:
         """POSIX rename on the target (replaces `dst` atomically)."""
-        try:
+        with self._translated(f"renaming {src} to {dst}"):
             self._client.posix_rename(src, dst)
-        except _ERRORS as exc:
-            raise self._error(exc, f"renaming {src} to {dst}", "check permissions on the target") from exc
 
     def remove(self, remote: str) -> None:
         """Remove one remote file; a missing one is fine."""
-        try:
+        with contextlib.suppress(FileNotFoundError), self._translated(f"removing {remote}"):
             self._client.remove(remote)
-        except FileNotFoundError:
-            return
-        except _ERRORS as exc:
-            raise self._error(exc, f"removing {remote}", "check permissions on the target") from exc
 
     def remove_tree(self, remote: str) -> None:
         """Remove a remote directory and everything under it (no remote process started); missing is fine."""
-        try:
+        entries = []
+        with contextlib.suppress(FileNotFoundError), self._translated(f"listing {remote}"):
             entries = self._client.listdir_attr(remote)
-        except FileNotFoundError:
-            return
-        except _ERRORS as exc:
-            raise self._error(exc, f"listing {remote}", "check permissions on the target") from exc
-        import stat
-
         for entry in entries:
             path = f"{remote}/{entry.filename}"
             if entry.st_mode is not None and stat.S_ISDIR(entry.st_mode):
                 self.remove_tree(path)
             else:
                 self.remove(path)
-        try:
+        with contextlib.suppress(FileNotFoundError), self._translated(f"removing {remote}"):
             self._client.rmdir(remote)
-        except FileNotFoundError:
-            return
-        except _ERRORS as exc:
-            raise self._error(exc, f"removing {remote}", "check permissions on the target") from exc
 
     def upload(self, local: Path, remote: str, *, offset: int = 0, on_bytes: Callable[[int], None] | None = None,
                stop: threading.Event | None = None) -> bool:

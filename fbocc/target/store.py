@@ -31,13 +31,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from fbocc.errors import FboccError, TransferError
+from fbocc.config import Target
+from fbocc.errors import ConfigError, FboccError, TransferError
 from fbocc.target.artefacts import ArtefactSet
-from fbocc.target.transport import TargetSession, quote
+from fbocc.target.transport import TargetOutcome, TargetSession, connect_all, quote
 
 log = logging.getLogger(__name__)
 SET_MANIFEST = "fbocc-set.json"
@@ -328,6 +330,15 @@ def list_sets(session: TargetSession) -> list[RemoteSet]:
         s.current = s.set_hash == current
     sets.sort(key=lambda s: (s.created, s.current), reverse=True)  # same second: current first
     return sets
+
+
+def manage_sets(targets: Sequence[Target], *, keep: int | None, known_hosts: Path | None = None,
+                accept_new: bool = False) -> list[TargetOutcome[Any]]:
+    """`--list` (keep=None: each target's sets) or `--prune` (keep=N: `prune_sets`) on every target."""
+    if keep is not None and keep < 1:
+        raise ConfigError("--keep must be at least 1", fix="pass --keep N with N >= 1")
+    fn: Callable[[TargetSession], Any] = list_sets if keep is None else (lambda s: prune_sets(s, keep))
+    return connect_all(targets, fn, known_hosts=known_hosts, accept_new=accept_new)
 
 
 def prune_sets(session: TargetSession, keep: int) -> PruneResult:
