@@ -94,7 +94,7 @@ def precision_switches(trt, precision, typing=None):
     # type: (Any, str, Optional[str]) -> Tuple[int, List[str], str]
     """(create_network flags, BuilderFlag names, typing) for `precision` on this tensorrt module.
 
-    The same rules as the host's trtexec command lines (fbocc.target.trtexec.precision_plan): strongly
+    The same rules as the host's trtexec command lines (fbocc.target.trtexec_commands.precision_plan): strongly
     typed wherever NetworkDefinitionCreationFlag.STRONGLY_TYPED exists (10.x; 11.x where it is the only
     mode), the graph carrying the precision; weakly typed (FP16/INT8 builder flags) on 8.6, or on request
     before 10.12. TensorRT 11 has no BuilderFlag.FP16/INT8 at all (python/src/infer/pyCore.cpp, 11.0)."""

@@ -2,17 +2,17 @@
 timing switches that make a 10.x and an 11.x latency the same measurement.
 
 Each rule's source is NVIDIA/TensorRT `samples/common/sampleOptions.cpp` on the release branch named in the
-test (see the docstring of fbocc/target/trtexec.py)."""
+test (see the docstring of fbocc/target/trtexec_commands.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from fbocc.target.trtexec import (
+from fbocc.target.trtexec import TrtVersion
+from fbocc.target.trtexec_commands import (
     BenchSpec,
     BuildSpec,
     TimingMode,
-    TrtVersion,
     bench_command,
     build_command,
     precision_plan,

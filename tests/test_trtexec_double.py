@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fbocc.target.trtexec import BuildSpec, TrtVersion, build_command, precision_plan
+from fbocc.target.trtexec import TrtVersion
+from fbocc.target.trtexec_commands import BuildSpec, build_command, precision_plan
 from tests.tiny_graphs import write_graphs
 
 DOUBLE = Path(__file__).parent / "doubles" / "trtexec_double.py"

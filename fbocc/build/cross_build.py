@@ -41,6 +41,7 @@ MANIFEST_NAME = "fbocc-build.json"
 MANIFEST_SCHEMA = "fbocc.cross-build/1"
 SRC_MOUNT, OUT_MOUNT, RECIPE_MOUNT = "/fbocc/src", "/fbocc/out", "/fbocc/recipe"
 RECIPE = "build-in-container.sh"
+TRT_VERSION_SCRIPT = "tensorrt-version.sh"  # the recipe's reader of the headers' TensorRT version
 SKIP_NAMES = {"__pycache__", "build", "out"}
 SKIP_SUFFIXES = (".o", ".so", ".a", ".d", ".pyc")
 
@@ -197,7 +198,8 @@ def _cross_build(req: CrossBuildRequest, *, on_step: LineSink, on_line: LineSink
     on_step(f"hashing sources in {sources}")
     src_hash = source_tree_hash(sources)
     recipe_dir = asset_dir("cross")
-    recipe_hash = sha256_file(recipe_dir / RECIPE)
+    recipe_parts = "".join(sha256_file(recipe_dir / f) for f in (RECIPE, TRT_VERSION_SCRIPT))
+    recipe_hash = hashlib.sha256(recipe_parts.encode()).hexdigest()
 
     tag, img_id = ensure_image(profile, req.trt_deb, on_step=on_step, on_line=on_line)
     key = cache_key(profile, img_id, src_hash, recipe_hash)

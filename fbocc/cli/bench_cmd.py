@@ -47,7 +47,7 @@ def remote_bench_cmd(
     """Build (or reuse) the engines on the target, benchmark them, and keep the results."""
     from fbocc.errors import FboccError
     from fbocc.target.bench import BenchOptions, remote_bench
-    from fbocc.target.trtexec import TimingMode
+    from fbocc.target.trtexec_commands import TimingMode
 
     cfg = load_config(**{"bench.iterations": iterations, "bench.duration_s": duration, "bench.warmup_ms": warmup,
                          "bench.cuda_graph": cuda_graph, "bench.spin_wait": spin_wait,

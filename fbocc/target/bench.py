@@ -43,19 +43,14 @@ from fbocc.target.contract import (
 )
 from fbocc.target.transport import TargetOutcome, TargetSession, quote
 from fbocc.target.trtexec import (
-    GONE,
-    PRECISIONS,
-    TYPINGS,
-    BenchSpec,
-    TimingMode,
     TrtVersion,
-    bench_command,
     diagnose_failure,
     parse_export_profile,
     parse_export_times,
     parse_summary,
     query_stats,
 )
+from fbocc.target.trtexec_commands import GONE, PRECISIONS, TYPINGS, BenchSpec, TimingMode, bench_command
 
 LineSink = Callable[[str], None]
 
@@ -149,7 +144,7 @@ def bench_target(session: TargetSession, options: BenchOptions, results_dir: Pat
         outcome.results.append(result)
         outcome.paths.append(save_result(results_dir, result))
         return outcome
-    version = require_tensorrt(session, probe)
+    version = require_tensorrt(session, probe, pushed=pushed)  # stops a plugin built for another major
     manifest = pushed_samples_manifest(session, pushed, samples_dir)
     frame_id, inputs, shapes = frame_inputs(manifest, pushed.samples, options.frame)
     profile = manifest.get("profile") or {}

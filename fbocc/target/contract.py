@@ -35,18 +35,17 @@ from typing import Any
 
 from deploy import protocol
 from fbocc.errors import ConfigError, RemoteError
+from fbocc.target.artefacts import BUILD_MANIFEST
 from fbocc.target.store import SET_MANIFEST
 from fbocc.target.transport import TargetSession, quote
-from fbocc.target.trtexec import (
+from fbocc.target.trtexec import TrtVersion, diagnose_failure, supported
+from fbocc.target.trtexec_commands import (
     TYPINGS,
     BuildSpec,
     PrecisionPlan,
-    TrtVersion,
     build_command,
-    diagnose_failure,
     graph_for,
     precision_plan,
-    supported,
 )
 
 LineSink = Callable[[str], None]
@@ -78,6 +77,7 @@ class PushedSet:
     set_hash: str | None = None
     files: dict[str, str] = field(default_factory=dict, compare=False)  # path in the set -> sha256
     graphs: dict[str, str] = field(default_factory=dict)  # precision -> graph (fp32: `onnx`; docs/precision.md)
+    plugin_tensorrt: str | None = None  # TensorRT of the plugin library's headers (its fbocc-build.json)
 
     @property
     def samples_manifest_sha256(self) -> str | None:
@@ -100,12 +100,14 @@ def locate_pushed_set(session: TargetSession) -> PushedSet:
         f"cd {quote(root)} 2>/dev/null || exit 3; for f in *.onnx *.so; do [ -f \"$f\" ] && echo \"$f\"; done; "
         "[ -f samples/manifest.json ] && echo samples/manifest.json; "
         "[ -f deploy/__init__.py ] && echo deploy/__init__.py;"
+        f" [ -f {BUILD_MANIFEST} ] && {{ echo FBOCC_BUILD; cat {BUILD_MANIFEST}; echo; }};"
         f" [ -f {SET_MANIFEST} ] && {{ echo FBOCC_SET; cat {SET_MANIFEST}; }}; exit 0",
         timeout=60, check=False)
     if listing.exit_code == 3:
         raise RemoteError(f"nothing has been pushed to {session.label}:{root}", where=session.label,
                           fix=f"run `fbocc push-to-target {session.label}` first")
     head, _, set_json = listing.stdout.partition("FBOCC_SET\n")
+    head, _, build_json = head.partition("FBOCC_BUILD\n")
     names = head.split()
     set_doc: dict[str, Any] = {}
     if set_json.strip():
@@ -131,7 +133,32 @@ def locate_pushed_set(session: TargetSession) -> PushedSet:
     graphs.setdefault("fp32", f"{root}/{onnx[0]}")
     return PushedSet(root=root, onnx=f"{root}/{onnx[0]}", plugin=f"{root}/{plugins[0]}" if plugins else None,
                      samples=f"{root}/samples", deploy=f"{root}/deploy", set_hash=set_doc.get("set"), files=files,
-                     graphs=graphs)
+                     graphs=graphs, plugin_tensorrt=_headers_tensorrt(build_json))
+
+
+def _headers_tensorrt(build_json: str) -> str | None:
+    try:
+        value = json.loads(build_json).get("tensorrt_version") if build_json.strip() else None
+    except (ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def target_tensorrt_version(session: TargetSession) -> str | None:
+    """The target's TensorRT version from its trtexec banner, before anything is pushed (None: no trtexec)."""
+    t = session.target
+    res = session.run(f"{quote(t.trtexec)} --help 2>&1 | head -n 5", timeout=60, check=False)
+    return protocol.trt_version_from_banner(res.stdout + res.stderr)
+
+
+def require_plugin_abi(session: TargetSession, headers: str | None, target_tensorrt: str | None,
+                       library: str) -> None:
+    """Stop (BuildError) when the plugin library was built for another TensorRT major than the target's: its
+    plugins would not register there (plugins/common/loadedTensorRT.cpp), so nothing is built with it."""
+    from fbocc.build.tensorrt_abi import check_plugin_abi
+    from fbocc.config import builtin_profiles
+
+    check_plugin_abi(headers, target_tensorrt, library=library, target=session.label, profiles=builtin_profiles())
 
 
 def pushed_samples_manifest(session: TargetSession, pushed: PushedSet, local_samples: Path | None) -> dict[str, Any]:
@@ -233,8 +260,10 @@ def probe_target(session: TargetSession, pushed: PushedSet, *, precisions: Seque
     return TargetProbe(environment=env, engine_keys=keys, builder=builder, keys_error=error)
 
 
-def require_tensorrt(session: TargetSession, probe: TargetProbe, *, trtexec: bool = True) -> TrtVersion:
-    """The target's TensorRT version, when commands can be made for it (and trtexec runs, if needed)."""
+def require_tensorrt(session: TargetSession, probe: TargetProbe, *, trtexec: bool = True,
+                     pushed: PushedSet | None = None) -> TrtVersion:
+    """The target's TensorRT version, when commands can be made for it (and trtexec runs, if needed) and the
+    pushed plugin library (when `pushed` is given) was built for its major."""
     label = session.label
     trt = probe.tensorrt
     if trtexec and not trt.get("trtexec_available"):
@@ -249,6 +278,8 @@ def require_tensorrt(session: TargetSession, probe: TargetProbe, *, trtexec: boo
     if not supported(version):
         raise RemoteError(f"TensorRT {version} on {label} is not supported (8.6, 10.x, 11.x are)", where=label,
                           fix="use a DRIVE OS 6.0.10+ / JetPack 6 image")
+    if pushed is not None and pushed.plugin:
+        require_plugin_abi(session, pushed.plugin_tensorrt, str(trt["version"]), PurePosixPath(pushed.plugin).name)
     return version
 
 
@@ -315,7 +346,7 @@ def ensure_engine(session: TargetSession, pushed: PushedSet, probe: TargetProbe,
     precision, typing, TensorRT version, profile and builder) by `probe_target`.
     """
     builder = probe.builder or "trtexec"
-    version = require_tensorrt(session, probe, trtexec=builder == "trtexec")
+    version = require_tensorrt(session, probe, trtexec=builder == "trtexec", pushed=pushed)
     plan, key = engine_plan(session, pushed, probe, version, precision, typing)
     graph = str(key.get("onnx") or pushed.graphs[plan.graph])
     engine = str(key["engine"])

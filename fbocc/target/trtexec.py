@@ -1,25 +1,15 @@
-"""trtexec, the target's TensorRT benchmark tool: command lines per TensorRT version, and its output parsed.
+"""trtexec, the target's TensorRT benchmark tool: its versions, and its output parsed.
 
 Pure functions only (no SSH, no files but what is passed in), so every rule here is tested without a
-target. Version rules (sources: NVIDIA/TensorRT `samples/common/sampleOptions.cpp` on release/8.6,
-release/10.x, release/11.0, release/11.1; `python/src/infer/pyCore.cpp` for the Python builder):
+target. Version differences handled here:
 
-- plugin library: `--staticPlugins=` on every supported version (added in 8.6.0 together with the
-  deprecation of `--plugins`, which still only warns in 11.1).
-- precision (`precision_plan`): 8.6 has no `--stronglyTyped` (it came in 9.0): fp16 = the fp32 graph with
-  `--fp16`, int8 = the Q/DQ graph with `--int8` (weak typing; no calibrator exists here). 10.0 to
-  10.11: the typed graph of the precision with `--stronglyTyped` (default) or, on request, weak typing as
-  8.6. 10.12 deprecated weak typing: typed graphs with `--stronglyTyped` only. 11.x removed `--fp16
-  --int8 --best --bf16 --fp8 --int4 --calib`; networks are always strongly typed (`--stronglyTyped` is a
-  documented no-op): typed graphs, no precision flag. `best` cannot exist with typed graphs: refused.
-- timing (`timing_flags`): 8.6/10.x default to data transfers on, CUDA graph, spin wait and a separate
-  profile run off, switched with `--noDataTransfers --useCudaGraph --useSpinWait --separateProfileRun`;
-  11.x defaults to transfers off, CUDA graph and spin wait on, separate profile run always on, switched
-  with `--includeDataTransfers --noCudaGraph --noSpinWait` (the old switches are deprecated no-ops there).
-  Every run states all four, so a 10.x and an 11.x number measure the same thing.
-- build without inference: `--skipInference` (`--buildOnly` was removed in 10.0); workspace:
-  `--memPoolSize=workspace:N` (`--workspace` removed in 10.0); `--explicitBatch`/`--maxBatch`: never emitted.
-- version tag in the `&&&&` lines: `v8603` = 8.6.3, `v100200` = 10.2.0, `v110000` = 11.0.0.
+- command lines (plugin library, precision per version, timing switches, build/bench argv) live in
+  fbocc/target/trtexec_commands.py, built on `TrtVersion` / `supported` from here.
+- version tag in the `&&&&` lines: `v8603` = 8.6.3, `v100200` = 10.2.0, `v110000` = 11.0.0 (7.x prints none).
+- performance summary: 8.0-8.2 add an `End-to-End Host Latency` line (kept); 8.4 and later drop it; 7.x
+  and older print another layout ("Host Latency" / "min: ... (end to end ...)", or "Average over N runs"),
+  reported as unsupported in words, never parsed as an empty result; 11.x runs with CUDA graph on and
+  without H2D/D2H transfers by default, flagged in the result.
 """
 
 from __future__ import annotations
@@ -31,8 +21,7 @@ from typing import Any
 
 from deploy.protocol import parse_trt_version
 
-PRECISIONS = ("fp32", "fp16", "int8")
-METRICS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
+METRICS = ("Latency", "End-to-End Host Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
 
 
 # --- versions -----------------------------------------------------------------------------------
@@ -62,212 +51,11 @@ def supported(version: TrtVersion) -> bool:
     return version >= TrtVersion(8, 6) and version.major in (8, 10, 11)
 
 
-# --- command lines ------------------------------------------------------------------------------
-
-
 Shape = list[int]
-
-STRONG_TYPING = TrtVersion(9, 0)  # `--stronglyTyped` / STRONGLY_TYPED: absent in 8.6, present from 9.0
-WEAK_TYPING_DEPRECATED = TrtVersion(10, 12)  # we build weakly typed engines only before this
-WEAK_TYPING_REMOVED = TrtVersion(11, 0)
-TYPINGS = ("strong", "weak")
-GONE = {  # precisions that cannot exist once precision lives in the graph, and what to use instead
-    "best": "`best` asks TensorRT to pick fp16/int8 per layer (weak typing), which TensorRT 11 removed and "
-            "`--stronglyTyped` forbids: use the fp16 or int8 graph (--precision fp32,fp16,int8)",
-}
-
-
-def check_precision(precision: str) -> None:
-    """ValueError with the fix when `precision` is not fp32, fp16 or int8."""
-    if precision in GONE:
-        raise ValueError(GONE[precision])
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-
-
-@dataclass(frozen=True)
-class PrecisionPlan:
-    """How one precision is built on one TensorRT version: from which graph, with which switches."""
-
-    precision: str
-    graph: str  # the manifest's graph to build from: "fp32", "fp16" or "int8"
-    typing: str  # "strong" (precision in the graph) or "weak" (precision from builder flags)
-    flags: tuple[str, ...]  # trtexec switches
-    builder_flags: tuple[str, ...]  # Python API: BuilderFlag names to set (weak typing only)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"precision": self.precision, "graph": self.graph, "typing": self.typing,
-                "flags": list(self.flags), "builder_flags": list(self.builder_flags)}
-
-
-def graph_for(precision: str, typing: str) -> str:
-    """Which graph a precision builds from: its own when strongly typed; weakly typed, the fp32 graph
-    (the flags give fp16) except int8, whose scales only the Q/DQ graph carries."""
-    check_precision(precision)
-    return precision if typing == "strong" or precision == "int8" else "fp32"
-
-
-def default_typing(version: TrtVersion) -> str:
-    """Strongly typed wherever TensorRT has it (10.x, 11.x); weakly typed on 8.6."""
-    return "strong" if version >= STRONG_TYPING else "weak"
-
-
-def precision_plan(version: TrtVersion, precision: str, typing: str | None = None) -> PrecisionPlan:
-    """The graph and switches for `precision` on `version` (typing None = `default_typing`).
-
-    ValueError, with the fix, when the combination cannot exist on that version."""
-    check_precision(precision)
-    typing = typing or default_typing(version)
-    if typing not in TYPINGS:
-        raise ValueError(f"typing {typing!r} is not one of {', '.join(TYPINGS)}")
-    if typing == "strong":
-        if version < STRONG_TYPING:
-            raise ValueError(f"TensorRT {version} has no strongly typed networks (--stronglyTyped came in 9.0): "
-                             "build it weakly typed (the default there)")
-        # 11.x: always strongly typed, `--stronglyTyped` is a deprecated no-op there
-        flags: tuple[str, ...] = () if version >= WEAK_TYPING_REMOVED else ("--stronglyTyped",)
-        return PrecisionPlan(precision, graph_for(precision, "strong"), "strong", flags, ())
-    if version >= WEAK_TYPING_DEPRECATED:
-        raise ValueError(f"TensorRT {version} builds precision from the graph only (weak typing is deprecated "
-                         "since 10.12 and removed in 11.0): use the typed graphs (drop the weak-typing request)")
-    # fp16: TensorRT picks fp16 kernels where it likes; int8: the Q/DQ scales (no calibrator), the rest fp32
-    flags = {"fp32": (), "fp16": ("--fp16",), "int8": ("--int8",)}[precision]
-    return PrecisionPlan(precision, graph_for(precision, "weak"), "weak", flags, tuple(f[2:].upper() for f in flags))
-
-
-@dataclass(frozen=True)
-class TimingMode:
-    """The four trtexec switches that change what a latency means; every run sets and records all four."""
-
-    data_transfers: bool = False  # H2D/D2H copies of every query inside Latency
-    cuda_graph: bool = True
-    spin_wait: bool = True
-    separate_profile_run: bool = True  # per-layer profile in its own run, not inside the timed one
-
-    def as_dict(self) -> dict[str, bool]:
-        return {"data_transfers": self.data_transfers, "cuda_graph": self.cuda_graph,
-                "spin_wait": self.spin_wait, "separate_profile_run": self.separate_profile_run}
-
-
-def trtexec_defaults(version: TrtVersion) -> TimingMode:
-    """What trtexec does when none of the four switches is given (sampleOptions.h of each release)."""
-    if version >= WEAK_TYPING_REMOVED:
-        return TimingMode(data_transfers=False, cuda_graph=True, spin_wait=True, separate_profile_run=True)
-    return TimingMode(data_transfers=True, cuda_graph=False, spin_wait=False, separate_profile_run=False)
-
-
-def timing_flags(version: TrtVersion, mode: TimingMode) -> list[str]:
-    """The switches that give `mode` on `version`, in the spelling that version does not deprecate."""
-    if version >= WEAK_TYPING_REMOVED:
-        if not mode.separate_profile_run:
-            raise ValueError(f"TensorRT {version} always profiles in a separate run: a profile inside the timed run "
-                             "cannot be asked for")
-        return ((["--includeDataTransfers"] if mode.data_transfers else [])
-                + ([] if mode.cuda_graph else ["--noCudaGraph"]) + ([] if mode.spin_wait else ["--noSpinWait"]))
-    # 8.6 and 10.x: everything off but data transfers unless switched; there is no way to say "off"
-    return (([] if mode.data_transfers else ["--noDataTransfers"]) + (["--useCudaGraph"] if mode.cuda_graph else [])
-            + (["--useSpinWait"] if mode.spin_wait else [])
-            + (["--separateProfileRun"] if mode.separate_profile_run else []))
-
-
-@dataclass(frozen=True)
-class BuildSpec:
-    """What one engine build needs: all paths are as seen on the target; `onnx` is the plan's graph."""
-
-    onnx: str
-    engine: str
-    plugin: str | None
-    precision: str
-    profile: dict[str, dict[str, Shape]]  # input -> {"min","opt","max"}; dynamic inputs only
-    timing_cache: str | None = None
-    workspace_mib: int | None = None
-    profile_layers: bool = True
-    typing: str | None = None  # None: the version's default (`default_typing`)
-
-
-@dataclass(frozen=True)
-class BenchSpec:
-    """What one benchmark run needs: engine, inputs of one frame, timing options, export paths."""
-
-    engine: str
-    plugin: str | None
-    inputs: dict[str, str]  # every network input -> its .dat file
-    shapes: dict[str, Shape]  # dynamic inputs -> the frame's shape
-    iterations: int = 0
-    duration_s: float = 10.0
-    warmup_ms: int = 500
-    timing: TimingMode = field(default_factory=TimingMode)
-    export_times: str | None = None
-    export_profile: str | None = None
 
 
 def _dims(shape: Shape) -> str:
     return "x".join(str(int(d)) for d in shape) if shape else "scalar"
-
-
-def _tensor_name(name: str) -> str:
-    # trtexec splits specs at ',' and ':'; a name containing them must be single-quoted
-    return f"'{name}'" if re.search(r"[,:']", name) else name
-
-
-def _shape_spec(shapes: dict[str, Shape]) -> str:
-    return ",".join(f"{_tensor_name(n)}:{_dims(s)}" for n, s in shapes.items())
-
-
-def plugin_flags(version: TrtVersion, plugin: str | None) -> list[str]:
-    """How to load our plugin library so the ONNX parser and the runtime both find its creators."""
-    del version  # `--staticPlugins` on 8.6, 10.x and 11.x alike (`--plugins` is deprecated since 8.6.0)
-    return [] if plugin is None else [f"--staticPlugins={plugin}"]
-
-
-def _check_version(version: TrtVersion) -> None:
-    if not supported(version):
-        raise ValueError(f"TensorRT {version} is not supported (8.6, 10.x, 11.x are)")
-
-
-def build_command(trtexec: str, version: TrtVersion, spec: BuildSpec) -> list[str]:
-    """trtexec argv that builds and saves an engine (no inference) from the ONNX and the samples' profile."""
-    _check_version(version)
-    plan = precision_plan(version, spec.precision, spec.typing)
-    argv = [trtexec, f"--onnx={spec.onnx}", f"--saveEngine={spec.engine}", *plugin_flags(version, spec.plugin)]
-    if spec.profile:
-        for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
-            argv.append(f"{flag}={_shape_spec({n: p[key] for n, p in spec.profile.items()})}")
-    argv += plan.flags
-    if spec.timing_cache:
-        argv.append(f"--timingCacheFile={spec.timing_cache}")
-    if spec.workspace_mib:
-        argv.append(f"--memPoolSize=workspace:{int(spec.workspace_mib)}")
-    if spec.profile_layers:
-        argv.append("--profilingVerbosity=detailed")  # layer names in --exportProfile later
-    argv.append("--skipInference")
-    return argv
-
-
-def bench_command(trtexec: str, version: TrtVersion, spec: BenchSpec) -> list[str]:
-    """trtexec argv that loads an engine and times it on one frame's real inputs (every input loaded)."""
-    _check_version(version)
-    if not spec.inputs:
-        raise ValueError("no network inputs to load: trtexec would feed random data")
-    argv = [trtexec, f"--loadEngine={spec.engine}", *plugin_flags(version, spec.plugin)]
-    if spec.shapes:
-        argv.append(f"--shapes={_shape_spec(spec.shapes)}")
-    argv.append("--loadInputs=" + ",".join(f"{_tensor_name(n)}:{f}" for n, f in spec.inputs.items()))
-    if spec.iterations > 0:
-        argv += [f"--iterations={int(spec.iterations)}", "--duration=0"]
-    else:
-        argv.append(f"--duration={_num(spec.duration_s)}")
-    argv.append(f"--warmUp={int(spec.warmup_ms)}")
-    argv += timing_flags(version, spec.timing)
-    if spec.export_times:
-        argv.append(f"--exportTimes={spec.export_times}")
-    if spec.export_profile:
-        argv.append(f"--exportProfile={spec.export_profile}")
-    return argv
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 # --- parsing the performance summary ------------------------------------------------------------
@@ -301,10 +89,24 @@ class TrtexecSummary:
     total_gpu_compute_s: float | None = None
     cv_percent: float | None = None  # "GPU compute time is unstable, with coefficient of variance = X%"
     warnings: list[str] = field(default_factory=list)
+    cuda_graph: bool | None = None  # timed through a CUDA graph (11.x default); None: not known
+    data_transfers: bool | None = None  # H2D/D2H copies timed (off by default in 11.x); None: not known
+    unsupported: str | None = None  # why this output is not parsed (trtexec older than 8.0)
 
     @property
     def complete(self) -> bool:
         return self.throughput_qps is not None and "GPU Compute Time" in self.metrics
+
+    @property
+    def notes(self) -> list[str]:
+        """What a reader of the numbers must know about how they were taken."""
+        notes = []
+        default = " (the TensorRT 11 default)" if self.version is not None and self.version.major >= 11 else ""
+        if self.cuda_graph:
+            notes.append(f"timed through a CUDA graph{default}: launch overhead is not in the latencies")
+        if self.data_transfers is False:
+            notes.append(f"no host<->device transfers{default}: Latency is GPU compute only, H2D/D2H not measured")
+        return notes
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -313,16 +115,23 @@ class TrtexecSummary:
             "metrics_ms": {k: v.as_dict() for k, v in self.metrics.items()},
             "total_host_walltime_s": self.total_host_walltime_s, "total_gpu_compute_s": self.total_gpu_compute_s,
             "gpu_compute_cv_percent": self.cv_percent, "warnings": list(self.warnings),
+            "cuda_graph": self.cuda_graph, "data_transfers": self.data_transfers, "notes": self.notes,
+            "unsupported": self.unsupported,
         }
 
 
 _PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[([IWEVF])\]\s*)?")
-_STATUS = re.compile(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT (v\d+)\](?: \[b\d+\])?(?: # (.*))?")
+_STATUS = re.compile(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec(?: \[TensorRT (v\d+)\])?(?: \[b\d+\])?"
+                     r"(?: # (.*))?")
 _VERSION_LINE = re.compile(r"TensorRT version: (\d+\.\d+(?:\.\d+)*)")
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _METRIC = re.compile(r"^(" + "|".join(re.escape(m) for m in METRICS) + r"): (.*)$")
 _FIELD = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=?\s*" + _NUM + r" ms")
 _CV = re.compile(r"coefficient of variance = " + _NUM + "%")
+_OPTION = re.compile(r"^(CUDA Graph|Data transfers): (Enabled|Disabled)$")  # the "=== Inference Options ===" echo
+# The layout of trtexec 7.x and older: a "Host Latency" block of "min: X ms (end to end Y ms)" lines, or
+# "Average over N runs is X ms" (6.x and older).
+_PRE8 = re.compile(r"^(?:min: [-+\d.eE]+ ms \(end to end|Average over \d+ runs is )")
 
 
 def _line_body(line: str) -> tuple[str | None, str]:
@@ -338,7 +147,10 @@ def parse_summary(text: str) -> TrtexecSummary:
         level, body = _line_body(raw)
         status = _STATUS.search(raw)
         if status:
-            summary.version = TrtVersion.parse(status.group(2))
+            if status.group(2):
+                summary.version = TrtVersion.parse(status.group(2))
+            else:  # trtexec tags its "&&&&" lines with its version from 8.0 on
+                summary.unsupported = summary.unsupported or "pre-8"
             if status.group(1) != "RUNNING":
                 summary.status = status.group(1)
             summary.command = (status.group(3) or "").strip() or summary.command
@@ -372,12 +184,44 @@ def parse_summary(text: str) -> TrtexecSummary:
         if gpu:
             summary.total_gpu_compute_s = float(gpu.group(1))
             continue
+        option = _OPTION.match(body)
+        if option:
+            enabled = option.group(2) == "Enabled"
+            if option.group(1) == "CUDA Graph":
+                summary.cuda_graph = enabled
+            else:
+                summary.data_transfers = enabled
+            continue
+        if _PRE8.match(body):
+            summary.unsupported = summary.unsupported or "pre-8"
         cv = _CV.search(body)
         if cv:
             summary.cv_percent = float(cv.group(1))
         if level == "W" and body.startswith("* "):
             summary.warnings.append(body[2:].strip())
+    _infer_run_options(summary)
+    if summary.unsupported or (summary.version is not None and summary.version.major < 8):
+        seen = f"TensorRT {summary.version}" if summary.version else "a trtexec older than TensorRT 8.0"
+        summary.unsupported = (f"this is the output of {seen}, whose performance report has another layout; "
+                               "fbocc reads trtexec of TensorRT 8.0 and later (8.6, 10.x, 11.x on the targets)")
+        summary.metrics.clear()
+        summary.throughput_qps = None
     return summary
+
+
+def _infer_run_options(summary: TrtexecSummary) -> None:
+    """CUDA graph / transfers from the command line when trtexec did not echo its inference options."""
+    if summary.version is None or summary.command is None:
+        return
+    args = summary.command.split()
+    if summary.version.major >= 11:  # 11.0 made --useCudaGraph and --noDataTransfers the defaults
+        graph, transfers = "--noCudaGraph" not in args, "--includeDataTransfers" in args
+    else:
+        graph, transfers = "--useCudaGraph" in args, "--noDataTransfers" not in args
+    if summary.cuda_graph is None:
+        summary.cuda_graph = graph
+    if summary.data_transfers is None:
+        summary.data_transfers = transfers
 
 
 def _pct_key(text: str) -> str:
@@ -460,7 +304,19 @@ class FailureDiagnosis:
     hint: str | None
 
 
-_ERROR_MARKERS = ("[E]", "Error", "error:", "FAILED", "Assertion failed", "could not find plugin")
+# "Plugin not found" also catches the untagged second line of 10.x/11.x's parser error ('[6] creator && "Plugin not
+# found, ..."'), "fbocc plugins:" the ABI guard's refusal (plugins/common/loadedTensorRT.cpp).
+_ERROR_MARKERS = ("[E]", "Error", "error:", "FAILED", "Assertion failed", "could not find plugin", "Plugin not found",
+                  "fbocc plugins:")
+# Where each TensorRT generation names the op whose plugin is missing, most specific first.
+_MISSING_OP = (
+    re.compile(r"pluginName:\s*'?([\w.-]+)"),  # 10.x/11.x plugin registry wording
+    re.compile(r"[Cc]ould not find plugin:? ([\w.-]+),? version"),  # 8.x getPluginCreator
+    re.compile(r"Cannot find plugin: ([\w.-]+)"),
+    re.compile(r"operator: ([\w.-]+) \((?:check|import)FallbackPluginImporter\)"),  # 10.x/11.x parser summary
+    re.compile(r"While parsing node number \d+ \[([\w.-]+) ->"),
+)
+_ABI_REFUSAL = re.compile(r"fbocc plugins: built with TensorRT \S+ headers, (?:loaded into|but the loading).*")
 
 
 def diagnose_failure(text: str, *, plugin: str | None = None,
@@ -482,9 +338,12 @@ def diagnose_failure(text: str, *, plugin: str | None = None,
     if not unique:
         unique = raw_lines[-max_lines:]
     hint: str | None = None
-    missing = re.search(r"could not find plugin:? (\S+) version:? ?(\S+)", text)
-    if missing or "Plugin not found" in text:
-        op = missing.group(1) if missing else "a custom op"
+    refusal = _ABI_REFUSAL.search(text)
+    if refusal:
+        return FailureDiagnosis(unique, refusal.group(0).split("fbocc plugins: ", 1)[1])
+    missing_op = next((m.group(1) for pattern in _MISSING_OP for m in [pattern.search(text)] if m), None)
+    if missing_op or "Plugin not found" in text:
+        op = missing_op or "a custom op"
         loaded = re.findall(r"Loading (?:supplied |static |dynamic )?plugin library: (\S+)", text)
         library = loaded[-1] if loaded else plugin
         if library:

@@ -217,7 +217,7 @@ def validate_target(session: TargetSession, *, backend: str, precisions: list[st
     keep = {occ} if occ else set()
     probe = probe_target(session, pushed, precisions=precisions, builder=builder) if backend == "tensorrt" else None
     if probe is not None:  # every precision's graph is there and buildable on this TensorRT, before the first run
-        version = require_tensorrt(session, probe, trtexec=builder == "trtexec")
+        version = require_tensorrt(session, probe, trtexec=builder == "trtexec", pushed=pushed)
         for precision in precisions:
             engine_plan(session, pushed, probe, version, precision)
     for precision in precisions:
