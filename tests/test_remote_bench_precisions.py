@@ -71,6 +71,8 @@ def test_each_precision_builds_its_graph_with_the_versions_switches(
                                           "separate_profile_run": True}
         assert r["summary"]["tensorrt_version"] == version
         assert r["summary"]["metrics_ms"]["H2D Latency"]["max"] == 0.0  # no transfers timed, on every version
+        # and the log the parser read says the same (trtexec echoes its inference options)
+        assert (r["summary"]["cuda_graph"], r["summary"]["data_transfers"]) == (True, False)
     # the run really did what the result says (the double prints trtexec's inference options)
     assert errtext.count("Data transfers: Disabled") == 3 and errtext.count("CUDA Graph: Enabled") == 3
     assert errtext.count("Spin-wait: Enabled") == 3
