@@ -186,7 +186,8 @@ def engine_keys(onnx, plugin, samples, precisions, trt_version, builder="trtexec
             doc["engine"] = os.path.join(engine_dir, protocol.engine_file_name(precision, k))
             doc["exists"] = os.path.isfile(doc["engine"])
             if doc["exists"]:
-                doc["sha256"] = create_engine.engine_identity(doc["engine"])["sha256"]
+                identity = create_engine.engine_identity(doc["engine"])
+                doc["sha256"], doc["bytes"] = identity["sha256"], identity["bytes"]
         out[precision] = doc
     return out
 

@@ -191,6 +191,22 @@ def user_config_path() -> Path:
     return Path(base) / "fbocc" / "config.toml"
 
 
+# --- machine settings: environment variables that are not [section] keys ------------------------
+
+
+def cache_dir() -> Path:
+    """Where fbocc keeps content-keyed downloads, base root filesystems and build results:
+    `$XDG_CACHE_HOME/fbocc` (default `~/.cache/fbocc`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fbocc"
+
+
+def debian_mirror() -> str | None:
+    """`FBOCC_DEBIAN_MIRROR`: the Debian mirror base images are made from, over the recipe's and the host's
+    apt sources; None when unset."""
+    return os.environ.get("FBOCC_DEBIAN_MIRROR") or None
+
+
 def load_config(
     config_file: Path | None = None,
     *,

@@ -67,7 +67,7 @@ def check_docker() -> Check:
 
 
 def check_build_image(cfg: Config, profile: BuildProfile) -> Check:
-    from fbocc.build.cross_build import image_status
+    from fbocc.build.profile_image import image_status
 
     status = image_status(cfg, profile)
     state = OK if status.state in ("present", "buildable") else MISSING
@@ -77,7 +77,7 @@ def check_build_image(cfg: Config, profile: BuildProfile) -> Check:
 
 def check_trt_deb(cfg: Config, profile: BuildProfile, *, image_present: bool) -> Check:
     """The cross .deb is needed only to build the image; once the image exists it is optional."""
-    from fbocc.build.cross_build import resolve_trt_deb
+    from fbocc.build.profile_image import resolve_trt_deb
 
     name = f"TensorRT cross .deb ({profile.name})"
     if not profile.trt_deb:

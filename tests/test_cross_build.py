@@ -25,10 +25,10 @@ from fbocc.build.cross_build import (
     CrossBuildRequest,
     check_out_dir,
     cross_build,
-    ensure_image,
     read_manifest,
 )
 from fbocc.build.elf_check import inspect_library
+from fbocc.build.profile_image import ensure_image
 from fbocc.cli import run
 from fbocc.config import load_config
 from fbocc.errors import ConfigError

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fbocc.build.container import daemon_is_remote
-from fbocc.build.cross_build import cache_key, plan_image, sim_base_tag, source_tree_hash
+from fbocc.build.cross_build import cache_key, source_tree_hash
+from fbocc.build.profile_image import plan_image, sim_base_tag
 from fbocc.config import load_config
 from fbocc.errors import ConfigError
 

@@ -104,7 +104,7 @@ def test_doctor_unreachable_target(isolated_home: Path, tmp_path: Path) -> None:
 
 @pytest.mark.docker
 def test_doctor_build_image_present_and_absent(isolated_home: Path, docker_daemon: None) -> None:
-    from fbocc.build.cross_build import ensure_image
+    from fbocc.build.profile_image import ensure_image
     from fbocc.config import load_config
 
     ensure_image(load_config().profile("sim"), None, on_step=lambda _: None, on_line=lambda _: None)

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from fbocc.ops.elf import inspect_library
+from fbocc.build.elf_check import inspect_library
+from fbocc.config import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
 CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 NVCC = CUDA_HOME / "bin" / "nvcc"
 TRT_HEADERS = Path(os.environ.get("FBOCC_TRT_HEADERS", "/work/trt-headers"))
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fbocc"
+CACHE = cache_dir()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -89,7 +90,7 @@ def test_without_tensorrt_headers_the_kernel_library_is_built_and_make_says_so(x
     assert "TENSORRT_INCLUDE_DIR not set: built the kernel library only" in log, log[-2000:]
     info = inspect_library(out / "libfbocc_kernels.so")
     assert info.machine == "EM_X86_64"
-    assert info.sm_archs == (90,)
+    assert info.cubin_archs == ["90"]
     assert any(n.startswith("libcudart.so") for n in info.needed)
     assert not (out / "libfbocc_plugins.so").exists()
     assert not list(out.glob("*.tmp")), "a temporary library was left behind"
@@ -101,7 +102,7 @@ def test_kernels_cross_compile_for_orin_aarch64_sm87(aarch64_cudart: Path, tmp_p
     assert "-ccbin aarch64-linux-gnu-g++" in result.stdout and "code=sm_87" in result.stdout
     info = inspect_library(tmp_path / "libfbocc_kernels.so")
     assert info.machine == "EM_AARCH64"
-    assert info.sm_archs == (87,)
+    assert info.cubin_archs == ["87"]
     assert any(n.startswith("libcudart.so") for n in info.needed)
 
 
@@ -131,8 +132,8 @@ def test_plugin_library_compiles_against_tensorrt_oss_headers(plugin_build: Plug
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warning" not in result.stderr.lower(), result.stderr[-3000:]
     info = inspect_library(library)
-    assert info.exported == tuple(sorted((entry_point, "setLoggerFinder")))
-    assert info.sm_archs == (90,)
+    assert info.registration_symbols == [entry_point, "setLoggerFinder"]
+    assert info.cubin_archs == ["90"]
 
 
 def test_tensorrt_standin_loads_registers_and_builds_each_plugin(plugin_build: PluginBuild, tmp_path: Path) -> None:

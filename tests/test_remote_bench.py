@@ -384,6 +384,7 @@ def test_bench_then_validate_use_one_engine_and_report_pairs_only_that_engine(
         validated = ensure_engine(session, pushed, probe_target(session, pushed, precisions=["fp32"],
                                                                 builder="trtexec"), "fp32")
     assert validated.cached and validated.path == engine["path"] and validated.sha256 == engine["sha256"]
+    assert validated.bytes == engine["bytes"] == Path(engine["path"]).stat().st_size
     results = loop_target["results"]
     record_validation(results, backend="tensorrt", precision="fp32", miou=41.5, target="loop",
                       details={"miou_against": "ground-truth"}, engine=validated.as_dict())

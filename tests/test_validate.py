@@ -81,6 +81,8 @@ def test_validate_onnxruntime_on_loopback_target_agrees_with_pytorch(sshd: SshSe
     assert record.backend == "onnxruntime" and record.precision == "fp32" and record.target == "loop"
     assert record.miou == pytest.approx(comp.miou)
     assert (tmp_path / "local" / "onnxruntime-fp32" / "manifest.json").is_file()
+    # the host's export is the pushed one: its references are used, nothing is pulled for them
+    assert not (tmp_path / "local" / "reference").exists() and (tmp_path / "l2" / "reference").is_dir()
 
 
 @pytest.mark.ssh

@@ -12,7 +12,6 @@ one, checked either way.
 from __future__ import annotations
 
 import contextlib
-import shlex
 import tempfile
 import threading
 import time
@@ -317,8 +316,3 @@ def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: 
                           "were stopped") from None
     pool.shutdown(wait=True)
     return [f.result() for f in futures]
-
-
-def shell_words(argv: Sequence[str]) -> str:
-    """The command as a user would paste it (for messages and the result document)."""
-    return shlex.join(argv)

@@ -279,7 +279,7 @@ def ensure_engine(session: TargetSession, pushed: PushedSet, probe: TargetProbe,
     engine = str(key["engine"])
     record = EngineRecord(precision=precision, builder=builder, tensorrt=str(version), key=str(key["key"]),
                           path=engine, sha256=key.get("sha256"), cached=True, onnx_sha256=key.get("onnx_sha256"),
-                          plugin_sha256=key.get("plugin_sha256"))
+                          plugin_sha256=key.get("plugin_sha256"), bytes=key.get("bytes"))
     if key.get("exists") and not rebuild:
         if on_line:
             on_line(f"engine {precision}: cached {engine}")

@@ -277,13 +277,11 @@ class _Pusher:
                 channel.close()
             self._local = threading.local()
         if errors:
-            lost = [e for e in errors if isinstance(e, (ConnectionLost, _ConnectionLost))
-                    or not isinstance(e, FboccError)]
+            lost = [e for e in errors if isinstance(e, (ConnectionLost, _ConnectionLost))]
             if lost or not self.session.connected:
                 first = (lost or errors)[0]
                 raise _ConnectionLost(str(first) or type(first).__name__) from first
-            first = next((e for e in errors if isinstance(e, FboccError)), errors[0])
-            raise first
+            raise next((e for e in errors if isinstance(e, FboccError)), errors[0])
         unverified = [sha for sha in todo if sha not in self.sent and sha not in pending]
         if unverified:
             raise _ConnectionLost(f"{len(unverified)} file(s) arrived with a wrong sha256 "
