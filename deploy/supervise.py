@@ -201,6 +201,14 @@ class SessionWatch:
         return None
 
 
+def _announce_group():
+    # type: () -> None
+    try:
+        os.write(2, "fbocc-pgid {}\n".format(os.getpid()).encode())
+    except OSError:
+        pass
+
+
 def cmd_run(args):
     # type: (argparse.Namespace) -> int
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -212,16 +220,13 @@ def cmd_run(args):
     try:
         # One word: a shell command line (what the host sends); several: an argv run as it is.
         argv = [shell, "-c", command[0]] if len(command) == 1 else command
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        # The group id goes out first on stderr, from the child itself before its command can print.
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
+                                 preexec_fn=_announce_group)
     except OSError as exc:
         sys.stderr.write("supervise.py: cannot start {}: {}\n".format(shell, exc))
         return 127
     pgid = child.pid
-    try:
-        sys.stderr.write("fbocc-pgid {}\n".format(pgid))
-        sys.stderr.flush()
-    except (OSError, IOError):
-        pass
     if args.marker:
         write_json(args.marker, {
             "supervisor_pid": os.getpid(), "supervisor_start": process_start(os.getpid()),

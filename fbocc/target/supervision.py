@@ -1,0 +1,139 @@
+"""How fbocc keeps remote work tied to its SSH session, and one workdir to one fbocc at a time.
+
+The target side is `deploy/supervise.py` (Python 3.8, stdlib). Its source travels inline with each
+command (`python3 -I -S -c BOOT ...`, compressed), so it works before anything was pushed and needs no
+file on the target. This module only builds those command lines and reads their answers; the channels
+are fbocc.target.transport's.
+
+- `supervised_command`: every remote command runs in its own process group under the supervisor, which
+  stops the group (TERM, KILL after `GRACE_S`) when the session ends or the host's heartbeat stops for
+  `LinkTimes.heartbeat_timeout_s`. A target without Python falls back to `setsid` (group killed on
+  timeout and Ctrl-C, not when the link dies).
+- `lock_command` / `lock_holder_message`: an exclusive flock on `<workdir>/.fbocc-lock`, held by a
+  supervised process for as long as the command's session lives; the kernel releases it however that
+  process ends.
+- `clean_command` / `describe_cleaned`: leftovers of runs whose supervisor died (markers in `runs/`).
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import shlex
+import socket
+import zlib
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fbocc.assets import asset_dir
+
+LOCK_FILE = ".fbocc-lock"
+MARKER_SUFFIX = ".fbocc-run"
+GRACE_S = 5.0
+LOST_EXIT = 129
+BUSY_EXIT = 75
+_PGID_SCRIPT = 'echo "fbocc-pgid $$" >&2; exec "${SHELL:-/bin/sh}" -c "$1"'
+
+
+@dataclass(frozen=True)
+class LinkTimes:
+    """The deadlines of one target's link, in seconds (README "Guarantees" names the defaults)."""
+
+    connect_timeout_s: float = 10.0
+    stall_timeout_s: float = 30.0
+
+    @property
+    def keepalive_s(self) -> float:
+        """How often an idle link is probed (an unanswered probe for stall_timeout_s = stalled)."""
+        return max(0.2, min(5.0, self.stall_timeout_s / 3))
+
+    @property
+    def heartbeat_timeout_s(self) -> float:
+        """Remote work stops this long after the host's last heartbeat (the host sends one per keepalive_s)."""
+        return 2 * self.stall_timeout_s
+
+
+def _quote(word: str) -> str:
+    return shlex.quote(str(word))
+
+
+@cache
+def _boot() -> str:
+    source = (asset_dir("deploy") / "supervise.py").read_bytes()
+    packed = base64.b64encode(zlib.compress(source, 9)).decode()
+    return ("import base64,zlib;exec(compile(zlib.decompress(base64.b64decode('" + packed + "')),"
+            "'fbocc-supervise','exec'),{'__name__':'__main__'})")
+
+
+def _python_call(python: str, words: list[str]) -> str:
+    return " ".join([_quote(python), "-I", "-S", "-c", _quote(_boot()), *(_quote(w) for w in words)])
+
+
+def owner(operation: str) -> dict[str, Any]:
+    """Who asks: recorded in locks and run markers, shown to the next fbocc that finds them."""
+    return {"operation": operation, "host": socket.gethostname(), "pid": os.getpid(), "user": getpass.getuser()}
+
+
+def supervised_command(python: str, command: str, times: LinkTimes, *, marker: str | None = None,
+                       remove: tuple[str, ...] = (), operation: str | None = None) -> str:
+    """`command` under the supervisor when the target has `python`, else under `setsid` (group only)."""
+    words = ["run", "--grace", f"{GRACE_S:g}", "--heartbeat", f"{times.heartbeat_timeout_s:g}"]
+    if marker:
+        words += ["--marker", marker, "--owner", json.dumps(owner(operation or "running"))]
+    for path in remove:
+        words += ["--remove", path]
+    words += ["--", command]
+    fallback = (f"if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c {_quote(_PGID_SCRIPT)} "
+                f"fbocc {_quote(command)}; else exec /bin/sh -c {_quote(_PGID_SCRIPT)} fbocc {_quote(command)}; fi")
+    return (f"if command -v {_quote(python)} >/dev/null 2>&1; then exec {_python_call(python, words)}; "
+            f"else {fallback}; fi")
+
+
+def lock_command(python: str, workdir: str, operation: str, wait_s: float, times: LinkTimes) -> str:
+    """Take the workdir's lock and hold it while the session lives (see deploy/supervise.py lock)."""
+    return _python_call(python, ["lock", "--file", f"{workdir.rstrip('/')}/{LOCK_FILE}",
+                                 "--owner", json.dumps(owner(operation)), "--wait", f"{max(0.0, wait_s):g}",
+                                 "--heartbeat", f"{times.heartbeat_timeout_s:g}"])
+
+
+def clean_command(python: str, runs_dir: str) -> str:
+    """Remove what runs whose supervisor died left in `runs_dir`; prints `FBOCC_CLEAN [...]`."""
+    return _python_call(python, ["clean", "--dir", runs_dir])
+
+
+def tagged(text: str, tag: str) -> Any:
+    """The JSON after the last `TAG ` line in `text`, or None."""
+    for line in reversed(text.splitlines()):
+        if line.startswith(tag + " "):
+            try:
+                return json.loads(line[len(tag) + 1:])
+            except ValueError:
+                return None
+    return None
+
+
+def lock_holder_message(target: str, holder: dict[str, Any]) -> str:
+    """"another fbocc is pushing on orin since T (pid P on host H, user U)"."""
+    what = holder.get("operation") or "working"
+    since = holder.get("since") or "an unknown time"
+    who = ", ".join(p for p in (f"pid {holder['pid']}" if holder.get("pid") else "",
+                                f"on host {holder['host']}" if holder.get("host") else "",
+                                f"user {holder['user']}" if holder.get("user") else "") if p)
+    return f"another fbocc is {what} on {target} since {since}" + (f" ({who})" if who else "")
+
+
+def describe_cleaned(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per leftover a clean-up removed (live runs are not leftovers)."""
+    lines = []
+    for entry in entries:
+        if entry.get("running"):
+            continue
+        who = entry.get("owner") or {}
+        by = f"{who.get('operation', 'a run')} by pid {who.get('pid', '?')} on {who.get('host', '?')}"
+        killed = "; stopped its remaining processes" if entry.get("killed") else ""
+        lines.append(f"removed the leftovers of an earlier run ({by}, started {entry.get('started_at', '?')})"
+                     f"{killed}")
+    return lines
