@@ -103,6 +103,8 @@ class Target:
     workdir: str = "fbocc"
     trtexec: str = "/usr/src/tensorrt/bin/trtexec"
     python: str = "python3"
+    connect_timeout_s: float = 10.0  # TCP connect + SSH handshake + login, per attempt
+    stall_timeout_s: float = 30.0  # no answer from the target for this long: the link is stalled
 
 
 SECTIONS: dict[str, type] = {
