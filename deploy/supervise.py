@@ -25,7 +25,6 @@ pushed. Three subcommands:
 The first line on stderr of `run` is `fbocc-pgid <pgid>` (the host's way to stop the group itself).
 """
 
-import argparse
 import errno
 import fcntl
 import json
@@ -168,6 +167,17 @@ class SessionWatch:
         self.signalled = None  # type: Optional[int]
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        # A child that ends wakes the wait at once (SIGCHLD writes to this pipe), not at its next timeout.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        signal.signal(signal.SIGCHLD, self._on_child)
+
+    def _on_child(self, _signum, _frame):
+        # type: (int, Any) -> None
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
 
     def _on_signal(self, signum, _frame):
         # type: (int, Any) -> None
@@ -178,12 +188,15 @@ class SessionWatch:
         """Wait up to `seconds` for stdin activity; return the reason the session is over, or None."""
         if self.signalled is not None:
             return "signal {}".format(self.signalled)
+        watched = [0, self._wake_r] if self.open else [self._wake_r]
+        try:
+            ready, _, _ = select.select(watched, [], [], seconds)
+        except (OSError, ValueError):
+            ready = []
+        if self._wake_r in ready:
+            os.read(self._wake_r, 4096)
         if self.open:
-            try:
-                ready, _, _ = select.select([0], [], [], seconds)
-            except (OSError, ValueError):
-                ready = []
-            if ready:
+            if 0 in ready:
                 try:
                     data = os.read(0, 4096)
                 except OSError:
@@ -192,8 +205,6 @@ class SessionWatch:
                     self.open = False
                     return "the SSH session ended"
                 self.last = time.monotonic()
-        else:
-            time.sleep(seconds)
         if self.signalled is not None:
             return "signal {}".format(self.signalled)
         if self.heartbeat > 0 and time.monotonic() - self.last > self.heartbeat:
@@ -210,8 +221,8 @@ def _announce_group():
 
 
 def cmd_run(args):
-    # type: (argparse.Namespace) -> int
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    # type: (Options) -> int
+    command = args.command
     if not command:
         sys.stderr.write("supervise.py run: no command given\n")
         return 2
@@ -258,7 +269,7 @@ def cmd_run(args):
 
 
 def cmd_clean(args):
-    # type: (argparse.Namespace) -> int
+    # type: (Options) -> int
     found = []  # type: List[Dict[str, Any]]
     try:
         names = sorted(os.listdir(args.dir))
@@ -304,7 +315,7 @@ def _holder(fd):
 
 
 def cmd_lock(args):
-    # type: (argparse.Namespace) -> int
+    # type: (Options) -> int
     parent = os.path.dirname(args.file)
     if os.path.islink(parent) and not os.path.exists(parent):
         say("FBOCC_LOCK_ERROR " + json.dumps({"message": "{} is a symbolic link to {}, which does not exist".format(
@@ -347,33 +358,61 @@ def cmd_lock(args):
     return 0
 
 
+class Options(object):
+    """The parsed command line (argparse costs more start-up time than a whole short remote command)."""
+
+    def __init__(self, cmd):
+        # type: (str) -> None
+        self.cmd = cmd
+        self.grace = GRACE_S
+        self.heartbeat = 0.0
+        self.marker = None  # type: Optional[str]
+        self.owner = None  # type: Optional[str]
+        self.remove = []  # type: List[str]
+        self.command = []  # type: List[str]
+        self.dir = None  # type: Optional[str]
+        self.file = None  # type: Optional[str]
+        self.wait = 0.0
+
+
+def parse(argv):
+    # type: (List[str]) -> Options
+    if not argv or argv[0] not in ("run", "clean", "lock"):
+        raise ValueError("usage: supervise.py run|clean|lock [options] (see the module docstring)")
+    opts = Options(argv[0])
+    words = list(argv[1:])
+    while words:
+        word = words.pop(0)
+        if word == "--":
+            opts.command = words
+            break
+        name = word[2:] if word.startswith("--") else ""
+        if name not in ("grace", "heartbeat", "marker", "owner", "remove", "dir", "file", "wait") or not words:
+            raise ValueError("supervise.py {}: unexpected argument {!r}".format(opts.cmd, word))
+        value = words.pop(0)
+        if name == "remove":
+            opts.remove.append(value)
+        elif name in ("grace", "heartbeat", "wait"):
+            setattr(opts, name, float(value))
+        else:
+            setattr(opts, name, value)
+    if (opts.cmd == "clean" and not opts.dir) or (opts.cmd == "lock" and not opts.file):
+        raise ValueError("supervise.py {}: missing --{}".format(opts.cmd, "dir" if opts.cmd == "clean" else "file"))
+    return opts
+
+
 def main(argv=None):
     # type: (Optional[List[str]]) -> int
-    parser = argparse.ArgumentParser(prog="supervise.py", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd")
-    run = sub.add_parser("run")
-    run.add_argument("--grace", type=float, default=GRACE_S)
-    run.add_argument("--heartbeat", type=float, default=0.0, help="seconds without a stdin byte = session lost")
-    run.add_argument("--marker")
-    run.add_argument("--owner", help="JSON recorded in the marker (who started the run)")
-    run.add_argument("--remove", action="append", help="path removed when the session is lost")
-    run.add_argument("command", nargs=argparse.REMAINDER)
-    clean = sub.add_parser("clean")
-    clean.add_argument("--dir", required=True)
-    lock = sub.add_parser("lock")
-    lock.add_argument("--file", required=True)
-    lock.add_argument("--owner")
-    lock.add_argument("--wait", type=float, default=0.0)
-    lock.add_argument("--heartbeat", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    if args.cmd == "run":
-        return cmd_run(args)
-    if args.cmd == "clean":
-        return cmd_clean(args)
-    if args.cmd == "lock":
-        return cmd_lock(args)
-    parser.print_help()
-    return 2
+    try:
+        opts = parse(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        sys.stderr.write("{}\n".format(exc))
+        return 2
+    if opts.cmd == "run":
+        return cmd_run(opts)
+    if opts.cmd == "clean":
+        return cmd_clean(opts)
+    return cmd_lock(opts)
 
 
 if __name__ == "__main__":

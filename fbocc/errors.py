@@ -60,6 +60,10 @@ class RemoteError(FboccError):
     kind = "remote error"
 
 
+class ConnectionLost(RemoteError):
+    """The SSH connection dropped in the middle of a command or a transfer (callers may reconnect)."""
+
+
 class ValidationError(FboccError):
     """Data does not match its contract: manifest vs files, ONNX vs plugin ops, outputs vs reference."""
 

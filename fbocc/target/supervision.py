@@ -18,17 +18,24 @@ are fbocc.target.transport's.
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import json
 import os
 import shlex
 import socket
+import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fbocc.assets import asset_dir
+from fbocc.errors import RemoteError
+
+if TYPE_CHECKING:
+    from fbocc.target.transport import HeldCommand, TargetSession
 
 LOCK_FILE = ".fbocc-lock"
 MARKER_SUFFIX = ".fbocc-run"
@@ -94,9 +101,72 @@ def supervised_command(python: str, command: str, times: LinkTimes, *, marker: s
 
 def lock_command(python: str, workdir: str, operation: str, wait_s: float, times: LinkTimes) -> str:
     """Take the workdir's lock and hold it while the session lives (see deploy/supervise.py lock)."""
-    return _python_call(python, ["lock", "--file", f"{workdir.rstrip('/')}/{LOCK_FILE}",
+    call = _python_call(python, ["lock", "--file", f"{workdir.rstrip('/')}/{LOCK_FILE}",
                                  "--owner", json.dumps(owner(operation)), "--wait", f"{max(0.0, wait_s):g}",
                                  "--heartbeat", f"{times.heartbeat_timeout_s:g}"])
+    return f"if command -v {_quote(python)} >/dev/null 2>&1; then exec {call}; else echo FBOCC_LOCK_NOPY; fi"
+
+
+LockNote = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
+                 on_note: LockNote | None = None) -> Iterator[None]:
+    """Hold the target workdir's lock for the block; retaken after a reconnect. `operation`: "pushing"...
+
+    Another holder: RemoteError naming it (or wait up to `wait_s`). A target without Python: no lock,
+    said once through `on_note`.
+    """
+    held: list[HeldCommand] = []
+
+    def take() -> None:
+        for old in held:
+            old.release()
+        held.clear()
+        proc = session.hold(lock_command(session.target.python, session.workdir(), operation, wait_s,
+                                         session.times))
+        held.append(proc)
+        deadline = time.monotonic() + wait_s + session.times.stall_timeout_s + 10
+        while True:
+            try:
+                line = proc.read_line(max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                raise session.lost(activity=f"taking the workdir lock ({operation})") from None
+            if line is None:
+                if session.stalled or not session.connected:
+                    raise session.lost(activity=f"taking the workdir lock ({operation})")
+                tail = " ".join(proc.stderr().strip().splitlines()[-2:]) or "no answer"
+                raise RemoteError(f"cannot take the lock of {session.target.name}:{session.workdir()}: {tail}",
+                                  where=session.label, fix=f"check [targets.{session.target.name}] python "
+                                  "(Python >= 3.8 on the target) and the workdir's permissions")
+            if line == "FBOCC_LOCK_NOPY":
+                if on_note:
+                    on_note(f"no {session.target.python} on {session.label}: working without the workdir lock")
+                return
+            doc = tagged(line, line.split(" ", 1)[0]) if line.startswith("FBOCC_LOCK") else None
+            if line.startswith("FBOCC_LOCKED "):
+                return
+            if line.startswith("FBOCC_LOCK_WAIT ") and on_note:
+                on_note(f"waiting up to {wait_s:g} s: {lock_holder_message(session.label, doc or {})}")
+            if line.startswith("FBOCC_LOCK_BUSY "):
+                raise RemoteError(lock_holder_message(session.label, doc or {}), where=session.label,
+                                  fix="wait for it to finish, or re-run with --wait-lock SECONDS to wait for it")
+            if line.startswith("FBOCC_LOCK_ERROR "):
+                message = str((doc or {}).get("message", line))
+                if "symbolic link" in message:
+                    message = f"the workdir {message}: it is a broken link"
+                raise RemoteError(message, where=session.label,
+                                  fix=f"fix or remove the link, or set [targets.{session.target.name}] workdir")
+
+    take()
+    session.on_open.append(take)
+    try:
+        yield
+    finally:
+        session.on_open.remove(take)
+        for proc in held:
+            proc.release()
 
 
 def clean_command(python: str, runs_dir: str) -> str:
@@ -119,9 +189,10 @@ def lock_holder_message(target: str, holder: dict[str, Any]) -> str:
     """"another fbocc is pushing on orin since T (pid P on host H, user U)"."""
     what = holder.get("operation") or "working"
     since = holder.get("since") or "an unknown time"
-    who = ", ".join(p for p in (f"pid {holder['pid']}" if holder.get("pid") else "",
-                                f"on host {holder['host']}" if holder.get("host") else "",
-                                f"user {holder['user']}" if holder.get("user") else "") if p)
+    who = " ".join(p for p in (f"pid {holder['pid']}" if holder.get("pid") else "",
+                               f"on host {holder['host']}" if holder.get("host") else "") if p)
+    if holder.get("user"):
+        who = f"{who}, user {holder['user']}" if who else f"user {holder['user']}"
     return f"another fbocc is {what} on {target} since {since}" + (f" ({who})" if who else "")
 
 

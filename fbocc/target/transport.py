@@ -27,11 +27,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,7 +43,8 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 
 from fbocc.config import ProjectSettings, Target
-from fbocc.errors import ConfigError, FboccError, Interrupted, RemoteError, TransferError
+from fbocc.errors import ConfigError, ConnectionLost, FboccError, Interrupted, RemoteError, TransferError
+from fbocc.target.supervision import LinkTimes, supervised_command
 
 DEFAULT_KNOWN_HOSTS = ProjectSettings().known_hosts
 # Big SSH channel windows keep the pipe full on long links; paramiko's 2 MiB default stalls SFTP.
@@ -50,6 +52,9 @@ WINDOW_SIZE = 64 * 1024 * 1024
 MAX_PACKET = 32768
 _PGID_MARK = b"fbocc-pgid "
 _known_hosts_lock = threading.Lock()
+# paramiko logs the failures of its transport thread ("Socket exception: ...") through `logging`; with no
+# handler Python's last-resort handler prints them raw on stderr. fbocc reports those failures itself, once.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 
@@ -202,11 +207,16 @@ class TargetSession:
     """An open SSH connection to one target; use as a context manager."""
 
     def __init__(self, target: Target, *, known_hosts: Path | None = None, accept_new: bool = False,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float | None = None) -> None:
         self.target = target
         self.project_known_hosts = known_hosts if known_hosts is not None else DEFAULT_KNOWN_HOSTS
         self.accept_new = accept_new
-        self.connect_timeout = connect_timeout
+        self.times = LinkTimes(connect_timeout if connect_timeout is not None else target.connect_timeout_s,
+                               target.stall_timeout_s)
+        self.connect_timeout = self.times.connect_timeout_s
+        self.activity = "working"
+        self.on_open: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to retake a lock
+        self._watch: _LinkWatch | None = None
         self._conn: Connection | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._workdir: str | None = None
@@ -297,12 +307,14 @@ class TargetSession:
                         hop.client.load_system_host_keys(str(f))
                 hop.connect_kwargs.setdefault("transport_factory", _AeadFirstTransport)
                 self._open_hop(hop, files, label)
-                hop.transport.set_keepalive(15)
         except BaseException:
             for hop in reversed(chain):
                 hop.close()
             raise
         self._conn = conn
+        self._watch = _LinkWatch(conn.transport, self.times)
+        for hook in list(self.on_open):
+            hook()
 
     def _open_hop(self, hop: Connection, files: list[Path], label: str) -> None:
         where = f"{hop.user}@{hop.host}:{hop.port}"
@@ -351,6 +363,8 @@ class TargetSession:
 
     def close(self) -> None:
         """Close the SFTP session, the connection and every jump-host connection."""
+        if self._watch is not None:
+            self._watch.stop()
         if self._sftp is not None:
             with contextlib.suppress(Exception):  # closing a dead channel may fail; nothing to do then
                 self._sftp.close()
@@ -369,6 +383,27 @@ class TargetSession:
     @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.is_connected
+
+    @property
+    def stalled(self) -> str | None:
+        """Why the link was given up as stalled (None when it was not)."""
+        return self._watch.stalled if self._watch is not None else None
+
+    @contextlib.contextmanager
+    def doing(self, activity: str) -> Iterator[None]:
+        """Name what this session is doing, for the message when the connection is lost meanwhile."""
+        previous, self.activity = self.activity, activity
+        try:
+            yield
+        finally:
+            self.activity = previous
+
+    def lost(self, exc: BaseException | None = None, *, activity: str | None = None) -> ConnectionLost:
+        """The error for a connection that went away (or stalled) while this session was doing something."""
+        cause = self.stalled or (str(exc).strip() if exc is not None and str(exc).strip() else "the connection closed")
+        return ConnectionLost(f"connection to {self.label} lost while {activity or self.activity}: {cause}",
+                              where=self.label,
+                              fix="check that the target is up and reachable, then run the same command again")
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -408,25 +443,29 @@ class TargetSession:
             return self.run('printf "%s" "$HOME"', timeout=30).stdout.strip()
 
     def run(self, command: str, *, timeout: float | None = None, check: bool = True,
-            on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> RemoteResult:
-        """Run `command` on the target in its own process group and wait for it.
+            on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
+            marker: str | None = None, remove: tuple[str, ...] = ()) -> RemoteResult:
+        """Run `command` on the target in its own process group, under deploy/supervise.py, and wait for it.
 
         `on_line` gets every line of stdout and stderr as it arrives. `check=True` raises RemoteError
         (naming host, command, exit code and the end of stderr) on a non-zero exit. On timeout or
-        KeyboardInterrupt the remote process group is killed before this returns.
+        KeyboardInterrupt the remote process group is killed before this returns (within about 2 s).
+        The supervisor kills the group by itself when this session ends or stops sending heartbeats;
+        `marker` records the run (for a later clean-up) and `remove` lists paths it deletes then.
+        A lost or stalled connection is `ConnectionLost`, naming `self.activity`.
         """
         inner = command
         if env:
             inner = "".join(f"export {k}={quote(v)}; " for k, v in env.items()) + command
-        script = f'echo "{_PGID_MARK.decode()}$$" >&2; exec "${{SHELL:-/bin/sh}}" -c "$1"'
-        wrapped = (f"if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c {quote(script)} fbocc "
-                   f"{quote(inner)}; else exec /bin/sh -c {quote(script)} fbocc {quote(inner)}; fi")
+        wrapped = supervised_command(self.target.python, inner, self.times, marker=marker, remove=remove,
+                                     operation=self.activity)
         try:
-            chan = self.transport.open_session()
+            chan = self._open_channel()
             chan.exec_command(wrapped)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise RemoteError(f"cannot start a command on {self.address}: {exc}", where=self.label,
-                              fix="check the connection to the target and re-run") from exc
+            raise self.lost(exc) from exc
+        if self._watch is not None:
+            self._watch.add(chan)
         out = _LineBuffer(on_line)
         errb = _LineBuffer(on_line, pgid_mark=True)
         started = time.monotonic()
@@ -450,11 +489,19 @@ class TargetSession:
                                           "its remote process group was killed", where=self.label,
                                           fix="raise the timeout or check why the command hangs")
                     time.sleep(0.01)
+            status = chan.recv_exit_status()
         except KeyboardInterrupt:
             self._kill_group(errb.pgid, chan)
             raise Interrupted(f"interrupted while running {command!r} on {self.label}; "
                               "the remote process group was killed") from None
-        status = chan.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.lost(exc) from exc
+        finally:
+            if self._watch is not None:
+                self._watch.discard(chan)
+        transport = chan.get_transport()
+        if status == -1 and (self.stalled or transport is None or not transport.is_active()):
+            raise self.lost()
         chan.close()
         result = RemoteResult(command, status, out.finish(), errb.finish())
         if check and status != 0:
@@ -464,8 +511,28 @@ class TargetSession:
                               fix="see the remote output above")
         return result
 
+    def hold(self, command: str) -> HeldCommand:
+        """Start `command` and keep it running, heartbeats fed, until `release()` or the session ends."""
+        try:
+            chan = self._open_channel()
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.lost(exc) from exc
+        if self._watch is not None:
+            self._watch.add(chan)
+        return HeldCommand(self, chan)
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A session channel, or an error within the stall deadline (paramiko's own default is an hour)."""
+        return self.transport.open_session(timeout=self.times.stall_timeout_s)
+
     def _kill_group(self, pgid: int | None, chan: paramiko.Channel) -> None:
-        deadline = time.monotonic() + 2.0
+        """Stop a running command's process group, in at most about 2 s whatever the link does.
+
+        Closing the channel is enough for a supervised command (its supervisor sees EOF and stops the
+        group); the explicit kill covers targets without Python, on a short deadline in the background.
+        """
+        deadline = time.monotonic() + 0.5
         while pgid is None and time.monotonic() < deadline and not chan.closed:
             if chan.recv_stderr_ready():
                 line = chan.recv_stderr(256)
@@ -473,24 +540,25 @@ class TargetSession:
                     pgid = int(line[len(_PGID_MARK):].split(b"\n")[0])
             else:
                 time.sleep(0.02)
-        chan.close()
-        if pgid is None:
+        with contextlib.suppress(Exception):
+            chan.close()
+        if pgid is None or not self.connected or self.stalled:
             return
         g = f"-{pgid}"
-        killer = (f"kill -TERM -- {g} 2>/dev/null || exit 0; i=0; while [ $i -lt 30 ]; do "
+        killer = (f"kill -TERM -- {g} 2>/dev/null || exit 0; i=0; while [ $i -lt 10 ]; do "
                   f"kill -0 -- {g} 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; kill -KILL -- {g} 2>/dev/null;"
                   " exit 0")
-        for _ in range(2):
-            try:
-                if not self.connected:
-                    self.reconnect()
-                kill_chan = self.transport.open_session()
+
+        def kill() -> None:
+            with contextlib.suppress(Exception):  # best effort: the supervisor is the guarantee
+                kill_chan = self.transport.open_session(timeout=1.0)
                 kill_chan.exec_command(killer)
-                kill_chan.recv_exit_status()
+                kill_chan.status_event.wait(1.2)
                 kill_chan.close()
-                return
-            except (paramiko.SSHException, OSError, EOFError, FboccError):
-                time.sleep(0.5)
+
+        worker = threading.Thread(target=kill, name="fbocc-kill-group", daemon=True)
+        worker.start()
+        worker.join(1.5)
 
     def sftp(self) -> paramiko.SFTPClient:
         """The session's SFTP client (opened once, with a large window); RemoteError when sshd has none."""
@@ -498,15 +566,16 @@ class TargetSession:
             self._sftp = self.open_sftp()
         return self._sftp
 
-    def open_sftp(self, *, timeout: float | None = 120.0) -> paramiko.SFTPClient:
+    def open_sftp(self, *, timeout: float | None = None) -> paramiko.SFTPClient:
         """A new SFTP channel (one per thread for parallel transfers); RemoteError when sshd has none.
 
-        `timeout`: seconds without progress before a read/write raises (a stalled link does not hang).
+        `timeout`: seconds without progress before a read/write raises (default: the stall deadline).
         """
         transport = self.transport
         try:
             client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE,
                                                         max_packet_size=MAX_PACKET)
+            # (from_transport opens its channel with paramiko's default timeout; the link watch bounds it)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not transport.is_active():
                 raise
@@ -517,8 +586,8 @@ class TargetSession:
             raise RemoteError(f"the target {self.address} offers no SFTP subsystem", where=self.label,
                               fix="enable `Subsystem sftp internal-sftp` in the target's sshd_config")
         channel = client.get_channel()
-        if channel is not None and timeout is not None:
-            channel.settimeout(timeout)
+        if channel is not None:
+            channel.settimeout(timeout if timeout is not None else self.times.stall_timeout_s)
         return client
 
     def put(self, local: Path, remote: str) -> None:
@@ -559,6 +628,101 @@ class TargetSession:
 def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
     with contextlib.suppress(OSError):
         sftp.remove(path)
+
+
+class HeldCommand:
+    """A remote command that runs for as long as its holder wants (a lock holder); see `TargetSession.hold`."""
+
+    def __init__(self, session: TargetSession, chan: paramiko.Channel) -> None:
+        self.session = session
+        self._chan = chan
+        self._pending = b""
+
+    def read_line(self, timeout: float) -> str | None:
+        """The next line of its stdout; None when it ended (or the link went) first; TimeoutError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            if self._chan.recv_ready():
+                self._pending += self._chan.recv(65536)
+                continue
+            if self._chan.closed or self._chan.eof_received:
+                return None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer within {timeout:g} s")
+            time.sleep(0.02)
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def stderr(self) -> str:
+        """What it printed on stderr so far (for error messages)."""
+        data = b""
+        while self._chan.recv_stderr_ready():
+            data += self._chan.recv_stderr(65536)
+        return data.decode(errors="replace")
+
+    def release(self) -> None:
+        """End it: closing the channel is the end of its session (the target side sees EOF)."""
+        if self.session._watch is not None:
+            self.session._watch.discard(self._chan)
+        with contextlib.suppress(Exception):
+            self._chan.close()
+
+
+class _LinkWatch:
+    """Probes the link and feeds the supervisors' heartbeats, on a thread of its own.
+
+    Every `keepalive_s` it asks the server for a reply (OpenSSH answers `keepalive@openssh.com`, as for
+    ssh's ServerAliveInterval) and writes one heartbeat byte to every supervised channel. A probe
+    unanswered for `stall_timeout_s` means the link is stalled: the transport is closed, which wakes
+    every blocked SFTP request and channel read at once, and `stalled` says why.
+    """
+
+    def __init__(self, transport: paramiko.Transport, times: LinkTimes) -> None:
+        self.transport = transport
+        self.times = times
+        self.stalled: str | None = None
+        self.channels: set[paramiko.Channel] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fbocc-link-watch", daemon=True)
+        self._thread.start()
+
+    def add(self, chan: paramiko.Channel) -> None:
+        with self._lock:
+            self.channels.add(chan)
+
+    def discard(self, chan: paramiko.Channel) -> None:
+        with self._lock:
+            self.channels.discard(chan)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _probe(self, answered: threading.Event) -> None:
+        try:
+            self.transport.global_request("keepalive@openssh.com", wait=True)
+        except Exception:  # a dead transport: is_active() tells the next round
+            pass
+        finally:
+            answered.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.times.keepalive_s):
+            if not self.transport.is_active():
+                return
+            with self._lock:
+                channels = list(self.channels)
+            for chan in channels:
+                with contextlib.suppress(Exception):  # a closed channel needs no heartbeat
+                    if not chan.closed and chan.send_ready():
+                        chan.send(b".")
+            answered = threading.Event()
+            threading.Thread(target=self._probe, args=(answered,), name="fbocc-link-probe", daemon=True).start()
+            if not answered.wait(self.times.stall_timeout_s) and not self._stop.is_set():
+                self.stalled = f"no answer from the target for {self.times.stall_timeout_s:g} s (the link stalled)"
+                with contextlib.suppress(Exception):
+                    self.transport.close()
+                return
 
 
 class _LineBuffer:
