@@ -2,12 +2,13 @@
 samples tegrastats while a benchmark runs.
 
 Runs on the target: Python 3.8, standard library only (numpy/tensorrt optional); imports nothing from
-fbocc. Each subcommand prints ONE final line `FBOCC_<NAME> <json>` that the host parses; everything
-else it prints is progress for the user.
+fbocc. Each subcommand prints ONE final line `FBOCC_<NAME> <json>` (deploy.protocol) that the host
+parses; everything else it prints is progress for the user. Run from the pushed set's root:
 
-    python3 bench.py env --trtexec /usr/src/tensorrt/bin/trtexec
-    python3 bench.py key --onnx M.onnx --plugin P.so --precision fp16 --tensorrt 8.6.13 --samples DIR
-    python3 bench.py run --tegrastats-log FILE [--interval-ms 500] -- trtexec ...
+    python3 -m deploy.bench env --trtexec /usr/src/tensorrt/bin/trtexec
+    python3 -m deploy.bench key --onnx M.onnx --plugin P.so --precision fp16 --tensorrt 8.6.13 --samples DIR
+    python3 -m deploy.bench engine --engine engines/fp16-KEY.engine
+    python3 -m deploy.bench run --tegrastats-log FILE [--interval-ms 500] -- trtexec ...
 
 What is not available on the target is recorded as {"available": false, "reason": ...}, never guessed.
 """
@@ -25,9 +26,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import create_engine  # noqa: E402
-import manifest as samples_manifest  # noqa: E402
+from . import create_engine, protocol
+from . import manifest as samples_manifest
 
 
 def unavailable(reason):
@@ -62,14 +62,9 @@ def tensorrt_info(trtexec):
     info = {"trtexec": trtexec}  # type: Dict[str, Any]
     if os.path.isfile(trtexec) and os.access(trtexec, os.X_OK):
         proc = run_quiet([trtexec, "--help"])
-        text = proc.stdout if proc is not None else ""
-        m = re.search(r"\[TensorRT v(\d+)\]", text)
-        if m:
-            digits = m.group(1)
-            if len(digits) == 4:
-                info["version"] = "{}.{}.{}".format(int(digits[0]), int(digits[1]), int(digits[2:]))
-            else:
-                info["version"] = "{}.{}.{}".format(int(digits[:2]), int(digits[2:4]), int(digits[4:]))
+        version = protocol.trt_version_from_banner(proc.stdout if proc is not None else "")
+        if version:
+            info["version"] = version
             info["source"] = "trtexec banner"
         info["trtexec_available"] = True
     else:
@@ -181,15 +176,17 @@ def engine_keys(onnx, plugin, samples, precisions, trt_version, builder="trtexec
     for flag, path in (("--onnx", onnx), ("--plugin", plugin)):
         if path is not None and not os.path.isfile(path):
             raise create_engine.UsageError("{} {}: no such file on the target".format(flag, path))
-    onnx_sha = create_engine.sha256_file(onnx)
-    plugin_sha = create_engine.sha256_file(plugin) if plugin else None
+    onnx_sha = samples_manifest.sha256_file(onnx)
+    plugin_sha = samples_manifest.sha256_file(plugin) if plugin else None
     out = {}  # type: Dict[str, Any]
     for precision in precisions:
         k = create_engine.engine_cache_key(onnx_sha, plugin_sha, precision, trt_version, profile, builder=builder)
         doc = {"key": k, "onnx_sha256": onnx_sha, "plugin_sha256": plugin_sha, "profile": profile}
         if engine_dir:
-            doc["engine"] = os.path.join(engine_dir, "{}-{}.engine".format(precision, k))
+            doc["engine"] = os.path.join(engine_dir, protocol.engine_file_name(precision, k))
             doc["exists"] = os.path.isfile(doc["engine"])
+            if doc["exists"]:
+                doc["sha256"] = create_engine.engine_identity(doc["engine"])["sha256"]
         out[precision] = doc
     return out
 
@@ -294,9 +291,9 @@ def _run(cmd, log_path, interval_ms):
     if log_path and os.path.isfile(log_path):
         with open(log_path, "r", errors="replace") as fh:
             samples = [parse_tegrastats_line(ln) for ln in fh if ln.strip()]
-    print("FBOCC_RUN " + json.dumps({"exit_code": code, "tegrastats": {
+    protocol.emit(protocol.RUN, {"exit_code": code, "tegrastats": {
         "available": stats is not None, "interval_ms": interval_ms, "samples": samples} if stats is not None else
-        {"available": False, "reason": "tegrastats is not installed on this target"}}))
+        {"available": False, "reason": "tegrastats is not installed on this target"}})
     return code
 
 
@@ -317,6 +314,8 @@ def main(argv=None):
     key.add_argument("--samples", required=True)
     key.add_argument("--builder", default="trtexec")
     key.add_argument("--engine-dir", help="report whether <engine-dir>/<precision>-<key>.engine exists")
+    engine = sub.add_parser("engine", help="print the size and sha256 of a built engine")
+    engine.add_argument("--engine", required=True)
     run = sub.add_parser("run")
     run.add_argument("--tegrastats-log")
     run.add_argument("--interval-ms", type=int, default=500)
@@ -335,7 +334,7 @@ def main(argv=None):
                                                  version, args.builder, args.engine_dir)
             except (create_engine.UsageError, samples_manifest.ManifestError) as exc:
                 doc["engine_keys_error"] = str(getattr(exc, "message", exc))
-        print("FBOCC_ENV " + json.dumps(doc))
+        protocol.emit(protocol.ENV, doc)
         return 0
     if args.command == "key":
         try:
@@ -344,7 +343,13 @@ def main(argv=None):
         except (create_engine.UsageError, samples_manifest.ManifestError) as exc:
             sys.stderr.write("bench.py key: {}\n".format(getattr(exc, "message", exc)))
             return 2
-        print("FBOCC_KEY " + json.dumps(keys))
+        protocol.emit(protocol.KEY, keys)
+        return 0
+    if args.command == "engine":
+        if not os.path.isfile(args.engine):
+            sys.stderr.write("bench.py engine: {} does not exist\n".format(args.engine))
+            return 2
+        protocol.emit(protocol.ENGINE, create_engine.engine_identity(args.engine))
         return 0
     if args.command == "run":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

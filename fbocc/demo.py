@@ -187,10 +187,11 @@ class Demo:
         return f"{libs} for aarch64 ({archs}), {how}; verified ELF -> {out}"
 
     def push(self, lt: LocalTarget) -> str:
-        mod = _require("fbocc.target.push", "collect_artefacts", "push_artifacts")
+        mod = _require("fbocc.target.push", "push_artifacts")
+        from fbocc.target.artefacts import collect_artefacts
         from fbocc.target.transport import TargetSession
 
-        aset = mod.collect_artefacts(onnx=self.onnx, plugin=self.plugin_dir, samples=self.samples)
+        aset = collect_artefacts(onnx=self.onnx, plugin=self.plugin_dir, samples=self.samples)
         with TargetSession(lt.target, known_hosts=lt.known_hosts) as session:
             result = mod.push_artifacts(session, aset)
         detail = (f"{result.files_sent} of {result.files_total} files, {result.bytes_sent / 2**20:.1f} MiB sent "
@@ -221,7 +222,7 @@ class Demo:
         with TargetSession(lt.target, known_hosts=lt.known_hosts) as session:
             report = validate_target(session, backend="onnxruntime", precisions=["fp32"],
                                      local_dir=self.work / "validation", samples_dir=self.samples,
-                                     python=lt.target.python, results_dir=self.results,
+                                     results_dir=self.results,
                                      progress=lambda msg: self.say(f"      validate: {msg}"))
         self.validation = report
         comp = report.comparisons[0]

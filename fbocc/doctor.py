@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deploy.protocol import trt_version_from_banner
 from fbocc.config import BuildProfile, Config, Target
 from fbocc.errors import FboccError
 
@@ -142,20 +143,6 @@ def check_ssh_credentials(targets: list[Target]) -> Check:
 
 # --- target -------------------------------------------------------------------------------------
 
-TRT_BANNER = re.compile(r"TensorRT v(\d+)")
-
-
-def tensorrt_version_from_banner(text: str) -> str | None:
-    """'[TensorRT v8613]' -> '8.6.13', '[TensorRT v100800]' -> '10.8.0' (trtexec's first line)."""
-    match = TRT_BANNER.search(text)
-    if not match:
-        return None
-    digits = match.group(1)
-    if len(digits) >= 6:  # 10.x and later: MMmmpp
-        return f"{int(digits[:-4])}.{int(digits[-4:-2])}.{int(digits[-2:])}"
-    return f"{digits[0]}.{digits[1]}.{int(digits[2:])}"
-
-
 def check_target(cfg: Config, target: Target, *, accept_new: bool = False) -> list[Check]:
     """Connect (strict host keys), then look at trtexec, TensorRT, CUDA, disk, Python and numpy."""
     from fbocc.target.transport import TargetSession
@@ -192,7 +179,7 @@ def _remote_checks(session: object, target: Target, area: str) -> list[Check]:
         checks.append(Check(area, "trtexec", MISSING, f"{target.trtexec} not found or not executable",
                             fix=f"install TensorRT on the target or set trtexec = \"...\" in [targets.{target.name}]"))
     else:
-        version = tensorrt_version_from_banner(text)
+        version = trt_version_from_banner(text)
         checks.append(Check(area, "trtexec", OK, target.trtexec))
         checks.append(Check(area, "TensorRT version", OK if version else WARN,
                             version or "trtexec did not print its TensorRT version", required=False))

@@ -53,6 +53,10 @@ class TransferError(FboccError):
     kind = "transfer error"
 
 
+class TargetDiskFull(TransferError):
+    """The target ran out of space while receiving a file."""
+
+
 class RemoteError(FboccError):
     """A command on the target failed (engine build, benchmark, sequence run) or the target is unusable."""
 

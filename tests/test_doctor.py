@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fbocc.doctor import tensorrt_version_from_banner
+from deploy.protocol import trt_version_from_banner
 from tests.sshd import SshServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def local_target(sshd: SshServer, tmp_path: Path, **overrides: str) -> None:
     ("no banner", None),
 ])
 def test_tensorrt_version_from_trtexec_banner(banner: str, version: str | None) -> None:
-    assert tensorrt_version_from_banner(banner) == version
+    assert trt_version_from_banner(banner) == version
 
 
 @pytest.mark.ssh

@@ -3,9 +3,6 @@ fbocc.ops, directly and when ONNX Runtime runs them as custom ops inside a graph
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,20 +13,9 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
+from deploy import ort_ops  # noqa: E402
 from fbocc import ops  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_ort_ops():
-    spec = importlib.util.spec_from_file_location("deploy_ort_ops", REPO / "deploy" / "ort_ops.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ort_ops = _load_ort_ops()
 RNG = np.random.default_rng(1234)
 
 

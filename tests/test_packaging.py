@@ -61,16 +61,17 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     version = subprocess.run([str(env_dir / "bin" / "fbocc"), "--version"], cwd=elsewhere, capture_output=True,
                              text=True, check=True, timeout=60)
     assert version.stdout.startswith("fbocc ")
-    probe = ("from fbocc.assets import asset_dir; import fbocc, sys;"
+    probe = ("from fbocc.assets import asset_dir; import fbocc, sys; from deploy import manifest, protocol;"
              "print(all((asset_dir(n) / f).is_file() for n, f in "
-             "[('deploy', 'manifest.py'), ('cross', 'profiles.toml')]));"
+             "[('deploy', 'manifest.py'), ('deploy', '__init__.py'), ('cross', 'profiles.toml')]));"
              "print(fbocc.__file__)")
     result = subprocess.run([str(py), "-c", probe], cwd=elsewhere, capture_output=True, text=True, check=True,
                             timeout=60)
     ok, location = result.stdout.split()
     assert ok == "True"
     assert str(env_dir) in location, "the installed wheel, not the checkout, must be imported"
-    assert all((Path(location).parent / "_assets" / name).is_dir() for name in ("plugins", "cross", "docker", "deploy"))
+    assert all((Path(location).parent / "_assets" / name).is_dir() for name in ("plugins", "cross", "docker"))
+    assert (Path(location).parent.parent / "deploy" / "run_sequence.py").is_file(), "deploy/ is a package of its own"
     shown = subprocess.run([str(env_dir / "bin" / "fbocc"), "config", "show", "--json"], cwd=elsewhere,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr

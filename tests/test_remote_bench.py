@@ -7,6 +7,7 @@ process; build and shape failures surface their reason and a hint; the ONNX Runt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -80,7 +81,8 @@ def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT",
 
 def upload(target: Target, known_hosts: Path, local_current: Path, remote_workdir: Path) -> None:
     """push-to-target's library call: the artefact set becomes <workdir>/current on the target."""
-    from fbocc.target.push import collect_artefacts, push_artifacts
+    from fbocc.target.artefacts import collect_artefacts
+    from fbocc.target.push import push_artifacts
 
     aset = collect_artefacts(onnx=next(local_current.glob("*.onnx")), plugin=next(local_current.glob("*.so")),
                              samples=local_current / "samples", deploy=local_current / "deploy")
@@ -174,7 +176,7 @@ def test_push_build_bench_results_and_report(loop_target: dict, capsys: pytest.C
 def test_ctrl_c_during_remote_benchmark_leaves_no_remote_process(loop_target: dict) -> None:
     cur = make_artifacts(loop_target["local"])
     upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
-    env = dict(os.environ)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's fbocc, not whatever the venv points at
     proc = subprocess.Popen([sys.executable, "-m", "fbocc", "remote-bench", "loop", "--precision", "fp32",
                              "--duration", "120", "--warmup", "0"], cwd=os.getcwd(), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -320,6 +322,7 @@ def test_several_targets_in_parallel_and_ctrl_c_stops_every_remote_step(
 
     proc = subprocess.Popen([sys.executable, "-m", "fbocc", "remote-bench", "pair", "--precision", "fp32",
                              "--duration", "120", "--warmup", "0"], cwd=os.getcwd(),
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     patterns = [f"trtexec_double.py --loadEngine={r}" for r in two_targets["remotes"]]
 
@@ -339,3 +342,68 @@ def test_several_targets_in_parallel_and_ctrl_c_stops_every_remote_step(
         time.sleep(0.2)
     assert not any(running()), "a remote trtexec survived Ctrl-C"
     assert not list(two_targets["results"].glob("bench-*.json"))
+
+
+def test_bench_then_validate_use_one_engine_and_report_pairs_only_that_engine(
+        loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bug of issue 18: validate built its own engine (Python builder) beside remote-bench's trtexec one,
+    and report printed one's mIoU beside the other's latency. Now both get THE engine of (set, precision,
+    builder, TensorRT version, profile) from fbocc.target.contract.ensure_engine."""
+    from fbocc.results.history import load_history, record_validation
+    from fbocc.target.contract import ensure_engine, locate_pushed_set, probe_target
+
+    cur = make_artifacts(loop_target["local"])
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp32", "--iterations", "10",
+                                   "--warmup", "0", "--json"], capsys)
+    assert code == 0, errtext
+    (timed,) = doc["results"]
+    engine = timed["engine"]
+    assert engine["builder"] == "trtexec" and engine["cached"] is False and engine["precision"] == "fp32"
+    assert engine["sha256"] == hashlib.sha256(Path(engine["path"]).read_bytes()).hexdigest()
+    assert sorted(p.name for p in (loop_target["remote"] / "engines").glob("*.engine")) == \
+        [Path(engine["path"]).name]
+
+    # validate on the same target and precision runs that very file (this host has no TensorRT runtime,
+    # so the run itself stops there, with the reason)
+    code = run(["validate", "loop", "--backend", "tensorrt", "--precision", "fp32"])
+    errtext = capsys.readouterr().err
+    assert code == 6, errtext
+    assert f"engine fp32: cached {engine['path']}" in errtext
+    assert f"engine {engine['path']}" in errtext and "tensorrt Python module is not importable" in errtext
+    assert sorted(p.name for p in (loop_target["remote"] / "engines").glob("*.engine")) == \
+        [Path(engine["path"]).name], "validate must not build an engine of its own"
+    # another builder is another engine (its own key), never the timed one
+    code = run(["validate", "loop", "--backend", "tensorrt", "--precision", "fp32", "--builder", "python"])
+    errtext = capsys.readouterr().err
+    assert code == 6 and "building with python" in errtext and engine["path"] not in errtext.split("->")[-1]
+
+    # what validate records names the engine it got from ensure_engine; report pairs it with the latency
+    with TargetSession(loop_target["target"], known_hosts=loop_target["known_hosts"]) as session:
+        pushed = locate_pushed_set(session)
+        validated = ensure_engine(session, pushed, probe_target(session, pushed, precisions=["fp32"],
+                                                                builder="trtexec"), "fp32")
+    assert validated.cached and validated.path == engine["path"] and validated.sha256 == engine["sha256"]
+    results = loop_target["results"]
+    record_validation(results, backend="tensorrt", precision="fp32", miou=41.5, target="loop",
+                      details={"miou_against": "ground-truth"}, engine=validated.as_dict())
+    code, report, errtext = cli_json(["report", "--json"], capsys)
+    assert code == 0, errtext
+    (row,) = report["rows"]
+    assert row["miou"] == 41.5 and row["miou_note"] is None and row["engine"] == engine["sha256"]
+
+    other = {**validated.as_dict(), "sha256": "f" * 64, "key": "f" * 16}  # e.g. an engine since rebuilt
+    record_validation(results, backend="tensorrt", precision="fp32", miou=12.0, target="loop",
+                      details={"miou_against": "ground-truth"}, engine=other)
+    assert [r.engine["sha256"] for r in load_history(results)] == [engine["sha256"]]
+    code, report, errtext = cli_json(["report", "--json"], capsys)
+    (row,) = report["rows"]
+    assert row["miou"] == 41.5, "the record of the timed engine still wins over a newer one of another engine"
+    for path in results.glob("validation-*.json"):
+        if json.loads(path.read_text())["miou"] == 41.5:
+            path.unlink()
+    code = run(["report"])
+    table = capsys.readouterr().out
+    assert code == 0
+    assert f"| FB-OCC-TensorRT | FP32 | - (validated engine {'f' * 12} is not the timed engine " \
+        f"{engine['sha256'][:12]}) |" in table

@@ -23,14 +23,19 @@ from fbocc.target.trtexec import parse_summary
 DATA = Path(__file__).parent / "data" / "trtexec"
 
 
-def run(target: str, precision: str, median: float, *, created: str, backend: str = "tensorrt") -> BenchResult:
+def run(target: str, precision: str, median: float, *, created: str, backend: str = "tensorrt",
+        engine: dict[str, str] | None = None) -> BenchResult:
     # a real 8.6 summary, with the GPU compute median set to the value under test
     summary = parse_summary((DATA / "trt8.6.3_fp16_summary.log").read_text()).as_dict()
     metric = "GPU Compute Time" if backend == "tensorrt" else "Latency"
     summary["metrics_ms"][metric]["median"] = median
     return BenchResult(run_id=new_run_id(target, precision, backend), target=target, backend=backend,
-                       precision=precision, summary=summary, created=created,
+                       precision=precision, summary=summary, created=created, engine=engine or {},
                        per_query_ms={"compute": [median * f for f in (0.9, 1.0, 1.0, 1.1, 1.3)]})
+
+
+def engine(name: str) -> dict[str, str]:
+    return {"key": name * 16, "path": f"/w/engines/fp16-{name * 16}.engine", "sha256": name * 64}
 
 
 def test_history_roundtrip_is_atomic_and_ordered(tmp_path: Path) -> None:
@@ -65,11 +70,11 @@ def test_regression_flag_uses_the_threshold_on_median_gpu_compute() -> None:
 
 
 def test_markdown_has_the_seed_table_and_miou_from_validation(tmp_path: Path) -> None:
-    history = [run("orin-a", "fp32", 197.0, created="2026-01-01T00:00:00.000000Z"),
-               run("orin-a", "fp16", 138.0, created="2026-01-01T00:00:01.000000Z"),
+    history = [run("orin-a", "fp32", 197.0, created="2026-01-01T00:00:00.000000Z", engine=engine("b")),
+               run("orin-a", "fp16", 138.0, created="2026-01-01T00:00:01.000000Z", engine=engine("a")),
                run("orin-a", "fp32", 12.0, created="2026-01-01T00:00:02.000000Z", backend="onnxruntime")]
     record_validation(tmp_path, backend="tensorrt", precision="fp16", miou=38.86, target="orin-a",
-                      details={"miou_against": "ground-truth", "miou_reference": 39.1})
+                      details={"miou_against": "ground-truth", "miou_reference": 39.1}, engine=engine("a"))
     record_validation(tmp_path, backend="onnxruntime", precision="fp32", miou=99.5, target="orin-a",
                       details={"miou_against": "pytorch"})
     vals = load_validations(tmp_path)
@@ -85,6 +90,19 @@ def test_markdown_has_the_seed_table_and_miou_from_validation(tmp_path: Path) ->
     assert out.read_text() == md
     with pytest.raises(ValidationError, match=r"0\.\.100"):
         record_validation(tmp_path, backend="tensorrt", precision="fp16", miou=0.3886 * 1000)
+
+
+def test_an_miou_stands_beside_a_latency_only_for_the_same_engine(tmp_path: Path) -> None:
+    history = [run("orin-a", "fp16", 138.0, created="2026-01-01T00:00:01.000000Z", engine=engine("a"))]
+    record_validation(tmp_path, backend="tensorrt", precision="fp16", miou=38.86, target="orin-a",
+                      details={"miou_against": "ground-truth"}, engine=engine("c"))
+    (row,) = compare(history, validations=load_validations(tmp_path)).rows
+    assert row.miou is None and row.miou_note == f"validated engine {'c' * 12} is not the timed engine {'a' * 12}"
+    assert f"| FB-OCC-TensorRT | FP16 | - (validated engine {'c' * 12} is not the timed engine {'a' * 12}) | " \
+        "138.00 |" in to_markdown(compare(history, validations=load_validations(tmp_path)))
+    record_validation(tmp_path, backend="tensorrt", precision="fp16", miou=12.5, target="orin-a")  # no engine
+    (row,) = compare(history, validations=load_validations(tmp_path)).rows
+    assert row.miou is None and row.miou_note == "validation names no engine"
 
 
 def test_png_is_a_real_png(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import pytest
 
 from fbocc.config import Target
 from fbocc.errors import ConfigError, Interrupted, RemoteError, TransferError
-from fbocc.target.transport import TargetSession, connect_all, fingerprint
+from fbocc.target.host_keys import fingerprint
+from fbocc.target.transport import TargetSession, connect_all
 from tests.sshd import SshServer, free_port, keygen
 
 pytestmark = pytest.mark.ssh
@@ -200,7 +201,7 @@ def test_no_sftp_subsystem_is_named(sshd_factory: Callable[..., SshServer], tmp_
     server.start()
     with TargetSession(target_for(server), known_hosts=server.known_hosts) as session:
         with pytest.raises(RemoteError, match="no SFTP subsystem") as failed:
-            session.sftp()
+            session.files()
         assert "Subsystem sftp" in (failed.value.fix or "")
 
 

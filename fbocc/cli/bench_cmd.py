@@ -1,4 +1,4 @@
-"""`fbocc remote-bench` and `fbocc report`."""
+"""`fbocc remote-bench`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fbocc.cli.app import app, emit_json, err, load_config, out
+from fbocc.cli.app import DEFAULT_EXPORT_DIR, app, emit_json, err, load_config, out
 
 
 @app.command("remote-bench")
@@ -22,10 +22,13 @@ def remote_bench_cmd(
     warmup: Annotated[int | None, typer.Option("--warmup", help="Warm-up in milliseconds.")] = None,
     cuda_graph: Annotated[bool | None, typer.Option("--cuda-graph/--no-cuda-graph", help="Use CUDA graphs.")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the engines even when cached.")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="tensorrt (trtexec) or onnxruntime (run_sequence.py).")]
+    backend: Annotated[str, typer.Option("--backend", help="tensorrt (trtexec) or onnxruntime (run_sequence).")]
     = "tensorrt",
-    builder: Annotated[str, typer.Option("--builder", help="trtexec, or python (deploy/create_engine.py).")]
+    builder: Annotated[str, typer.Option("--builder", help="trtexec, or python (deploy.create_engine).")]
     = "trtexec",
+    export_dir: Annotated[Path, typer.Option("--export-dir", help="Output of `fbocc export`: its samples/ "
+                                                                   "manifest is read here when it is the pushed "
+                                                                   "one.")] = DEFAULT_EXPORT_DIR,
     frame: Annotated[int, typer.Option("--frame", help="Which sample frame's inputs to load.")] = 0,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per remote step.")] = None,
     accept_new: Annotated[bool, typer.Option("--accept-new", help="Record an unknown target host key.")] = False,
@@ -50,7 +53,8 @@ def remote_bench_cmd(
     options.check()
     resolved = cfg.resolve_targets(targets)
     outcomes = remote_bench(resolved, options, cfg.project.results_dir, known_hosts=cfg.project.known_hosts,
-                            accept_new=accept_new, on_line=lambda line: err.print(escape(line), highlight=False))
+                            accept_new=accept_new, on_line=lambda line: err.print(escape(line), highlight=False),
+                            samples_dir=export_dir / "samples")
     failed = [o for o in outcomes if not o.ok]
     if as_json:
         emit_json({"results": [r.as_dict() for o in outcomes if o.value for r in o.value.results],
@@ -80,48 +84,3 @@ def remote_bench_cmd(
         if len(failed) == len(outcomes) and isinstance(first, FboccError):
             raise first
         raise typer.Exit(6)
-
-
-@app.command("report")
-def report_cmd(
-    results_dir: Annotated[Path | None, typer.Option("--results-dir", help="History directory "
-                                                     "(default: [project] results_dir).")] = None,
-    target: Annotated[str | None, typer.Option("--target", help="Only this target's runs.")] = None,
-    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the markdown report here.")] = None,
-    png: Annotated[Path | None, typer.Option("--png", help="Write the latency PNG here.")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Regression threshold as a fraction "
-                                                    "(default: [bench] regression_threshold).")] = None,
-    fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="Exit 7 when a run regressed.")]
-    = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
-) -> None:
-    """Compare benchmark runs (fp32 vs fp16, this vs previous), flag regressions, export markdown/PNG."""
-    from fbocc.errors import ConfigError, ValidationError
-    from fbocc.results.history import load_history, load_validations
-    from fbocc.results.report import compare, to_markdown, write_markdown, write_png
-
-    cfg = load_config(**{"project.results_dir": str(results_dir) if results_dir else None,
-                         "bench.regression_threshold": threshold})
-    root = Path(cfg.project.results_dir)
-    history = load_history(root)
-    if target:
-        history = [r for r in history if r.target == target]
-    if not history:
-        raise ConfigError(f"no benchmark results in {root}" + (f" for target {target!r}" if target else ""),
-                          fix="run `fbocc remote-bench TARGET` first, or point --results-dir at the history")
-    report = compare(history, threshold=cfg.bench.regression_threshold, validations=load_validations(root))
-    written = []
-    if markdown:
-        written.append(write_markdown(report, markdown))
-    if png:
-        written.append(write_png(report, history, png))
-    if as_json:
-        emit_json({**report.as_dict(), "written": [str(p) for p in written]})
-    else:
-        out.print(to_markdown(report), markup=False, highlight=False)
-        for p in written:
-            err.print(f"wrote {p}")
-    if fail_on_regression and report.regressions:
-        raise ValidationError("regression: " + ", ".join(
-            f"{r.current.target} {r.current.precision} {r.change * 100:+.1f}%" for r in report.regressions
-            if r.change is not None), fix=f"the median time grew by more than {report.threshold * 100:.0f}%")

@@ -1,4 +1,5 @@
-"""The one module that owns ONNX graphs: loading, custom-node inspection and the `check-onnx` logic.
+"""The one module that owns ONNX graphs: loading, external-data discovery, custom-node inspection and
+the `check-onnx` logic.
 
 Custom nodes are checked against `fbocc.ops.contract` (op_type, domain, attributes, input ranks and
 dtypes); graph inputs/outputs against a samples manifest; the rest of the graph with onnx.checker (on a
@@ -30,6 +31,38 @@ def load_graph(path: Path) -> Any:
     except Exception as exc:  # onnx raises DecodeError / OSError variants
         raise ValidationError(f"{path} is not a readable ONNX model: {exc}",
                               fix="re-run `fbocc export`; the file may be truncated") from exc
+
+
+def external_data_files(path: Path) -> list[str]:
+    """Relative locations of the external-data files an ONNX model's tensors name, sorted, each once.
+
+    The model is read without its external data (`load_external_data=False`), so a multi-GB model is
+    scanned without loading its weights; initializers and tensor attributes of every subgraph count.
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    if not path.is_file():
+        raise ValidationError(f"ONNX model {path} does not exist", fix="run `fbocc export` or pass --onnx PATH")
+    if path.stat().st_size == 0:
+        raise ValidationError(f"{path} is empty, not an ONNX model", fix="re-run `fbocc export`")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError / OSError variants
+        raise ValidationError(f"{path} is not a readable ONNX model ({exc})",
+                              fix="point --onnx at the .onnx written by `fbocc export`") from exc
+    return sorted({ExternalDataInfo(t).location for t in _tensors(model.graph) if uses_external_data(t)})
+
+
+def _tensors(graph: Any) -> list[Any]:
+    found = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            found += [attr.t] if attr.HasField("t") else []
+            found += list(attr.tensors)
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found += _tensors(sub)
+    return found
 
 
 def custom_op_counts(model: Any) -> dict[str, int]:

@@ -7,7 +7,9 @@ Comparisons:
 - fp32 vs fp16 on each target (speed-up of the latest runs).
 
 The markdown reproduces the seed's table (FB-OCC-TRT deployment README): model, precision, mIoU,
-latency on the target; the details follow below it.
+latency on the target; the details follow below it. A TensorRT row shows an mIoU only when `fbocc
+validate` recorded it for the very engine file the latency was timed on (same sha256); otherwise the
+row says that the validated engine is another one (or that the record names none).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbocc.results.history import BenchResult, ValidationRecord
+from fbocc.results.history import BenchResult, ValidationRecord, same_engine
 
 MODEL_LABEL = {"tensorrt": "FB-OCC-TensorRT", "onnxruntime": "FB-OCC-ONNXRuntime"}
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "best": 2}
@@ -33,6 +35,7 @@ class RunComparison:
     regression: bool
     miou: float | None = None
     miou_against: str | None = None  # "ground-truth", or "pytorch" (agreement with PyTorch, not accuracy)
+    miou_note: str | None = None  # why a recorded mIoU is not shown in this row (another engine)
 
 
 @dataclass
@@ -57,7 +60,8 @@ class Report:
                 "previous_run_id": r.previous.run_id if r.previous else None,
                 "previous_headline_ms": r.previous.headline_ms() if r.previous else None,
                 "change": r.change, "regression": r.regression, "miou": r.miou,
-                "miou_against": r.miou_against,
+                "miou_against": r.miou_against, "miou_note": r.miou_note,
+                "engine": (r.current.engine or {}).get("sha256"),
             } for r in self.rows],
             "fp16_speedup_over_fp32": self.speedups, "pytorch_miou": self.pytorch_miou,
             "regressions": [r.current.run_id for r in self.regressions],
@@ -81,9 +85,11 @@ def compare(history: list[BenchResult], *, threshold: float = 0.05,
         if now is not None and before:
             change = (now - before) / before
         record = _validation(validations or [], current)
+        note = _engine_mismatch(record, current)
+        shown = record if record is not None and note is None else None
         rows.append(RunComparison(current, previous, change, change is not None and change > threshold,
-                                  record.miou if record else None,
-                                  record.details.get("miou_against") if record else None))
+                                  shown.miou if shown else None,
+                                  shown.details.get("miou_against") if shown else None, note))
     speedups = {}
     for tgt in sorted({k[0] for k in groups}):
         fp32 = groups.get((tgt, "tensorrt", "fp32"))
@@ -102,13 +108,29 @@ def compare(history: list[BenchResult], *, threshold: float = 0.05,
 
 
 def _validation(validations: list[ValidationRecord], run: BenchResult) -> ValidationRecord | None:
-    # a record naming this run wins; else the latest for the same backend and precision
+    # a record naming this run wins; then the latest of the same engine; else the latest for the same
+    # target, backend and precision (shown only if it names the same engine: see _engine_mismatch)
     for v in reversed(validations):
         if v.run_id == run.run_id:
             return v
-    for v in reversed(validations):
-        if v.backend == run.backend and v.precision == run.precision and v.target in (None, run.target):
+    candidates = [v for v in validations if v.backend == run.backend and v.precision == run.precision
+                  and v.target in (None, run.target)]
+    for v in reversed(candidates):
+        if run.backend == "tensorrt" and same_engine(v.engine, run.engine):
             return v
+    return candidates[-1] if candidates else None
+
+
+def _engine_mismatch(record: ValidationRecord | None, run: BenchResult) -> str | None:
+    """Why `record`'s mIoU may not stand beside `run`'s latency; None when it may (or there is none)."""
+    if record is None or run.backend != "tensorrt":
+        return None
+    if not record.engine:
+        return "validation names no engine"
+    if not same_engine(record.engine, run.engine):
+        have = (record.engine.get("sha256") or record.engine.get("key") or "?")[:12]
+        timed = (run.engine.get("sha256") or run.engine.get("key") or "?")[:12]
+        return f"validated engine {have} is not the timed engine {timed}"
     return None
 
 
@@ -137,6 +159,8 @@ def to_markdown(report: Report) -> str:
         for r in rows:
             c = r.current
             miou = _fmt(r.miou) + (" (vs PyTorch)" if r.miou is not None and r.miou_against == "pytorch" else "")
+            if r.miou_note:
+                miou = f"- ({r.miou_note})"
             lines.append(f"| {MODEL_LABEL.get(c.backend, c.backend)} | {c.precision.upper()} | {miou} "
                          f"| {_fmt(c.headline_ms())} |")
         lines.append("")

@@ -3,8 +3,15 @@
 What a caller gets:
 
 - `TargetSession(target, known_hosts=..., accept_new=...)`: a context manager holding one connection
-  (through the ProxyJump chain, if any). Verbs: `run`, `put`, `get`, `sftp`, `workdir`, `quote`.
+  (through the ProxyJump chain, if any). Verbs: `run`, `put`, `get`, `remove_tree`, `workdir`, `quote`;
+  `files()` (the session's SFTP channel) and `open_files()` (one more, for a worker thread) hand out a
+  `FileChannel` (fbocc.target.sftp: upload with offset and pipelining, download with read-ahead, ...).
 - `connect_all(targets, fn, ...)`: `fn(session)` for every target in parallel, one `TargetOutcome` each.
+- `ssh_stack()`: the SSH library's version and our cipher preference (for benchmark reports).
+
+This module, `host_keys.py` and `sftp.py` are the only ones that import paramiko or fabric; their
+exceptions leave them as ours (fbocc.errors): `ConnectionLost` when the link is gone, `RemoteError`
+for a failed command or login, `TransferError` (`TargetDiskFull`) for files.
 
 Host names, ports, users, identity files and ProxyJump chains come from the `Target` first and from
 `~/.ssh/config` (aliases work as in `ssh`) for anything the target leaves unset.
@@ -24,15 +31,12 @@ Commands run in the remote user's login shell (`$SHELL -c`); quote every path wi
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import logging
-import os
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -43,7 +47,9 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 
 from fbocc.config import ProjectSettings, Target
-from fbocc.errors import ConfigError, ConnectionLost, FboccError, Interrupted, RemoteError, TransferError
+from fbocc.errors import ConfigError, ConnectionLost, FboccError, Interrupted, RemoteError
+from fbocc.target.host_keys import StrictHostKeyPolicy, changed_key_error, split_paths
+from fbocc.target.sftp import FileChannel
 from fbocc.target.supervision import LinkTimes, supervised_command
 
 DEFAULT_KNOWN_HOSTS = ProjectSettings().known_hosts
@@ -51,7 +57,6 @@ DEFAULT_KNOWN_HOSTS = ProjectSettings().known_hosts
 WINDOW_SIZE = 64 * 1024 * 1024
 MAX_PACKET = 32768
 _PGID_MARK = b"fbocc-pgid "
-_known_hosts_lock = threading.Lock()
 # paramiko logs the failures of its transport thread ("Socket exception: ...") through `logging`; with no
 # handler Python's last-resort handler prints them raw on stderr. fbocc reports those failures itself, once.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -92,46 +97,6 @@ def quote(path: str | PurePosixPath) -> str:
     return shlex.quote(str(path))
 
 
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH-style SHA256 fingerprint of a public key (`SHA256:...`)."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    """The name OpenSSH writes in known_hosts: `host` on port 22, `[host]:port` otherwise."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def _name_matches(pattern: str, name: str) -> bool:
-    if pattern.startswith("|1|"):
-        salt = pattern.split("|")[2]
-        return paramiko.HostKeys.hash_host(name, salt) == pattern
-    return pattern == name
-
-
-def find_known_host_lines(files: Iterable[Path], name: str) -> list[tuple[Path, int, paramiko.PKey]]:
-    """(file, line number, key) of every known_hosts line naming `name` (hashed names included)."""
-    found: list[tuple[Path, int, paramiko.PKey]] = []
-    for path in files:
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip() or line.lstrip().startswith(("#", "@")):
-                continue
-            try:
-                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
-            except Exception:  # unparsable lines are skipped, as OpenSSH does
-                continue
-            if entry is None or entry.key is None:
-                continue
-            if any(_name_matches(pattern, name) for pattern in entry.hostnames):
-                found.append((path, lineno, entry.key))
-    return found
-
-
 class _AeadFirstTransport(paramiko.Transport):
     """paramiko's Transport preferring AES-GCM: one AEAD pass instead of AES-CTR + a separate HMAC.
 
@@ -145,55 +110,9 @@ class _AeadFirstTransport(paramiko.Transport):
     )
 
 
-class _StrictHostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Unknown host: refuse, or with accept_new record it in the project known_hosts and go on."""
-
-    def __init__(self, files: list[Path], project_file: Path, accept_new: bool, label: str) -> None:
-        self.files = files
-        self.project_file = project_file
-        self.accept_new = accept_new
-        self.label = label
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        others = find_known_host_lines(self.files, hostname)
-        if others:
-            # Keys of another type are known for this host: a server that suddenly offers a different
-            # key type is treated like a changed key, never as a new host.
-            listed = "; ".join(f"{k.get_name()} {fingerprint(k)} ({p}:{n})" for p, n, k in others)
-            raise RemoteError(
-                f"host key for {hostname} does not match: the server offers {key.get_name()} "
-                f"{fingerprint(key)}, known_hosts has {listed}",
-                where=self.label,
-                fix="if the target was re-installed, remove the old lines "
-                f"(ssh-keygen -R {quote(hostname)} -f FILE) and re-run with --accept-new",
-            )
-        if not self.accept_new:
-            raise RemoteError(
-                f"unknown SSH host {hostname}: its {key.get_name()} key fingerprint is {fingerprint(key)}; "
-                f"it is in none of {', '.join(str(f) for f in self.files)}",
-                where=self.label,
-                fix="check the fingerprint on the target (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and "
-                f"re-run with --accept-new to trust it (recorded in {self.project_file})",
-            )
-        record_host_key(self.project_file, hostname, key)
-        client.get_host_keys().add(hostname, key.get_name(), key)
-
-
-def record_host_key(path: Path, hostname: str, key: paramiko.PKey) -> None:
-    """Append `hostname keytype base64` to a known_hosts file (plain, as OpenSSH's accept-new does)."""
-    with _known_hosts_lock:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-def _split_paths(value: Any) -> list[Path]:
-    if not value:
-        return []
-    words: list[str] = []
-    for item in value if isinstance(value, list) else [value]:
-        words.extend(shlex.split(str(item)))
-    return [Path(os.path.expanduser(w)) for w in words if w.lower() != "none"]
+def ssh_stack() -> str:
+    """The SSH library and the cipher we ask for first, as benchmark reports name them."""
+    return f"paramiko {paramiko.__version__}; fbocc cipher preference {_AeadFirstTransport._preferred_ciphers[0]}"
 
 
 def _parse_jump(spec: str) -> list[str]:
@@ -218,7 +137,7 @@ class TargetSession:
         self.on_open: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to retake a lock
         self._watch: _LinkWatch | None = None
         self._conn: Connection | None = None
-        self._sftp: paramiko.SFTPClient | None = None
+        self._files: FileChannel | None = None
         self._workdir: str | None = None
 
     # --- connection -------------------------------------------------------------------------------
@@ -280,8 +199,8 @@ class TargetSession:
 
     def _known_host_files(self, conn: Connection) -> list[Path]:
         files = [Path.home() / ".ssh" / "known_hosts"]
-        files += _split_paths(conn.ssh_config.get("userknownhostsfile"))
-        files += _split_paths(conn.ssh_config.get("globalknownhostsfile")) or [Path("/etc/ssh/ssh_known_hosts")]
+        files += split_paths(conn.ssh_config.get("userknownhostsfile"))
+        files += split_paths(conn.ssh_config.get("globalknownhostsfile")) or [Path("/etc/ssh/ssh_known_hosts")]
         files.append(self.project_known_hosts)
         unique: list[Path] = []
         for f in files:
@@ -301,7 +220,7 @@ class TargetSession:
                 files = self._known_host_files(hop)
                 label = self.label if hop is conn else f"{self.label} (jump host {hop.host}:{hop.port})"
                 hop.client.set_missing_host_key_policy(
-                    _StrictHostKeyPolicy(files, self.project_known_hosts, self.accept_new, label))
+                    StrictHostKeyPolicy(files, self.project_known_hosts, self.accept_new, label))
                 for f in files:
                     if f.is_file():
                         hop.client.load_system_host_keys(str(f))
@@ -323,17 +242,7 @@ class TargetSession:
         except FboccError:
             raise
         except paramiko.BadHostKeyException as exc:
-            name = known_hosts_name(hop.host, int(hop.port))
-            lines = [f"{p}:{n}" for p, n, k in find_known_host_lines(files, name) if k == exc.expected_key]
-            raise RemoteError(
-                f"host key for {name} has CHANGED: the server offers {exc.key.get_name()} "
-                f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}"
-                f" ({', '.join(lines) or 'loaded known_hosts'}). Someone may be intercepting the "
-                "connection, or the target was re-installed",
-                where=label,
-                fix="verify the new fingerprint on the target; if it is right, remove the old line "
-                f"(ssh-keygen -R {quote(name)} -f FILE) and re-run with --accept-new",
-            ) from exc
+            raise changed_key_error(exc, files, hop.host, int(hop.port), label) from exc
         except paramiko.AuthenticationException as exc:
             raise RemoteError(
                 f"authentication failed for {where}: {exc}", where=label,
@@ -365,10 +274,9 @@ class TargetSession:
         """Close the SFTP session, the connection and every jump-host connection."""
         if self._watch is not None:
             self._watch.stop()
-        if self._sftp is not None:
-            with contextlib.suppress(Exception):  # closing a dead channel may fail; nothing to do then
-                self._sftp.close()
-            self._sftp = None
+        if self._files is not None:
+            self._files.close()
+            self._files = None
         if self._conn is not None:
             for hop in reversed(self._chain(self._conn)):
                 with contextlib.suppress(Exception):
@@ -406,7 +314,7 @@ class TargetSession:
                               fix="check that the target is up and reachable, then run the same command again")
 
     @property
-    def transport(self) -> paramiko.Transport:
+    def _transport(self) -> paramiko.Transport:
         if self._conn is None or self._conn.transport is None:
             self.open()
         assert self._conn is not None and self._conn.transport is not None
@@ -438,8 +346,8 @@ class TargetSession:
     def _remote_home(self) -> str:
         # SFTP's realpath(".") is the login directory and starts no shell (cheaper than `echo $HOME`).
         try:
-            return self.sftp().normalize(".")
-        except (RemoteError, OSError):
+            return self.files().home()
+        except FboccError:
             return self.run('printf "%s" "$HOME"', timeout=30).stdout.strip()
 
     def run(self, command: str, *, timeout: float | None = None, check: bool = True,
@@ -524,7 +432,7 @@ class TargetSession:
 
     def _open_channel(self) -> paramiko.Channel:
         """A session channel, or an error within the stall deadline (paramiko's own default is an hour)."""
-        return self.transport.open_session(timeout=self.times.stall_timeout_s)
+        return self._transport.open_session(timeout=self.times.stall_timeout_s)
 
     def _kill_group(self, pgid: int | None, chan: paramiko.Channel) -> None:
         """Stop a running command's process group, in at most about 2 s whatever the link does.
@@ -551,7 +459,7 @@ class TargetSession:
 
         def kill() -> None:
             with contextlib.suppress(Exception):  # best effort: the supervisor is the guarantee
-                kill_chan = self.transport.open_session(timeout=1.0)
+                kill_chan = self._transport.open_session(timeout=1.0)
                 kill_chan.exec_command(killer)
                 kill_chan.status_event.wait(1.2)
                 kill_chan.close()
@@ -560,25 +468,26 @@ class TargetSession:
         worker.start()
         worker.join(1.5)
 
-    def sftp(self) -> paramiko.SFTPClient:
-        """The session's SFTP client (opened once, with a large window); RemoteError when sshd has none."""
-        if self._sftp is None or self._sftp.sock.closed:
-            self._sftp = self.open_sftp()
-        return self._sftp
+    def files(self) -> FileChannel:
+        """The session's SFTP channel (opened once); RemoteError when the target's sshd has no SFTP."""
+        if self._files is None or self._files.closed:
+            self._files = self.open_files()
+        return self._files
 
-    def open_sftp(self, *, timeout: float | None = None) -> paramiko.SFTPClient:
-        """A new SFTP channel (one per thread for parallel transfers); RemoteError when sshd has none.
+    def open_files(self, *, timeout: float | None = None) -> FileChannel:
+        """A new SFTP channel (one per thread for parallel transfers); the caller closes it.
 
-        `timeout`: seconds without progress before a read/write raises (default: the stall deadline).
+        `timeout`: seconds without progress before a read or write raises (default: the stall deadline).
         """
-        transport = self.transport
+        transport = self._transport
         try:
             client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE,
                                                         max_packet_size=MAX_PACKET)
             # (from_transport opens its channel with paramiko's default timeout; the link watch bounds it)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not transport.is_active():
-                raise
+                raise ConnectionLost(f"the connection to {self.label} was lost opening SFTP: {exc}",
+                                     where=self.label, fix="check the link to the target and re-run") from exc
             raise RemoteError(f"the target {self.address} offers no SFTP subsystem ({exc})", where=self.label,
                               fix="enable it in the target's /etc/ssh/sshd_config: "
                               "`Subsystem sftp internal-sftp`, then restart sshd") from exc
@@ -588,46 +497,33 @@ class TargetSession:
         channel = client.get_channel()
         if channel is not None:
             channel.settimeout(timeout if timeout is not None else self.times.stall_timeout_s)
-        return client
+        return FileChannel(client, self.label, lambda: self.connected)
 
     def put(self, local: Path, remote: str) -> None:
         """Copy one local file to `remote` (a temporary name first, renamed when complete)."""
         tmp = f"{remote}.fbocc-tmp"
-        sftp = self.sftp()
+        files = self.files()
         try:
-            sftp.put(str(local), tmp, confirm=True)
-            sftp.posix_rename(tmp, remote)
-        except FileNotFoundError as exc:
-            if not Path(local).exists():
-                raise TransferError(f"local file {local} does not exist", fix="check the path") from exc
-            raise TransferError(f"cannot write {remote} on {self.label}: its directory does not exist",
-                                where=self.label, fix="create the remote directory first") from exc
-        except OSError as exc:
-            _remove_quietly(sftp, tmp)
-            raise TransferError(f"copying {local} to {self.label}:{remote} failed: {exc}", where=self.label,
-                                fix="check free space and permissions on the target") from exc
+            files.upload(Path(local), tmp)
+            files.rename(tmp, remote)
+        except FboccError:
+            if self.connected:
+                with contextlib.suppress(FboccError):
+                    files.remove(tmp)
+            raise
 
     def get(self, remote: str, local: Path) -> None:
-        """Copy one remote file to `local` (via a temporary file; nothing half-written at `local`)."""
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.fbocc-tmp")
+        """Copy one remote file to `local` (read-ahead; via a temporary file, nothing half-written at `local`)."""
+        self.files().download(remote, Path(local))
+
+    def remove_tree(self, remote: str) -> None:
+        """Remove a remote directory tree over SFTP (no remote process); `rm -rf` when SFTP cannot."""
         try:
-            self.sftp().get(remote, str(tmp))
-            os.replace(tmp, local)
-        except FileNotFoundError as exc:
-            tmp.unlink(missing_ok=True)
-            raise TransferError(f"{remote} does not exist on {self.label}", where=self.label,
-                                fix="check the remote path (did the remote step produce it?)") from exc
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise TransferError(f"copying {self.label}:{remote} to {local} failed: {exc}", where=self.label,
-                                fix="check the connection and local free space") from exc
-
-
-def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
-    with contextlib.suppress(OSError):
-        sftp.remove(path)
+            self.files().remove_tree(remote)
+        except ConnectionLost:
+            raise
+        except FboccError:
+            self.run(f"rm -rf -- {quote(remote)}", timeout=60, check=False)
 
 
 class HeldCommand:

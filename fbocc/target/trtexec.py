@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy.protocol import parse_trt_version
+
 PRECISIONS = ("fp32", "fp16", "best")
 METRICS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
 
@@ -38,18 +40,10 @@ class TrtVersion:
 
     @classmethod
     def parse(cls, text: str) -> TrtVersion:
-        """'8.6.13.3', '10.8', 'v8603' or 'v100200' (the tag trtexec prints) -> TrtVersion."""
-        text = text.strip()
-        tag = re.fullmatch(r"v?(\d{4}|\d{6})", text)
-        if tag and "." not in text:
-            digits = tag.group(1)
-            if len(digits) == 4:  # TensorRT < 10: M m pp
-                return cls(int(digits[0]), int(digits[1]), int(digits[2:]))
-            return cls(int(digits[:2]), int(digits[2:4]), int(digits[4:]))  # TensorRT >= 10: MM mm pp
-        dotted = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)*", text)
-        if dotted:
-            return cls(int(dotted.group(1)), int(dotted.group(2)), int(dotted.group(3) or 0))
-        raise ValueError(f"not a TensorRT version: {text!r}")
+        """'8.6.13.3', '10.8', 'v8603' or 'v100200' (the tag trtexec prints) -> TrtVersion.
+
+        The one version parser is deploy.protocol's: the target reads its TensorRT with it too."""
+        return cls(*parse_trt_version(text))
 
 
 def supported(version: TrtVersion) -> bool:
