@@ -112,22 +112,24 @@ LockNote = Callable[[str], None]
 
 @contextlib.contextmanager
 def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
-                 on_note: LockNote | None = None) -> Iterator[None]:
-    """Hold the target workdir's lock for the block; retaken after a reconnect. `operation`: "pushing"...
+                 on_note: LockNote | None = None) -> Iterator[bool]:
+    """Hold the target workdir's lock for the block (yields True; False on a target without Python, where
+    there is no lock, said once through `on_note`). `operation` names what we do: "pushing", ...
 
-    Another holder: RemoteError naming it (or wait up to `wait_s`). A target without Python: no lock,
-    said once through `on_note`.
+    Another holder: RemoteError naming it, or wait up to `wait_s`. After a reconnect the lock is taken
+    again, waiting for our own previous holder if the old connection has not ended on the target yet.
     """
     held: list[HeldCommand] = []
 
-    def take() -> None:
+    def take(retake: bool = False) -> bool:
         for old in held:
             old.release()
         held.clear()
-        proc = session.hold(lock_command(session.target.python, session.workdir(), operation, wait_s,
+        wait = max(wait_s, session.times.heartbeat_timeout_s + 5) if retake else wait_s
+        proc = session.hold(lock_command(session.target.python, session.workdir(), operation, wait,
                                          session.times))
         held.append(proc)
-        deadline = time.monotonic() + wait_s + session.times.stall_timeout_s + 10
+        deadline = time.monotonic() + wait + session.times.stall_timeout_s + 10
         while True:
             try:
                 line = proc.read_line(max(0.1, deadline - time.monotonic()))
@@ -141,13 +143,13 @@ def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
                                   where=session.label, fix=f"check [targets.{session.target.name}] python "
                                   "(Python >= 3.8 on the target) and the workdir's permissions")
             if line == "FBOCC_LOCK_NOPY":
-                if on_note:
+                if on_note and not retake:
                     on_note(f"no {session.target.python} on {session.label}: working without the workdir lock")
-                return
+                return False
             doc = tagged(line, line.split(" ", 1)[0]) if line.startswith("FBOCC_LOCK") else None
             if line.startswith("FBOCC_LOCKED "):
-                return
-            if line.startswith("FBOCC_LOCK_WAIT ") and on_note:
+                return True
+            if line.startswith("FBOCC_LOCK_WAIT ") and on_note and not retake:
                 on_note(f"waiting up to {wait_s:g} s: {lock_holder_message(session.label, doc or {})}")
             if line.startswith("FBOCC_LOCK_BUSY "):
                 raise RemoteError(lock_holder_message(session.label, doc or {}), where=session.label,
@@ -159,12 +161,17 @@ def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
                 raise RemoteError(message, where=session.label,
                                   fix=f"fix or remove the link, or set [targets.{session.target.name}] workdir")
 
-    take()
-    session.on_open.append(take)
+    def retake() -> None:
+        take(retake=True)
+
+    locked = take()
+    if locked:
+        session.on_open.append(retake)
     try:
-        yield
+        yield locked
     finally:
-        session.on_open.remove(take)
+        if locked:
+            session.on_open.remove(retake)
         for proc in held:
             proc.release()
 
@@ -172,6 +179,22 @@ def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
 def clean_command(python: str, runs_dir: str) -> str:
     """Remove what runs whose supervisor died left in `runs_dir`; prints `FBOCC_CLEAN [...]`."""
     return _python_call(python, ["clean", "--dir", runs_dir])
+
+
+def clean_leftovers(session: TargetSession, runs_dir: str, on_line: LockNote | None = None) -> list[str]:
+    """Remove what runs whose supervisor died left in `runs_dir` (processes, scratch folders); the lines said.
+
+    Run under the workdir lock, so no live run of another fbocc can be mistaken for a leftover (and the
+    supervisor checks liveness itself anyway). Nothing to do on a target without Python.
+    """
+    command = (f"if command -v {_quote(session.target.python)} >/dev/null 2>&1; then "
+               f"exec {clean_command(session.target.python, runs_dir)}; fi")
+    res = session.run(command, timeout=60, check=False)
+    lines = describe_cleaned(tagged(res.stdout, "FBOCC_CLEAN") or [])
+    for line in lines:
+        if on_line:
+            on_line(line)
+    return lines
 
 
 def tagged(text: str, tag: str) -> Any:

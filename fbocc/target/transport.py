@@ -37,7 +37,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
@@ -49,6 +49,7 @@ from fabric import Connection
 from fbocc.config import ProjectSettings, Target
 from fbocc.errors import ConfigError, ConnectionLost, FboccError, Interrupted, RemoteError
 from fbocc.target.host_keys import StrictHostKeyPolicy, changed_key_error, split_paths
+from fbocc.target.link import PGID_MARK, HeldCommand, LineBuffer, LinkWatch
 from fbocc.target.sftp import FileChannel
 from fbocc.target.supervision import LinkTimes, supervised_command
 
@@ -56,7 +57,6 @@ DEFAULT_KNOWN_HOSTS = ProjectSettings().known_hosts
 # Big SSH channel windows keep the pipe full on long links; paramiko's 2 MiB default stalls SFTP.
 WINDOW_SIZE = 64 * 1024 * 1024
 MAX_PACKET = 32768
-_PGID_MARK = b"fbocc-pgid "
 # paramiko logs the failures of its transport thread ("Socket exception: ...") through `logging`; with no
 # handler Python's last-resort handler prints them raw on stderr. fbocc reports those failures itself, once.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -133,9 +133,9 @@ class TargetSession:
         self.times = LinkTimes(connect_timeout if connect_timeout is not None else target.connect_timeout_s,
                                target.stall_timeout_s)
         self.connect_timeout = self.times.connect_timeout_s
-        self.activity = "working"
+        self.activity = "running a command"
         self.on_open: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to retake a lock
-        self._watch: _LinkWatch | None = None
+        self._watch: LinkWatch | None = None
         self._conn: Connection | None = None
         self._files: FileChannel | None = None
         self._workdir: str | None = None
@@ -231,7 +231,7 @@ class TargetSession:
                 hop.close()
             raise
         self._conn = conn
-        self._watch = _LinkWatch(conn.transport, self.times)
+        self._watch = LinkWatch(conn.transport, self.times)
         for hook in list(self.on_open):
             hook()
 
@@ -374,8 +374,8 @@ class TargetSession:
             raise self.lost(exc) from exc
         if self._watch is not None:
             self._watch.add(chan)
-        out = _LineBuffer(on_line)
-        errb = _LineBuffer(on_line, pgid_mark=True)
+        out = LineBuffer(on_line)
+        errb = LineBuffer(on_line, pgid_mark=True)
         started = time.monotonic()
         try:
             while True:
@@ -393,14 +393,14 @@ class TargetSession:
                         break
                     if timeout is not None and time.monotonic() - started > timeout:
                         self._kill_group(errb.pgid, chan)
-                        raise RemoteError(f"{command!r} on {self.label} did not finish within {timeout:g} s; "
-                                          "its remote process group was killed", where=self.label,
+                        raise RemoteError(f"{self._step(command)} on {self.label} did not finish within "
+                                          f"{timeout:g} s; its remote process group was killed", where=self.label,
                                           fix="raise the timeout or check why the command hangs")
                     time.sleep(0.01)
             status = chan.recv_exit_status()
         except KeyboardInterrupt:
             self._kill_group(errb.pgid, chan)
-            raise Interrupted(f"interrupted while running {command!r} on {self.label}; "
+            raise Interrupted(f"interrupted while {self.activity} on {self.label}; "
                               "the remote process group was killed") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise self.lost(exc) from exc
@@ -413,11 +413,19 @@ class TargetSession:
         chan.close()
         result = RemoteResult(command, status, out.finish(), errb.finish())
         if check and status != 0:
-            tail = "\n".join(result.stderr.strip().splitlines()[-10:])
-            raise RemoteError(f"{command!r} failed on {self.address} with exit code {status}"
-                              + (f":\n{tail}" if tail else ""), where=self.label,
-                              fix="see the remote output above")
+            said = [line.strip() for line in result.stderr.splitlines() if line.strip()][-2:]
+            raise RemoteError(f"{self._step(command)} failed on {self.label} (exit {status})"
+                              + (": " + " / ".join(said) if said else ""), where=self.label,
+                              fix="see the remote output above" if on_line else
+                              "check the target (free space, permissions, the tools named above) and run the "
+                              "same command again")
         return result
+
+    def _step(self, command: str) -> str:
+        """How a message names a remote command: itself when short, else what the session was doing."""
+        if "\n" not in command and len(command) <= 100:
+            return f"`{command}`"
+        return f"a remote step ({self.activity})"
 
     def hold(self, command: str) -> HeldCommand:
         """Start `command` and keep it running, heartbeats fed, until `release()` or the session ends."""
@@ -428,7 +436,7 @@ class TargetSession:
             raise self.lost(exc) from exc
         if self._watch is not None:
             self._watch.add(chan)
-        return HeldCommand(self, chan)
+        return HeldCommand(chan, self._watch)
 
     def _open_channel(self) -> paramiko.Channel:
         """A session channel, or an error within the stall deadline (paramiko's own default is an hour)."""
@@ -444,8 +452,8 @@ class TargetSession:
         while pgid is None and time.monotonic() < deadline and not chan.closed:
             if chan.recv_stderr_ready():
                 line = chan.recv_stderr(256)
-                if line.startswith(_PGID_MARK):
-                    pgid = int(line[len(_PGID_MARK):].split(b"\n")[0])
+                if line.startswith(PGID_MARK):
+                    pgid = int(line[len(PGID_MARK):].split(b"\n")[0])
             else:
                 time.sleep(0.02)
         with contextlib.suppress(Exception):
@@ -526,152 +534,23 @@ class TargetSession:
             self.run(f"rm -rf -- {quote(remote)}", timeout=60, check=False)
 
 
-class HeldCommand:
-    """A remote command that runs for as long as its holder wants (a lock holder); see `TargetSession.hold`."""
-
-    def __init__(self, session: TargetSession, chan: paramiko.Channel) -> None:
-        self.session = session
-        self._chan = chan
-        self._pending = b""
-
-    def read_line(self, timeout: float) -> str | None:
-        """The next line of its stdout; None when it ended (or the link went) first; TimeoutError after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._pending:
-            if self._chan.recv_ready():
-                self._pending += self._chan.recv(65536)
-                continue
-            if self._chan.closed or self._chan.eof_received:
-                return None
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no answer within {timeout:g} s")
-            time.sleep(0.02)
-        line, _, self._pending = self._pending.partition(b"\n")
-        return line.decode(errors="replace")
-
-    def stderr(self) -> str:
-        """What it printed on stderr so far (for error messages)."""
-        data = b""
-        while self._chan.recv_stderr_ready():
-            data += self._chan.recv_stderr(65536)
-        return data.decode(errors="replace")
-
-    def release(self) -> None:
-        """End it: closing the channel is the end of its session (the target side sees EOF)."""
-        if self.session._watch is not None:
-            self.session._watch.discard(self._chan)
-        with contextlib.suppress(Exception):
-            self._chan.close()
-
-
-class _LinkWatch:
-    """Probes the link and feeds the supervisors' heartbeats, on a thread of its own.
-
-    Every `keepalive_s` it asks the server for a reply (OpenSSH answers `keepalive@openssh.com`, as for
-    ssh's ServerAliveInterval) and writes one heartbeat byte to every supervised channel. A probe
-    unanswered for `stall_timeout_s` means the link is stalled: the transport is closed, which wakes
-    every blocked SFTP request and channel read at once, and `stalled` says why.
-    """
-
-    def __init__(self, transport: paramiko.Transport, times: LinkTimes) -> None:
-        self.transport = transport
-        self.times = times
-        self.stalled: str | None = None
-        self.channels: set[paramiko.Channel] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fbocc-link-watch", daemon=True)
-        self._thread.start()
-
-    def add(self, chan: paramiko.Channel) -> None:
-        with self._lock:
-            self.channels.add(chan)
-
-    def discard(self, chan: paramiko.Channel) -> None:
-        with self._lock:
-            self.channels.discard(chan)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _probe(self, answered: threading.Event) -> None:
-        try:
-            self.transport.global_request("keepalive@openssh.com", wait=True)
-        except Exception:  # a dead transport: is_active() tells the next round
-            pass
-        finally:
-            answered.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.times.keepalive_s):
-            if not self.transport.is_active():
-                return
-            with self._lock:
-                channels = list(self.channels)
-            for chan in channels:
-                with contextlib.suppress(Exception):  # a closed channel needs no heartbeat
-                    if not chan.closed and chan.send_ready():
-                        chan.send(b".")
-            answered = threading.Event()
-            threading.Thread(target=self._probe, args=(answered,), name="fbocc-link-probe", daemon=True).start()
-            if not answered.wait(self.times.stall_timeout_s) and not self._stop.is_set():
-                self.stalled = f"no answer from the target for {self.times.stall_timeout_s:g} s (the link stalled)"
-                with contextlib.suppress(Exception):
-                    self.transport.close()
-                return
-
-
-class _LineBuffer:
-    """Collects one output stream, calling `on_line` per complete line; strips our pgid marker line."""
-
-    def __init__(self, on_line: Callable[[str], None] | None, pgid_mark: bool = False) -> None:
-        self.on_line = on_line
-        self.chunks: list[bytes] = []
-        self.pending = b""
-        self.expect_mark = pgid_mark
-        self.pgid: int | None = None
-
-    def feed(self, data: bytes) -> None:
-        if self.expect_mark:
-            self.pending += data
-            if b"\n" not in self.pending:
-                return
-            first, _, rest = self.pending.partition(b"\n")
-            self.pending = b""
-            self.expect_mark = False
-            if first.startswith(_PGID_MARK):
-                self.pgid = int(first[len(_PGID_MARK):])
-                data = rest
-            else:
-                data = first + b"\n" + rest
-        self.chunks.append(data)
-        if self.on_line is not None:
-            self.pending += data
-            *lines, self.pending = self.pending.split(b"\n")
-            for line in lines:
-                self.on_line(line.decode(errors="replace"))
-
-    def finish(self) -> str:
-        if self.expect_mark and self.pending:
-            self.chunks.append(self.pending)
-        elif self.on_line is not None and self.pending:
-            self.on_line(self.pending.decode(errors="replace"))
-        return b"".join(self.chunks).decode(errors="replace")
-
-
 def connect_all(targets: Sequence[Target], fn: Callable[[TargetSession], T], *,
-                known_hosts: Path | None = None, accept_new: bool = False, connect_timeout: float = 10.0,
+                known_hosts: Path | None = None, accept_new: bool = False, connect_timeout: float | None = None,
                 max_workers: int | None = None) -> list[TargetOutcome[T]]:
     """Run `fn(session)` for every target in parallel (one connection each); outcomes in target order.
 
-    A target that fails (FboccError) does not stop the others; its outcome carries the error.
+    A target that fails (FboccError) does not stop the others; its outcome carries the error. Ctrl-C
+    closes every connection (their remote supervisors stop the remote work) and raises Interrupted at once.
     """
+    sessions: list[TargetSession] = []
 
     def one(target: Target) -> TargetOutcome[T]:
         started = time.monotonic()
         try:
-            with TargetSession(target, known_hosts=known_hosts, accept_new=accept_new,
-                               connect_timeout=connect_timeout) as session:
+            session = TargetSession(target, known_hosts=known_hosts, accept_new=accept_new,
+                                    connect_timeout=connect_timeout)
+            sessions.append(session)
+            with session:
                 value = fn(session)
             return TargetOutcome(target, value=value, seconds=time.monotonic() - started)
         except FboccError as exc:
@@ -679,5 +558,16 @@ def connect_all(targets: Sequence[Target], fn: Callable[[TargetSession], T], *,
 
     if len(targets) == 1:
         return [one(targets[0])]
-    with ThreadPoolExecutor(max_workers=max_workers or len(targets), thread_name_prefix="fbocc-target") as pool:
-        return list(pool.map(one, targets))
+    pool = ThreadPoolExecutor(max_workers=max_workers or len(targets), thread_name_prefix="fbocc-target")
+    futures = [pool.submit(one, t) for t in targets]
+    try:
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)
+    except KeyboardInterrupt:
+        for session in list(sessions):
+            session.close()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise Interrupted(f"interrupted; the connections to {', '.join(t.name for t in targets)} were closed "
+                          "and their remote work stopped", fix="run the same command again") from None
+    pool.shutdown()
+    return [f.result() for f in futures]
