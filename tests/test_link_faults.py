@@ -140,7 +140,7 @@ def test_stalled_link_ends_the_push_with_one_transfer_error_within_the_bound(
     assert proc.returncode == 5, err
     _one_error(err, "transfer error")
     assert re.search(r"stalled|no answer", err), err
-    assert "re-run" in err and "resume" in err, err
+    assert "run the same command again" in err and "resumes" in err, err
     # With the link back, the same command resumes and completes.
     _signal_all(_sshd_processes(slow_push_project["sshd"]), signal.SIGCONT)  # type: ignore[arg-type]
     slow_push_project["toml"](slow_push_project["sshd"].port)  # type: ignore[operator,attr-defined]

@@ -237,38 +237,39 @@ class TargetSession:
 
     def _open_hop(self, hop: Connection, files: list[Path], label: str) -> None:
         where = f"{hop.user}@{hop.host}:{hop.port}"
+        started = time.monotonic()
         try:
             hop.open()
         except FboccError:
             raise
-        except paramiko.BadHostKeyException as exc:
-            raise changed_key_error(exc, files, hop.host, int(hop.port), label) from exc
-        except paramiko.AuthenticationException as exc:
-            raise RemoteError(
-                f"authentication failed for {where}: {exc}", where=label,
-                fix="check identity_file / IdentityFile and that its public key is in the target's "
-                "~/.ssh/authorized_keys (and the user name)",
-            ) from exc
-        except paramiko.ChannelException as exc:
-            raise RemoteError(
-                f"the jump host could not open a connection to {hop.host}:{hop.port}: {exc}", where=label,
-                fix="check the target's host/port as seen from the jump host and that it is up",
-            ) from exc
-        except TimeoutError as exc:
-            raise RemoteError(
-                f"connecting to {where} timed out after {self.connect_timeout:g} s", where=label,
-                fix="check that the target is powered and reachable (network, VPN, ProxyJump)",
-            ) from exc
-        except (OSError, EOFError) as exc:
-            raise RemoteError(
-                f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}", where=label,
-                fix="check host, port and that sshd runs on the target (ssh_config alias, [targets] entry)",
-            ) from exc
-        except paramiko.SSHException as exc:
-            raise RemoteError(
-                f"SSH handshake with {where} failed: {exc}", where=label,
-                fix="check that the port speaks SSH and that a usable key is configured",
-            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            timed_out = time.monotonic() - started >= self.connect_timeout - 0.1
+            raise self._hop_error(exc, hop, files, label, where, timed_out) from exc
+
+    def _hop_error(self, exc: BaseException, hop: Connection, files: list[Path], label: str, where: str,
+                   timed_out: bool) -> FboccError:
+        """One error naming the failing hop and the fix."""
+        reach = "check that the target is powered and reachable (network, VPN, ProxyJump)"
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return changed_key_error(exc, files, hop.host, int(hop.port), label)
+        if isinstance(exc, paramiko.AuthenticationException):
+            return RemoteError(f"authentication failed for {where}: {exc}", where=label,
+                               fix="check identity_file / IdentityFile and that its public key is in the target's "
+                               "~/.ssh/authorized_keys (and the user name)")
+        if isinstance(exc, paramiko.ChannelException):
+            return RemoteError(f"the jump host could not open a connection to {hop.host}:{hop.port}: {exc}",
+                               where=label, fix="check the target's host/port as seen from the jump host and that "
+                               "it is up")
+        if isinstance(exc, TimeoutError) or timed_out:
+            # paramiko words a handshake that ran out of time in many ways ("No existing session", ...)
+            return RemoteError(f"connecting to {where} timed out after {self.connect_timeout:g} s", where=label,
+                               fix=reach)
+        if isinstance(exc, (OSError, EOFError)):
+            return RemoteError(f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}", where=label,
+                               fix="check host, port and that sshd runs on the target (ssh_config alias, [targets] "
+                               "entry)")
+        return RemoteError(f"SSH handshake with {where} failed: {exc}", where=label,
+                           fix="check that the port speaks SSH and that a usable key is configured")
 
     def close(self) -> None:
         """Close the SFTP session, the connection and every jump-host connection."""
