@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fbocc.config import Target
+from fbocc.target.artefacts import collect_artefacts
 from fbocc.target.supervision import GRACE_S, LinkTimes
 from tests.sshd import SshServer
 from tests.test_push import CuttingProxy, make_onnx, make_samples
@@ -289,3 +291,61 @@ def test_default_deadlines_are_what_the_readme_says() -> None:
     assert "exit 5" in section and "exit 6" in section
 
 
+
+
+# --- the store under faults ----------------------------------------------------------------------------
+
+
+def test_reassembling_an_existing_set_never_leaves_current_dangling(sshd: SshServer, tmp_path: Path) -> None:
+    from fbocc.target.push import push_artifacts
+    from fbocc.target.transport import TargetSession
+    from tests.test_push import target_for
+
+    root = tmp_path / "artefacts"
+    root.mkdir()
+    make_onnx(root / "m.onnx", weights=1024)
+    make_samples(root / "samples")
+    aset = collect_artefacts(onnx=root / "m.onnx", plugin=None, samples=root / "samples")
+    workdir = tmp_path / "remote"
+    target = target_for(sshd, workdir, python=sys.executable)
+    dangling: list[float] = []
+    with TargetSession(target, known_hosts=sshd.known_hosts) as session:
+        push_artifacts(session, aset)
+        for _ in range(5):
+            (workdir / "sets" / aset.set_hash / "fbocc-set.json").unlink()  # forces a re-assembly in place
+            done = threading.Event()
+
+            def watch(done: threading.Event = done) -> None:
+                while not done.is_set():
+                    if not os.path.isdir(workdir / "current"):
+                        dangling.append(time.monotonic())
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                push_artifacts(session, aset)
+            finally:
+                done.set()
+                watcher.join()
+            assert (workdir / "current" / "fbocc-set.json").is_file()
+    assert not dangling, f"`current` pointed at nothing {len(dangling)} times"
+
+
+def test_uploads_left_by_a_dead_push_are_reclaimed_by_the_next_push(sshd: SshServer, tmp_path: Path) -> None:
+    from fbocc.target.push import push_artifacts
+    from fbocc.target.transport import TargetSession
+    from tests.test_push import target_for
+
+    root = tmp_path / "artefacts"
+    root.mkdir()
+    make_onnx(root / "m.onnx", weights=1024)
+    make_samples(root / "samples")
+    aset = collect_artefacts(onnx=root / "m.onnx", plugin=None, samples=root / "samples")
+    workdir = tmp_path / "remote"
+    orphan = workdir / "objects" / ("ab" * 32 + ".part")
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"half of a file from a push that was killed")
+    with TargetSession(target_for(sshd, workdir, python=sys.executable), known_hosts=sshd.known_hosts) as session:
+        push_artifacts(session, aset)
+    assert not orphan.exists()
+    assert not list((workdir / "objects").glob("*.part"))
