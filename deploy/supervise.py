@@ -325,7 +325,8 @@ def cmd_lock(args):
         os.makedirs(parent, exist_ok=True)
         fd = os.open(args.file, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        say("FBOCC_LOCK_ERROR " + json.dumps({"message": "cannot create {}: {}".format(args.file, exc.strerror)}))
+        say("FBOCC_LOCK_ERROR " + json.dumps({"message": "cannot create {}: {}".format(args.file, exc.strerror),
+                                              "errno": errno.errorcode.get(exc.errno or 0, "")}))
         return 2
     watch = SessionWatch(args.heartbeat)
     deadline = time.monotonic() + max(0.0, args.wait)

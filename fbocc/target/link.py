@@ -49,10 +49,14 @@ class HeldCommand:
             data += self._chan.recv_stderr(65536)
         return data.decode(errors="replace")
 
-    def release(self) -> None:
-        """End it: closing the channel is the end of its session (the target side sees EOF)."""
+    def release(self, wait_s: float = 2.0) -> None:
+        """End it: EOF on its stdin ends it on the target; wait up to `wait_s` for it to be gone, then close."""
         if self._watch is not None:
             self._watch.discard(self._chan)
+        with contextlib.suppress(Exception):
+            if not self._chan.closed:
+                self._chan.shutdown_write()
+                self._chan.status_event.wait(wait_s)
         with contextlib.suppress(Exception):
             self._chan.close()
 

@@ -155,6 +155,8 @@ def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
                 raise RemoteError(lock_holder_message(session.label, doc or {}), where=session.label,
                                   fix="wait for it to finish, or re-run with --wait-lock SECONDS to wait for it")
             if line.startswith("FBOCC_LOCK_ERROR "):
+                if (doc or {}).get("errno") in ("EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT"):
+                    return False  # nobody can write there: the command's own checks name the problem
                 message = str((doc or {}).get("message", line))
                 if "symbolic link" in message:
                     message = f"the workdir {message}: it is a broken link"
