@@ -93,8 +93,10 @@ def supervised_command(python: str, command: str, times: LinkTimes, *, marker: s
     for path in remove:
         words += ["--remove", path]
     words += ["--", command]
+    # Without the supervisor the heartbeat bytes have no reader: the command gets /dev/null as stdin.
     fallback = (f"if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c {_quote(_PGID_SCRIPT)} "
-                f"fbocc {_quote(command)}; else exec /bin/sh -c {_quote(_PGID_SCRIPT)} fbocc {_quote(command)}; fi")
+                f"fbocc {_quote(command)} </dev/null; else exec /bin/sh -c {_quote(_PGID_SCRIPT)} fbocc "
+                f"{_quote(command)} </dev/null; fi")
     return (f"if command -v {_quote(python)} >/dev/null 2>&1; then exec {_python_call(python, words)}; "
             f"else {fallback}; fi")
 
@@ -171,11 +173,16 @@ def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
         session.on_open.append(retake)
     try:
         yield locked
+    except BaseException:
+        for proc in held:  # on the way out of an error or Ctrl-C: no waiting for the holder's exit
+            proc.release(wait_s=0)
+        raise
+    else:
+        for proc in held:
+            proc.release()
     finally:
         if locked:
             session.on_open.remove(retake)
-        for proc in held:
-            proc.release()
 
 
 def clean_command(python: str, runs_dir: str) -> str:
