@@ -349,3 +349,47 @@ def test_uploads_left_by_a_dead_push_are_reclaimed_by_the_next_push(sshd: SshSer
         push_artifacts(session, aset)
     assert not orphan.exists()
     assert not list((workdir / "objects").glob("*.part"))
+
+
+def test_sshd_killed_during_validate_leaves_no_remote_process_and_no_part_folder(
+        sshd: SshServer, isolated_home: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime_extensions")
+    from fbocc.target.transport import TargetSession
+    from tests.test_run_sequence import make_sequence_set
+    from tests.test_validate import push_current
+
+    export = tmp_path / "export"
+    make_sequence_set(export)
+    remote = tmp_path / "remote"
+    # The target's python, made slow for the sequence runner only while the flag file exists.
+    flag = tmp_path / "slow"
+    flag.write_text("")
+    slow_python = tmp_path / "bin" / "python3"
+    slow_python.parent.mkdir()
+    slow_python.write_text(f'#!/bin/sh\nif [ "$1 $2" = "-m deploy.run_sequence" ] && [ -e {flag} ]; then '
+                           f"sleep 31.7; fi\nexec {sys.executable} \"$@\"\n")
+    slow_python.chmod(0o755)
+    target = Target(name="loop", host=sshd.host, port=sshd.port, user=sshd.user, identity_file=sshd.client_key,
+                    workdir=str(remote), python=str(slow_python), stall_timeout_s=2)
+    with TargetSession(target, known_hosts=sshd.known_hosts) as session:
+        push_current(session, export)
+    Path("fbocc.toml").write_text(
+        sshd.target_toml("loop", remote, python=str(slow_python)) + "stall_timeout_s = 2\n"
+        + f'\n[project]\nknown_hosts = "{sshd.known_hosts}"\nresults_dir = "{tmp_path / "results"}"\n')
+    proc = _fbocc(["validate", "loop", "--backend", "onnxruntime", "--samples", str(export / "samples")], Path.cwd())
+    _wait_for(lambda: bool(_remote_processes("sleep 31.7")) or proc.poll() is not None, 60, "the sequence to start")
+    assert proc.poll() is None, proc.communicate()
+    _signal_all(_sshd_processes(sshd), signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 6, err
+    _one_error(err, "remote error")
+    assert "connection to loop lost while validating" in err, err
+    _wait_for(lambda: not _remote_processes("sleep 31.7"), GRACE_S + 3, "the remote sequence run to stop")
+    assert not list((remote / "runs").glob("*.part")) and not list((remote / "runs").glob("*.fbocc-run"))
+    flag.unlink()
+    sshd.proc = None
+    sshd.start()
+    again = _fbocc(["validate", "loop", "--backend", "onnxruntime", "--samples", str(export / "samples")], Path.cwd())
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert not list((remote / "runs").glob("*.part")) and not list((remote / "runs").glob("*.fbocc-run"))
