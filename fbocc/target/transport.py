@@ -179,9 +179,9 @@ class TargetSession:
         if t.proxy_jump:
             for hop in _parse_jump(t.proxy_jump):
                 gateway = Connection(hop, config=cfg.clone(), gateway=gateway,
-                                     connect_timeout=int(self.connect_timeout))
+                                     connect_timeout=self.connect_timeout)
         kwargs: dict[str, Any] = {"config": cfg, "connect_kwargs": connect_kwargs,
-                                  "connect_timeout": int(self.connect_timeout)}
+                                  "connect_timeout": self.connect_timeout}
         if t.port is not None:
             kwargs["port"] = t.port
         if t.user is not None:
