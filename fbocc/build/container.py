@@ -157,17 +157,18 @@ def build_image(context_dir: Path, dockerfile: str, tag: str, *, buildargs: Mapp
     """Build `tag` from `context_dir` with networking off, streaming the build output; return its id."""
     client = _client(timeout=3600)
     try:
-        stream = client.api.build(path=str(context_dir), dockerfile=dockerfile, tag=tag,
-                                  buildargs=dict(buildargs), labels=dict(labels), network_mode="none",
-                                  rm=True, forcerm=True, decode=True, pull=False)
         last_error: str | None = None
-        for chunk in stream:
-            if "stream" in chunk:
-                for line in str(chunk["stream"]).splitlines():
-                    if line.strip():
-                        on_line(line)
-            if "error" in chunk:
-                last_error = str(chunk.get("error", "")).strip()
+        with _daemon_guard(f"building image {tag}"):
+            stream = client.api.build(path=str(context_dir), dockerfile=dockerfile, tag=tag,
+                                      buildargs=dict(buildargs), labels=dict(labels), network_mode="none",
+                                      rm=True, forcerm=True, decode=True, pull=False)
+            for chunk in stream:
+                if "stream" in chunk:
+                    for line in str(chunk["stream"]).splitlines():
+                        if line.strip():
+                            on_line(line)
+                if "error" in chunk:
+                    last_error = str(chunk.get("error", "")).strip()
         if last_error is not None:
             raise BuildError(f"building image {tag} from {context_dir / dockerfile} failed: {last_error}",
                              fix="read the build output above; the step that failed is named there")
@@ -182,7 +183,8 @@ def import_rootfs(tarball: Path, repository: str, tag: str, *, labels: Mapping[s
     client = _client(timeout=3600)
     try:
         changes = [f'LABEL {k}="{v}"' for k, v in (labels or {}).items()]
-        client.api.import_image_from_file(str(tarball), repository=repository, tag=tag, changes=changes)
+        with _daemon_guard(f"importing {tarball.name} as {repository}:{tag}"):
+            client.api.import_image_from_file(str(tarball), repository=repository, tag=tag, changes=changes)
         return str(client.images.get(f"{repository}:{tag}").id)
     finally:
         client.close()

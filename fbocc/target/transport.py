@@ -449,7 +449,7 @@ class TargetSession:
         Closing the channel is enough for a supervised command (its supervisor sees EOF and stops the
         group); the explicit kill covers targets without Python, on a short deadline in the background.
         """
-        deadline = time.monotonic() + 0.5
+        deadline = time.monotonic() + 0.3
         while pgid is None and time.monotonic() < deadline and not chan.closed:
             if chan.recv_stderr_ready():
                 line = chan.recv_stderr(256)
@@ -475,7 +475,7 @@ class TargetSession:
 
         worker = threading.Thread(target=kill, name="fbocc-kill-group", daemon=True)
         worker.start()
-        worker.join(1.5)
+        worker.join(1.2)
 
     def files(self) -> FileChannel:
         """The session's SFTP channel (opened once); RemoteError when the target's sshd has no SFTP."""
@@ -490,9 +490,12 @@ class TargetSession:
         """
         transport = self._transport
         try:
-            client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE,
-                                                        max_packet_size=MAX_PACKET)
-            # (from_transport opens its channel with paramiko's default timeout; the link watch bounds it)
+            # SFTPClient.from_transport, with the stall deadline on opening the channel (paramiko's is an hour)
+            chan = transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET,
+                                          timeout=self.times.stall_timeout_s)
+            chan.settimeout(timeout if timeout is not None else self.times.stall_timeout_s)
+            chan.invoke_subsystem("sftp")
+            client = paramiko.SFTPClient(chan)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not transport.is_active():
                 raise ConnectionLost(f"the connection to {self.label} was lost opening SFTP: {exc}",
