@@ -393,3 +393,29 @@ def test_sshd_killed_during_validate_leaves_no_remote_process_and_no_part_folder
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
     assert not list((remote / "runs").glob("*.part")) and not list((remote / "runs").glob("*.fbocc-run"))
+
+
+def test_a_run_whose_supervisor_was_killed_is_cleaned_up_by_the_next_run(bench_target: dict[str, object]) -> None:
+    work = Path(str(bench_target["work"]))
+    remote = Path(str(bench_target["remote"]))
+    pattern = f"trtexec_double.py --loadEngine={remote}"  # the benchmark process itself
+    proc = _fbocc(["remote-bench", "loop", "--precision", "fp32", "--duration", "120", "--warmup", "0"], work)
+    _wait_for(lambda: bool(_remote_processes(pattern)) or proc.poll() is not None, 60, "the benchmark to start")
+    bench_pid = int(_remote_processes(pattern)[0].split()[0])
+    pgid = os.getpgid(bench_pid)
+    supervisor = int(subprocess.run(["ps", "-o", "ppid=", "-p", str(pgid)], capture_output=True,
+                                    text=True).stdout.strip())
+    assert "fbocc-supervise" in Path(f"/proc/{supervisor}/cmdline").read_text()
+    # Both ends die at once (the supervisor killed by the OOM killer, the laptop's fbocc killed): nothing
+    # cleans up the run folder; the next fbocc on this workdir must.
+    os.kill(supervisor, signal.SIGKILL)
+    proc.kill()
+    proc.communicate(timeout=30)
+    # (whatever of the benchmark still runs, killing an orphaned group is tested in test_supervise.py)
+    assert list((remote / "runs").glob("*.fbocc-run"))
+    again = _fbocc(["remote-bench", "loop", "--precision", "fp32", "--iterations", "3", "--warmup", "0"], work)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert f"removed the leftovers of an earlier run (benchmarking by pid {proc.pid} on" in err, err
+    assert not _remote_processes(pattern)
+    assert [p.name for p in (remote / "runs").iterdir()] == []
