@@ -318,7 +318,7 @@ def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: 
         with lock:
             running = list(live.values())
         for session in running:
-            session.close()  # the target's supervisor sees its session end and stops the running step
+            session.abort()  # the target's supervisor sees its session end and stops the running step
         pool.shutdown(wait=False, cancel_futures=True)
         raise Interrupted(f"interrupted; the running remote steps on {', '.join(t.name for t in targets)} "
                           "were stopped") from None

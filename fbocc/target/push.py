@@ -280,7 +280,7 @@ class _Pusher:
             self._stop.set()
             for channel in list(channels):
                 channel.close()
-            self.session.close()
+            self.session.abort()
             raise
         finally:
             pool.shutdown(wait=not aborted, cancel_futures=aborted)

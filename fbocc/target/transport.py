@@ -135,6 +135,7 @@ class TargetSession:
         self.connect_timeout = self.times.connect_timeout_s
         self.activity = "running a command"
         self.on_open: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to retake a lock
+        self._aborted = False
         self._watch: LinkWatch | None = None
         self._conn: Connection | None = None
         self._files: FileChannel | None = None
@@ -210,6 +211,8 @@ class TargetSession:
 
     def open(self) -> None:
         """Connect (every hop checked against known_hosts); raise RemoteError naming the failing hop."""
+        if self._aborted:
+            raise Interrupted(f"interrupted; the connection to {self.label} was closed")
         if self._conn is not None and self._conn.is_connected:
             return
         self.close()
@@ -283,6 +286,14 @@ class TargetSession:
                 with contextlib.suppress(Exception):
                     hop.close()
             self._conn = None
+
+    def abort(self) -> None:
+        """Close the connection for good (Ctrl-C from another thread): blocked calls fail now, none reconnects.
+
+        The target's supervisors see their sessions end and stop the remote work.
+        """
+        self._aborted = True
+        self.close()
 
     def reconnect(self) -> None:
         """Drop the connection (if any) and open a fresh one."""
@@ -569,7 +580,7 @@ def connect_all(targets: Sequence[Target], fn: Callable[[TargetSession], T], *,
             wait(futures, timeout=0.2)
     except KeyboardInterrupt:
         for session in list(sessions):
-            session.close()
+            session.abort()
         pool.shutdown(wait=False, cancel_futures=True)
         raise Interrupted(f"interrupted; the connections to {', '.join(t.name for t in targets)} were closed "
                           "and their remote work stopped", fix="run the same command again") from None
