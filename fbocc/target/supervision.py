@@ -32,7 +32,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fbocc.assets import asset_dir
-from fbocc.errors import RemoteError
+from fbocc.errors import Interrupted, RemoteError
 
 if TYPE_CHECKING:
     from fbocc.target.transport import HeldCommand, TargetSession
@@ -173,9 +173,13 @@ def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
         session.on_open.append(retake)
     try:
         yield locked
-    except BaseException:
-        for proc in held:  # on the way out of an error or Ctrl-C: no waiting for the holder's exit
+    except (KeyboardInterrupt, Interrupted):
+        for proc in held:  # Ctrl-C: no waiting for the holder's exit (the supervisor ends it)
             proc.release(wait_s=0)
+        raise
+    except BaseException:
+        for proc in held:  # an error: the lock is free when the error reaches the user
+            proc.release()
         raise
     else:
         for proc in held:
