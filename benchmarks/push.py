@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fbocc.config import Target  # noqa: E402
+from fbocc.config import Target, cache_dir  # noqa: E402
 from fbocc.target.artefacts import HashCache, collect_artefacts  # noqa: E402
 from fbocc.target.push import push_artifacts  # noqa: E402
 from fbocc.target.transport import TargetSession  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="bench-push: %(name)s: %(message)s")
     logging.getLogger("fbocc").setLevel(logging.INFO)
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fbocc" / f"bench-push-{args.mb}"
+    cache = cache_dir() / f"bench-push-{args.mb}"
     print(f"bench-push: artefacts in {cache}", file=sys.stderr)
     arts = make_artefacts(cache, args.mb)
     tmp = Path(tempfile.mkdtemp(prefix="fbocc-bench-push-"))

@@ -18,7 +18,8 @@ def write(path: Path, text: str) -> Path:
 
 def test_builtin_profiles_are_all_present(isolated_home: Path) -> None:
     cfg = load_config()
-    assert {"drive-os-6.0.10", "drive-os-6.5", "jetpack-6", "x86_64", "sim"} <= set(cfg.profiles)
+    assert {"drive-os-6.0.10", "drive-os-6.5.1", "jetpack-6", "x86_64", "sim"} <= set(cfg.profiles)
+    assert cfg.profile("drive-os-6.5").name == "drive-os-6.5.1"  # the earlier name still works
     drive = cfg.profile("drive-os-6.0.10")
     assert drive.base_image == "nvcr.io/drive/driveos-sdk/drive-agx-orin-linux-aarch64-sdk-build-x86:6.0.10.0-0009"
     assert drive.cuda_target_dir == "/usr/local/cuda-11.4/targets/aarch64-linux"

@@ -38,7 +38,7 @@ def test_deploy_imports_only_stdlib_numpy_tensorrt() -> None:
 
 
 def test_lint_ruff_and_mypy_clean() -> None:
-    ruff = subprocess.run([str(BIN / "ruff"), "check", "fbocc", "tests"], cwd=REPO, capture_output=True,
+    ruff = subprocess.run([str(BIN / "ruff"), "check", "fbocc", "tests", "tools"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert ruff.returncode == 0, ruff.stdout
     mypy = subprocess.run([str(BIN / "mypy")], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -72,6 +72,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert str(env_dir) in location, "the installed wheel, not the checkout, must be imported"
     assert all((Path(location).parent / "_assets" / name).is_dir() for name in ("plugins", "cross", "docker"))
     assert (Path(location).parent.parent / "deploy" / "run_sequence.py").is_file(), "deploy/ is a package of its own"
+    shipped = {p.relative_to(Path(location).parent).as_posix() for p in Path(location).parent.rglob("*.py")}
+    assert not {"old_toolchain.py", "ops/elf.py", "ops/workloads.py"} & shipped, "development tooling in the wheel"
     shown = subprocess.run([str(env_dir / "bin" / "fbocc"), "config", "show", "--json"], cwd=elsewhere,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
@@ -81,7 +83,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
 ORCHESTRATION = ["fbocc.config", "fbocc.target.transport", "fbocc.target.push", "fbocc.target.bench",
                  "fbocc.build.cross_build", "fbocc.build.container", "fbocc.results.report", "fbocc.results.history",
                  "fbocc.doctor", "fbocc.target.validate", "fbocc.target.trtexec", "fbocc.results.metrics", "fbocc.cli",
-                 "fbocc.old_toolchain"]
+                 "fbocc.build.profile_image", "fbocc.build.debian_base"]
 
 
 def test_orchestration_side_never_imports_torch_or_the_model() -> None:

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from fbocc.build.cross_build import Artefact, BuildManifest
 from fbocc.cli import run as cli
 from fbocc.config import Target
-from fbocc.errors import Interrupted, RemoteError, TransferError, ValidationError
+from fbocc.errors import BuildError, Interrupted, RemoteError, TransferError, ValidationError
 from fbocc.export.onnx_graph import external_data_files
 from fbocc.export.samples import save_manifest, write_tensor
 from fbocc.target.artefacts import ArtefactSet, HashCache, collect_artefacts
@@ -299,6 +299,45 @@ def test_ctrl_c_mid_push_keeps_current_and_the_next_push_resumes(sshd: SshServer
         resumed = push_artifacts(session, changed)
     assert resumed.resumed == 1 and resumed.bytes_sent < weights.size
     assert_set_matches(workdir, changed)
+
+
+def trtexec_at(tmp_path: Path, version: str) -> Path:
+    """The trtexec double (tests/doubles/, a TensorRT stand-in) answering as TensorRT `version`."""
+    import sys
+
+    double = Path(__file__).parent / "doubles" / "trtexec_double.py"
+    wrapper = tmp_path / f"trtexec-{version}"
+    wrapper.write_text(f"#!/bin/sh\nFBOCC_DOUBLE_TRT_VERSION={version} exec {sys.executable} {double} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_a_plugin_built_for_another_tensorrt_major_is_refused_before_sending(
+        sshd: SshServer, artefacts: dict[str, Path], tmp_path: Path) -> None:
+    lib = artefacts["plugin"] / "libfbocc_plugins.so"
+    built = BuildManifest(
+        profile="drive-os-6.5.1", target_arch="aarch64", image="i", image_id="sha256:0", cuda_version="11.4",
+        tensorrt_version="10.8.0", toolchain={}, source_dir="plugins", source_hash="0", recipe_hash="0",
+        cache_key="0", make_args="", compile_flags=[], cuda_archs=["87"], duration_s=0.0, cache="miss",
+        transfer="archive", built_at="2026-01-01T00:00:00Z",
+        artefacts=[Artefact(file=lib.name, sha256=sha(lib), size=lib.stat().st_size, machine="EM_AARCH64",
+                            cubin_archs=["87"], ptx_archs=[], needed=[], registration_symbols=[])])
+    (artefacts["plugin"] / "fbocc-build.json").write_text(built.to_json())
+    aset = collect(artefacts, tmp_path)
+    workdir = tmp_path / "w"
+    eleven = target_for(sshd, workdir, trtexec=str(trtexec_at(tmp_path, "11.4.1")))
+    with TargetSession(eleven, known_hosts=sshd.known_hosts) as session, pytest.raises(BuildError) as refused:
+        push_artifacts(session, aset)
+    assert refused.value.message == ("libfbocc_plugins.so: built with TensorRT 10.8.0 headers, the target runs "
+                                     "TensorRT 11.4.1: plugins would not register (the plugin interfaces of "
+                                     "TensorRT 10 and 11 differ)")
+    assert (refused.value.fix or "").startswith("rebuild for this TensorRT: fbocc cross-build --profile ")
+    assert "jetpack-7.2.2" in (refused.value.fix or "")
+    assert not (workdir / "current").exists() and not list((workdir / "objects").glob("*"))  # nothing sent
+    same_major = target_for(sshd, workdir, trtexec=str(trtexec_at(tmp_path, "10.16.0")))
+    with TargetSession(same_major, known_hosts=sshd.known_hosts) as session:
+        push_artifacts(session, aset)
+    assert_set_matches(workdir, aset)
 
 
 def test_out_of_space_is_refused_before_sending(sshd: SshServer, artefacts: dict[str, Path],

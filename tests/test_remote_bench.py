@@ -252,6 +252,34 @@ def test_trt10_target_gets_static_plugins(loop_target: dict, capsys: pytest.Capt
     assert any(a.startswith("--staticPlugins=") for a in r["command"])
 
 
+def test_a_plugin_built_for_another_major_stops_before_any_engine_is_built(
+        loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pushed while the target ran TensorRT 10.8 (same major: accepted), then the target moved to TensorRT 11."""
+    from fbocc.build.cross_build import Artefact, BuildManifest
+
+    cur = make_artifacts(loop_target["local"])
+    lib = cur / "libfbocc_plugins.so"
+    (cur / "fbocc-build.json").write_text(BuildManifest(
+        profile="drive-os-6.5.1", target_arch="aarch64", image="i", image_id="sha256:0", cuda_version="11.4",
+        tensorrt_version="10.8.0", toolchain={}, source_dir="plugins", source_hash="0", recipe_hash="0",
+        cache_key="0", make_args="", compile_flags=[], cuda_archs=["87"], duration_s=0.0, cache="miss",
+        transfer="archive", built_at="2026-01-01T00:00:00Z",
+        artefacts=[Artefact(file=lib.name, sha256=hashlib.sha256(lib.read_bytes()).hexdigest(),
+                            size=lib.stat().st_size, machine="EM_AARCH64", cubin_archs=["87"], ptx_archs=[],
+                            needed=[], registration_symbols=[])]).to_json())
+    launcher = Path(loop_target["target"].trtexec)
+    launcher.write_text(launcher.read_text().replace(":-8.6.13", ":-10.8.0"))
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    launcher.write_text(launcher.read_text().replace(":-10.8.0", ":-11.1.0"))
+    code = run(["remote-bench", "loop", "--precision", "fp16", "--iterations", "5"])
+    errtext = capsys.readouterr().err
+    assert code == 4, errtext
+    assert ("libfbocc_plugins.so: built with TensorRT 10.8.0 headers, the target runs TensorRT 11.1.0: plugins "
+            "would not register (the plugin interfaces of TensorRT 10 and 11 differ)") in errtext
+    assert "fix: rebuild for this TensorRT: fbocc cross-build --profile" in errtext
+    assert not (loop_target["remote"] / "engines").exists() or not list((loop_target["remote"] / "engines").iterdir())
+
+
 def test_onnxruntime_backend_records_a_labelled_result(loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
     cur = make_artifacts(loop_target["local"], custom_op=None)
     upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])

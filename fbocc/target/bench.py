@@ -147,7 +147,7 @@ def _bench_target(session: TargetSession, options: BenchOptions, results_dir: Pa
         outcome.results.append(result)
         outcome.paths.append(save_result(results_dir, result))
         return outcome
-    version = require_tensorrt(session, probe)
+    version = require_tensorrt(session, probe, pushed=pushed)  # stops a plugin built for another major
     manifest = pushed_samples_manifest(session, pushed, samples_dir)
     frame_id, inputs, shapes = frame_inputs(manifest, pushed.samples, options.frame)
     profile = manifest.get("profile") or {}

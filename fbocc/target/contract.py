@@ -35,6 +35,7 @@ from typing import Any
 
 from deploy import protocol
 from fbocc.errors import RemoteError
+from fbocc.target.artefacts import BUILD_MANIFEST
 from fbocc.target.store import SET_MANIFEST
 from fbocc.target.transport import TargetSession, quote
 from fbocc.target.trtexec import BuildSpec, TrtVersion, build_command, diagnose_failure, supported
@@ -67,6 +68,7 @@ class PushedSet:
     deploy: str
     set_hash: str | None = None
     files: dict[str, str] = field(default_factory=dict, compare=False)  # path in the set -> sha256
+    plugin_tensorrt: str | None = None  # TensorRT of the plugin library's headers (its fbocc-build.json)
 
     @property
     def samples_manifest_sha256(self) -> str | None:
@@ -89,12 +91,14 @@ def locate_pushed_set(session: TargetSession) -> PushedSet:
         f"cd {quote(root)} 2>/dev/null || exit 3; for f in *.onnx *.so; do [ -f \"$f\" ] && echo \"$f\"; done; "
         "[ -f samples/manifest.json ] && echo samples/manifest.json; "
         "[ -f deploy/__init__.py ] && echo deploy/__init__.py;"
+        f" [ -f {BUILD_MANIFEST} ] && {{ echo FBOCC_BUILD; cat {BUILD_MANIFEST}; echo; }};"
         f" [ -f {SET_MANIFEST} ] && {{ echo FBOCC_SET; cat {SET_MANIFEST}; }}; exit 0",
         timeout=60, check=False)
     if listing.exit_code == 3:
         raise RemoteError(f"nothing has been pushed to {session.label}:{root}", where=session.label,
                           fix=f"run `fbocc push-to-target {session.label}` first")
     head, _, set_json = listing.stdout.partition("FBOCC_SET\n")
+    head, _, build_json = head.partition("FBOCC_BUILD\n")
     names = head.split()
     set_doc: dict[str, Any] = {}
     if set_json.strip():
@@ -117,7 +121,33 @@ def locate_pushed_set(session: TargetSession) -> PushedSet:
                               "the artefact set is incomplete")
     files = {str(f.get("path")): str(f.get("sha256")) for f in set_doc.get("files", []) if isinstance(f, dict)}
     return PushedSet(root=root, onnx=f"{root}/{onnx[0]}", plugin=f"{root}/{plugins[0]}" if plugins else None,
-                     samples=f"{root}/samples", deploy=f"{root}/deploy", set_hash=set_doc.get("set"), files=files)
+                     samples=f"{root}/samples", deploy=f"{root}/deploy", set_hash=set_doc.get("set"), files=files,
+                     plugin_tensorrt=_headers_tensorrt(build_json))
+
+
+def _headers_tensorrt(build_json: str) -> str | None:
+    try:
+        value = json.loads(build_json).get("tensorrt_version") if build_json.strip() else None
+    except (ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def target_tensorrt_version(session: TargetSession) -> str | None:
+    """The target's TensorRT version from its trtexec banner, before anything is pushed (None: no trtexec)."""
+    t = session.target
+    res = session.run(f"{quote(t.trtexec)} --help 2>&1 | head -n 5", timeout=60, check=False)
+    return protocol.trt_version_from_banner(res.stdout + res.stderr)
+
+
+def require_plugin_abi(session: TargetSession, headers: str | None, target_tensorrt: str | None,
+                       library: str) -> None:
+    """Stop (BuildError) when the plugin library was built for another TensorRT major than the target's: its
+    plugins would not register there (plugins/common/loadedTensorRT.cpp), so nothing is built with it."""
+    from fbocc.build.tensorrt_abi import check_plugin_abi
+    from fbocc.config import builtin_profiles
+
+    check_plugin_abi(headers, target_tensorrt, library=library, target=session.label, profiles=builtin_profiles())
 
 
 def pushed_samples_manifest(session: TargetSession, pushed: PushedSet, local_samples: Path | None) -> dict[str, Any]:
@@ -214,8 +244,10 @@ def probe_target(session: TargetSession, pushed: PushedSet, *, precisions: Seque
     return TargetProbe(environment=env, engine_keys=keys, builder=builder, keys_error=error)
 
 
-def require_tensorrt(session: TargetSession, probe: TargetProbe, *, trtexec: bool = True) -> TrtVersion:
-    """The target's TensorRT version, when commands can be made for it (and trtexec runs, if needed)."""
+def require_tensorrt(session: TargetSession, probe: TargetProbe, *, trtexec: bool = True,
+                     pushed: PushedSet | None = None) -> TrtVersion:
+    """The target's TensorRT version, when commands can be made for it (and trtexec runs, if needed) and the
+    pushed plugin library (when `pushed` is given) was built for its major."""
     label = session.label
     trt = probe.tensorrt
     if trtexec and not trt.get("trtexec_available"):
@@ -230,6 +262,8 @@ def require_tensorrt(session: TargetSession, probe: TargetProbe, *, trtexec: boo
     if not supported(version):
         raise RemoteError(f"TensorRT {version} on {label} is not supported (8.6, 10.x, 11.x are)", where=label,
                           fix="use a DRIVE OS 6.0.10+ / JetPack 6 image")
+    if pushed is not None and pushed.plugin:
+        require_plugin_abi(session, pushed.plugin_tensorrt, str(trt["version"]), PurePosixPath(pushed.plugin).name)
     return version
 
 
@@ -275,7 +309,7 @@ def ensure_engine(session: TargetSession, pushed: PushedSet, probe: TargetProbe,
         raise RemoteError(f"cannot compute the {precision} engine cache key on {session.label}: "
                           f"{probe.keys_error or 'no answer'}", where=session.label,
                           fix="re-run `fbocc push-to-target` (the samples or ONNX on the target are damaged)")
-    version = require_tensorrt(session, probe, trtexec=builder == "trtexec")
+    version = require_tensorrt(session, probe, trtexec=builder == "trtexec", pushed=pushed)
     engine = str(key["engine"])
     record = EngineRecord(precision=precision, builder=builder, tensorrt=str(version), key=str(key["key"]),
                           path=engine, sha256=key.get("sha256"), cached=True, onnx_sha256=key.get("onnx_sha256"),

@@ -13,6 +13,7 @@ sent; a half-pushed set is never `current`.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -406,12 +407,28 @@ def push_artifacts(session: TargetSession, aset: ArtefactSet, *, progress: PushP
     and the push resumes; `verify=True` re-hashes every object already on the target. The workdir's lock
     is held throughout (another fbocc there: RemoteError, or wait up to `wait_lock_s`).
     """
+    _require_plugin_abi(session, aset)
     try:
         with session.doing("pushing"), workdir_lock(session, "pushing", wait_lock_s, on_note) as locked:
             return _Pusher(session, aset, progress or _NoProgress(), parallel, retries, verify, locked).run()
     except (KeyboardInterrupt, Interrupted):  # Ctrl-C here or inside a remote command (already killed)
         raise Interrupted(f"push to {session.label} interrupted; `current` still points at the previous set",
                           fix="re-run the same command: finished files are kept and partial ones resume") from None
+
+
+def _require_plugin_abi(session: TargetSession, aset: ArtefactSet) -> None:
+    """Before sending anything: a plugin library built for another TensorRT major than the target's stops here."""
+    from fbocc.target.contract import require_plugin_abi, target_tensorrt_version
+
+    manifest = next((f for f in aset.files if f.role == "plugin-manifest"), None)
+    if manifest is None or aset.plugin is None:
+        return
+    try:
+        headers = json.loads(manifest.local.read_text()).get("tensorrt_version")
+    except (OSError, ValueError, AttributeError):
+        return  # collect_artefacts already read it; a file changed since is caught by the hashes
+    if headers:
+        require_plugin_abi(session, str(headers), target_tensorrt_version(session), aset.plugin)
 
 
 def push_to_targets(targets: Sequence[Target], aset: ArtefactSet, *, known_hosts: Path | None = None,

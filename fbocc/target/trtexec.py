@@ -8,7 +8,11 @@ target. Version differences handled here:
 - build without inference: `--skipInference` (8.6 and later; `--buildOnly` is the deprecated spelling).
 - workspace: `--memPoolSize=workspace:N` (`--workspace` deprecated since 8.4); `--explicitBatch` is a
   no-op since 8.x and removed in 10: never emitted.
-- version tag in the `&&&&` lines: `v8603` = 8.6.3, `v100200` = 10.2.0, `v110000` = 11.0.0.
+- version tag in the `&&&&` lines: `v8603` = 8.6.3, `v100200` = 10.2.0, `v110000` = 11.0.0 (7.x prints none).
+- performance summary: 8.0-8.2 add an `End-to-End Host Latency` line (kept); 8.4 and later drop it; 7.x
+  and older print another layout ("Host Latency" / "min: ... (end to end ...)", or "Average over N runs"),
+  reported as unsupported in words, never parsed as an empty result; 11.x runs with CUDA graph on and
+  without H2D/D2H transfers by default, flagged in the result.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from deploy.protocol import parse_trt_version
 
 PRECISIONS = ("fp32", "fp16", "best")
-METRICS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
+METRICS = ("Latency", "End-to-End Host Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
 
 
 # --- versions -----------------------------------------------------------------------------------
@@ -193,10 +197,24 @@ class TrtexecSummary:
     total_gpu_compute_s: float | None = None
     cv_percent: float | None = None  # "GPU compute time is unstable, with coefficient of variance = X%"
     warnings: list[str] = field(default_factory=list)
+    cuda_graph: bool | None = None  # timed through a CUDA graph (11.x default); None: not known
+    data_transfers: bool | None = None  # H2D/D2H copies timed (off by default in 11.x); None: not known
+    unsupported: str | None = None  # why this output is not parsed (trtexec older than 8.0)
 
     @property
     def complete(self) -> bool:
         return self.throughput_qps is not None and "GPU Compute Time" in self.metrics
+
+    @property
+    def notes(self) -> list[str]:
+        """What a reader of the numbers must know about how they were taken."""
+        notes = []
+        default = " (the TensorRT 11 default)" if self.version is not None and self.version.major >= 11 else ""
+        if self.cuda_graph:
+            notes.append(f"timed through a CUDA graph{default}: launch overhead is not in the latencies")
+        if self.data_transfers is False:
+            notes.append(f"no host<->device transfers{default}: Latency is GPU compute only, H2D/D2H not measured")
+        return notes
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -205,16 +223,23 @@ class TrtexecSummary:
             "metrics_ms": {k: v.as_dict() for k, v in self.metrics.items()},
             "total_host_walltime_s": self.total_host_walltime_s, "total_gpu_compute_s": self.total_gpu_compute_s,
             "gpu_compute_cv_percent": self.cv_percent, "warnings": list(self.warnings),
+            "cuda_graph": self.cuda_graph, "data_transfers": self.data_transfers, "notes": self.notes,
+            "unsupported": self.unsupported,
         }
 
 
 _PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[([IWEVF])\]\s*)?")
-_STATUS = re.compile(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT (v\d+)\](?: \[b\d+\])?(?: # (.*))?")
+_STATUS = re.compile(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec(?: \[TensorRT (v\d+)\])?(?: \[b\d+\])?"
+                     r"(?: # (.*))?")
 _VERSION_LINE = re.compile(r"TensorRT version: (\d+\.\d+(?:\.\d+)*)")
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _METRIC = re.compile(r"^(" + "|".join(re.escape(m) for m in METRICS) + r"): (.*)$")
 _FIELD = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=?\s*" + _NUM + r" ms")
 _CV = re.compile(r"coefficient of variance = " + _NUM + "%")
+_OPTION = re.compile(r"^(CUDA Graph|Data transfers): (Enabled|Disabled)$")  # the "=== Inference Options ===" echo
+# The layout of trtexec 7.x and older: a "Host Latency" block of "min: X ms (end to end Y ms)" lines, or
+# "Average over N runs is X ms" (6.x and older).
+_PRE8 = re.compile(r"^(?:min: [-+\d.eE]+ ms \(end to end|Average over \d+ runs is )")
 
 
 def _line_body(line: str) -> tuple[str | None, str]:
@@ -230,7 +255,10 @@ def parse_summary(text: str) -> TrtexecSummary:
         level, body = _line_body(raw)
         status = _STATUS.search(raw)
         if status:
-            summary.version = TrtVersion.parse(status.group(2))
+            if status.group(2):
+                summary.version = TrtVersion.parse(status.group(2))
+            else:  # trtexec tags its "&&&&" lines with its version from 8.0 on
+                summary.unsupported = summary.unsupported or "pre-8"
             if status.group(1) != "RUNNING":
                 summary.status = status.group(1)
             summary.command = (status.group(3) or "").strip() or summary.command
@@ -264,12 +292,44 @@ def parse_summary(text: str) -> TrtexecSummary:
         if gpu:
             summary.total_gpu_compute_s = float(gpu.group(1))
             continue
+        option = _OPTION.match(body)
+        if option:
+            enabled = option.group(2) == "Enabled"
+            if option.group(1) == "CUDA Graph":
+                summary.cuda_graph = enabled
+            else:
+                summary.data_transfers = enabled
+            continue
+        if _PRE8.match(body):
+            summary.unsupported = summary.unsupported or "pre-8"
         cv = _CV.search(body)
         if cv:
             summary.cv_percent = float(cv.group(1))
         if level == "W" and body.startswith("* "):
             summary.warnings.append(body[2:].strip())
+    _infer_run_options(summary)
+    if summary.unsupported or (summary.version is not None and summary.version.major < 8):
+        seen = f"TensorRT {summary.version}" if summary.version else "a trtexec older than TensorRT 8.0"
+        summary.unsupported = (f"this is the output of {seen}, whose performance report has another layout; "
+                               "fbocc reads trtexec of TensorRT 8.0 and later (8.6, 10.x, 11.x on the targets)")
+        summary.metrics.clear()
+        summary.throughput_qps = None
     return summary
+
+
+def _infer_run_options(summary: TrtexecSummary) -> None:
+    """CUDA graph / transfers from the command line when trtexec did not echo its inference options."""
+    if summary.version is None or summary.command is None:
+        return
+    args = summary.command.split()
+    if summary.version.major >= 11:  # 11.0 made --useCudaGraph and --noDataTransfers the defaults
+        graph, transfers = "--noCudaGraph" not in args, "--includeDataTransfers" in args
+    else:
+        graph, transfers = "--useCudaGraph" in args, "--noDataTransfers" not in args
+    if summary.cuda_graph is None:
+        summary.cuda_graph = graph
+    if summary.data_transfers is None:
+        summary.data_transfers = transfers
 
 
 def _pct_key(text: str) -> str:
@@ -352,7 +412,19 @@ class FailureDiagnosis:
     hint: str | None
 
 
-_ERROR_MARKERS = ("[E]", "Error", "error:", "FAILED", "Assertion failed", "could not find plugin")
+# "Plugin not found" also catches the untagged second line of 10.x/11.x's parser error ('[6] creator && "Plugin not
+# found, ..."'), "fbocc plugins:" the ABI guard's refusal (plugins/common/loadedTensorRT.cpp).
+_ERROR_MARKERS = ("[E]", "Error", "error:", "FAILED", "Assertion failed", "could not find plugin", "Plugin not found",
+                  "fbocc plugins:")
+# Where each TensorRT generation names the op whose plugin is missing, most specific first.
+_MISSING_OP = (
+    re.compile(r"pluginName:\s*'?([\w.-]+)"),  # 10.x/11.x plugin registry wording
+    re.compile(r"[Cc]ould not find plugin:? ([\w.-]+),? version"),  # 8.x getPluginCreator
+    re.compile(r"Cannot find plugin: ([\w.-]+)"),
+    re.compile(r"operator: ([\w.-]+) \((?:check|import)FallbackPluginImporter\)"),  # 10.x/11.x parser summary
+    re.compile(r"While parsing node number \d+ \[([\w.-]+) ->"),
+)
+_ABI_REFUSAL = re.compile(r"fbocc plugins: built with TensorRT \S+ headers, (?:loaded into|but the loading).*")
 
 
 def diagnose_failure(text: str, *, plugin: str | None = None,
@@ -374,9 +446,12 @@ def diagnose_failure(text: str, *, plugin: str | None = None,
     if not unique:
         unique = raw_lines[-max_lines:]
     hint: str | None = None
-    missing = re.search(r"could not find plugin:? (\S+) version:? ?(\S+)", text)
-    if missing or "Plugin not found" in text:
-        op = missing.group(1) if missing else "a custom op"
+    refusal = _ABI_REFUSAL.search(text)
+    if refusal:
+        return FailureDiagnosis(unique, refusal.group(0).split("fbocc plugins: ", 1)[1])
+    missing_op = next((m.group(1) for pattern in _MISSING_OP for m in [pattern.search(text)] if m), None)
+    if missing_op or "Plugin not found" in text:
+        op = missing_op or "a custom op"
         loaded = re.findall(r"Loading (?:supplied |static |dynamic )?plugin library: (\S+)", text)
         library = loaded[-1] if loaded else plugin
         if library:
