@@ -155,7 +155,7 @@ class _Pusher:
                 self.session.reconnect()
                 return
             except RemoteError as exc:
-                if not isinstance(exc, ConnectionLost) and "lock" in exc.message:
+                if not isinstance(exc, ConnectionLost) and "another fbocc is" in exc.message:
                     raise  # another fbocc took the workdir while the link was down
                 attempt += 1
                 if attempt > self.retries:
