@@ -30,7 +30,7 @@ from fbocc.errors import ConnectionLost, FboccError, Interrupted, RemoteError, T
 from fbocc.target.artefacts import ArtefactSet, file_stamp
 from fbocc.target.sftp import FileChannel
 from fbocc.target.store import VERIFY_FAILED, RemoteStore, StoreState
-from fbocc.target.supervision import workdir_lock
+from fbocc.target.supervision import WorkdirLock, workdir_lock
 from fbocc.target.transport import TargetOutcome, TargetSession, connect_all, quote
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,9 @@ class _Object:
 
 class _Pusher:
     def __init__(self, session: TargetSession, aset: ArtefactSet, progress: PushProgress, parallel: int,
-                 retries: int, verify: bool, locked: bool = False) -> None:
+                 retries: int, verify: bool, lock: WorkdirLock | None = None) -> None:
         self.session = session
-        self.locked = locked
+        self.lock = lock
         self.store = RemoteStore(session)
         self.aset = aset
         self.progress = progress
@@ -172,9 +172,12 @@ class _Pusher:
             raise
 
     def _attempt(self) -> bool:
-        state = self._guard(lambda: self.store.query(self.aset, reclaim_parts=self.locked))
-        if state.reclaimed:
-            log.info("push to %s: removed %d upload(s) left by a push that died", self.label, len(state.reclaimed))
+        # The lock's answer arrives while the (read-only) query runs; nothing is written before it is held.
+        state = self._guard(lambda: self.store.query(self.aset))
+        if self.lock is not None and self._guard(self.lock.confirm) and state.foreign_parts:
+            self._guard(lambda: self.store.reclaim(state.foreign_parts))
+            log.info("push to %s: removed %d upload(s) left by a push that died", self.label,
+                     len(state.foreign_parts))
         todo = self._plan(state)
         skipped = len(self.aset.files) - sum(len(self.objects[s].names) for s in todo)
         send_bytes = sum(self.objects[s].size - state.parts.get(s, 0) for s in todo)
@@ -409,8 +412,8 @@ def push_artifacts(session: TargetSession, aset: ArtefactSet, *, progress: PushP
     """
     _require_plugin_abi(session, aset)
     try:
-        with session.doing("pushing"), workdir_lock(session, "pushing", wait_lock_s, on_note) as locked:
-            return _Pusher(session, aset, progress or _NoProgress(), parallel, retries, verify, locked).run()
+        with session.doing("pushing"), workdir_lock(session, "pushing", wait_lock_s, on_note, defer=True) as lock:
+            return _Pusher(session, aset, progress or _NoProgress(), parallel, retries, verify, lock).run()
     except (KeyboardInterrupt, Interrupted):  # Ctrl-C here or inside a remote command (already killed)
         raise Interrupted(f"push to {session.label} interrupted; `current` still points at the previous set",
                           fix="re-run the same command: finished files are kept and partial ones resume") from None

@@ -61,7 +61,7 @@ class StoreState:
     set_inodes: dict[str, int] = field(default_factory=dict)  # set file -> inode
     set_manifest: bool = False
     current: str = ""
-    reclaimed: list[str] = field(default_factory=list)  # .part files of dead pushes, removed
+    foreign_parts: list[str] = field(default_factory=list)  # objects/*.part of other sets (dead pushes)
 
 
 @dataclass
@@ -103,11 +103,12 @@ class RemoteStore:
     def object_path(self, sha: str) -> str:
         return f"{self.workdir}/objects/{sha}"
 
-    def query(self, aset: ArtefactSet, *, reclaim_parts: bool = False) -> StoreState:
+    def query(self, aset: ArtefactSet) -> StoreState:
         """Prepare the workdir and read what the store holds of `aset` (also picks hasher and Python).
 
-        `reclaim_parts` (only while holding the workdir lock: no other push can be writing) removes the
-        `.part` files of objects this set does not have: uploads of pushes that died.
+        Changes nothing but creating the workdir (it may run before the workdir lock is confirmed). Lists
+        the `.part` files of objects this set does not have (`foreign_parts`: uploads of pushes that died,
+        or of one running now if the lock turns out to be someone else's).
         """
         w = quote(self.workdir)
         shas = sorted({f.sha256 for f in aset.files})
@@ -136,10 +137,9 @@ class RemoteStore:
             batch = names[i:i + STAT_BATCH]
             lines.append("stat -c 'S %i %n' -- " + " ".join(quote(f"{set_dir}/{n}") for n in batch)
                          + " 2>/dev/null")
-        if reclaim_parts:
-            keep = " ".join(f"{s}.part" for s in shas)
-            lines.append(f'for p in objects/*.part; do [ -f "$p" ] || continue; case " {keep} " in '
-                         '*" ${p#objects/} "*) ;; *) rm -f -- "$p" && echo "RECLAIMED ${p#objects/}";; esac; done')
+        keep = " ".join(f"{s}.part" for s in shas)
+        lines.append(f'for p in objects/*.part; do [ -f "$p" ] || continue; case " {keep} " in '
+                     '*" ${p#objects/} "*) ;; *) echo "FOREIGN ${p#objects/}";; esac; done')
         lines.append("exit 0")
         res = self.session.run("\n".join(lines), check=False, timeout=120)
         if res.exit_code == 14:
@@ -161,8 +161,8 @@ class RemoteStore:
                 self.hasher = OPENSSL_SHA256 if rest.strip() == "openssl" else "sha256sum"
             elif tag == "PYTHON":
                 self.python = quote(self.session.target.python)
-            elif tag == "RECLAIMED":
-                state.reclaimed.append(rest.strip())
+            elif tag == "FOREIGN":
+                state.foreign_parts.append(rest.strip())
             elif tag == "SETOK":
                 state.set_manifest = True
             elif tag == "I" and len(parts) == 4:
@@ -214,6 +214,13 @@ class RemoteStore:
         remote = self.session.run(f"head -c {nbytes} -- {quote(part)} | {self.hasher}", timeout=3600).stdout
         words = remote.split()
         return words[0] if words else None
+
+    def reclaim(self, parts: Sequence[str]) -> None:
+        """Remove `.part` files of pushes that died (only under the workdir lock: nobody else writes them)."""
+        names = [p for p in parts if p.endswith(".part") and "/" not in p]
+        if names:
+            self.session.run(f"cd -- {quote(self.workdir)}/objects && rm -f -- "
+                             + " ".join(quote(n) for n in names), timeout=60)
 
     def verify_script(self, shas: Sequence[str]) -> str:
         """Shell lines (run in the workdir) hashing finished parts and renaming the good ones into place.

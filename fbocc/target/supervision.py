@@ -112,81 +112,124 @@ def lock_command(python: str, workdir: str, operation: str, wait_s: float, times
 LockNote = Callable[[str], None]
 
 
-@contextlib.contextmanager
-def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0,
-                 on_note: LockNote | None = None) -> Iterator[bool]:
-    """Hold the target workdir's lock for the block (yields True; False on a target without Python, where
-    there is no lock, said once through `on_note`). `operation` names what we do: "pushing", ...
+class WorkdirLock:
+    """The target workdir's lock for one session: `start` asks for it, `confirm` waits for the answer.
 
-    Another holder: RemoteError naming it, or wait up to `wait_s`. After a reconnect the lock is taken
-    again, waiting for our own previous holder if the old connection has not ended on the target yet.
+    Between the two the caller may do read-only work (push's store query), so that the lock costs no
+    round trip of its own. `held` is False on a target without Python (no lock there, said once through
+    `on_note`) or where nobody can write anyway. After a reconnect the lock is taken again, waiting for
+    our own previous holder if the old connection has not ended on the target yet.
     """
-    held: list[HeldCommand] = []
 
-    def take(retake: bool = False) -> bool:
-        for old in held:
-            old.release()
-        held.clear()
-        wait = max(wait_s, session.times.heartbeat_timeout_s + 5) if retake else wait_s
-        proc = session.hold(lock_command(session.target.python, session.workdir(), operation, wait,
-                                         session.times))
-        held.append(proc)
-        deadline = time.monotonic() + wait + session.times.stall_timeout_s + 10
+    def __init__(self, session: TargetSession, operation: str, wait_s: float, on_note: LockNote | None) -> None:
+        self.session = session
+        self.operation = operation
+        self.wait_s = wait_s
+        self.on_note = on_note
+        self.held = False
+        self._proc: HeldCommand | None = None
+        self._answered = False
+        self._retake = False
+
+    def start(self, retake: bool = False) -> None:
+        """Send the request (no waiting)."""
+        self.release()
+        s = self.session
+        self._retake = retake
+        self._answered = False
+        wait = max(self.wait_s, s.times.heartbeat_timeout_s + 5) if retake else self.wait_s
+        self._deadline_s = wait + s.times.stall_timeout_s + 10
+        self._proc = s.hold(lock_command(s.target.python, s.workdir(), self.operation, wait, s.times))
+
+    def confirm(self) -> bool:
+        """Wait for the answer: True once held; RemoteError naming another holder (or the problem)."""
+        if self._answered:
+            return self.held
+        assert self._proc is not None, "start() first"
+        s, proc = self.session, self._proc
+        deadline = time.monotonic() + self._deadline_s
         while True:
             try:
                 line = proc.read_line(max(0.1, deadline - time.monotonic()))
             except TimeoutError:
-                raise session.lost(activity=f"taking the workdir lock ({operation})") from None
+                raise s.lost(activity=f"taking the workdir lock ({self.operation})") from None
             if line is None:
-                if session.stalled or not session.connected:
-                    raise session.lost(activity=f"taking the workdir lock ({operation})")
+                if s.stalled or not s.connected:
+                    raise s.lost(activity=f"taking the workdir lock ({self.operation})")
                 tail = " ".join(proc.stderr().strip().splitlines()[-2:]) or "no answer"
-                raise RemoteError(f"cannot take the lock of {session.target.name}:{session.workdir()}: {tail}",
-                                  where=session.label, fix=f"check [targets.{session.target.name}] python "
+                raise RemoteError(f"cannot take the lock of {s.target.name}:{s.workdir()}: {tail}",
+                                  where=s.label, fix=f"check [targets.{s.target.name}] python "
                                   "(Python >= 3.8 on the target) and the workdir's permissions")
-            if line == "FBOCC_LOCK_NOPY":
-                if on_note and not retake:
-                    on_note(f"no {session.target.python} on {session.label}: working without the workdir lock")
-                return False
-            doc = tagged(line, line.split(" ", 1)[0]) if line.startswith("FBOCC_LOCK") else None
-            if line.startswith("FBOCC_LOCKED "):
-                return True
-            if line.startswith("FBOCC_LOCK_WAIT ") and on_note and not retake:
-                on_note(f"waiting up to {wait_s:g} s: {lock_holder_message(session.label, doc or {})}")
-            if line.startswith("FBOCC_LOCK_BUSY "):
-                raise RemoteError(lock_holder_message(session.label, doc or {}), where=session.label,
-                                  fix="wait for it to finish, or re-run with --wait-lock SECONDS to wait for it")
-            if line.startswith("FBOCC_LOCK_ERROR "):
-                if (doc or {}).get("errno") in ("EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT"):
-                    return False  # nobody can write there: the command's own checks name the problem
-                message = str((doc or {}).get("message", line))
-                if "symbolic link" in message:
-                    message = f"the workdir {message}: it is a broken link"
-                raise RemoteError(message, where=session.label,
-                                  fix=f"fix or remove the link, or set [targets.{session.target.name}] workdir")
+            held = self._answer(line)
+            if held is not None:
+                self._answered, self.held = True, held
+                if held and self._retake_hook not in s.on_open:
+                    s.on_open.append(self._retake_hook)
+                return held
 
-    def retake() -> None:
-        take(retake=True)
+    def _answer(self, line: str) -> bool | None:
+        s = self.session
+        if line == "FBOCC_LOCK_NOPY":
+            if self.on_note and not self._retake:
+                self.on_note(f"no {s.target.python} on {s.label}: working without the workdir lock")
+            return False
+        doc = (tagged(line, line.split(" ", 1)[0]) if line.startswith("FBOCC_LOCK") else None) or {}
+        if line.startswith("FBOCC_LOCKED "):
+            return True
+        if line.startswith("FBOCC_LOCK_WAIT ") and self.on_note and not self._retake:
+            self.on_note(f"waiting up to {self.wait_s:g} s: {lock_holder_message(s.label, doc)}")
+        if line.startswith("FBOCC_LOCK_BUSY "):
+            raise RemoteError(lock_holder_message(s.label, doc), where=s.label,
+                              fix="wait for it to finish, or re-run with --wait-lock SECONDS to wait for it")
+        if line.startswith("FBOCC_LOCK_ERROR "):
+            if doc.get("errno") in ("EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT"):
+                return False  # nobody can write there: the command's own checks name the problem
+            message = str(doc.get("message", line))
+            if "symbolic link" in message:
+                message = f"the workdir {message}: it is a broken link"
+            raise RemoteError(message, where=s.label,
+                              fix=f"fix or remove the link, or set [targets.{s.target.name}] workdir")
+        return None
 
-    locked = take()
-    if locked:
-        session.on_open.append(retake)
+    def _retake_hook(self) -> None:
+        self.start(retake=True)
+        self.confirm()
+
+    def release(self, wait_s: float = 2.0) -> None:
+        """Let go (waiting up to `wait_s` for the holder to be gone on the target)."""
+        if self._proc is not None:
+            self._proc.release(wait_s)
+            self._proc = None
+
+    def close(self, wait_s: float = 2.0) -> None:
+        """Release for good (no retaking after a reconnect)."""
+        with contextlib.suppress(ValueError):
+            self.session.on_open.remove(self._retake_hook)
+        self.release(wait_s)
+
+
+@contextlib.contextmanager
+def workdir_lock(session: TargetSession, operation: str, wait_s: float = 0.0, on_note: LockNote | None = None,
+                 *, defer: bool = False) -> Iterator[WorkdirLock]:
+    """Hold the target workdir's lock for the block. `operation` names what we do: "pushing", ...
+
+    Another holder: RemoteError naming it, or wait up to `wait_s`. `defer=True`: the block calls
+    `confirm()` itself before changing anything (and may do read-only work before that).
+    """
+    lock = WorkdirLock(session, operation, wait_s, on_note)
+    lock.start()
     try:
-        yield locked
+        if not defer:
+            lock.confirm()
+        yield lock
     except (KeyboardInterrupt, Interrupted):
-        for proc in held:  # Ctrl-C: no waiting for the holder's exit (the supervisor ends it)
-            proc.release(wait_s=0)
+        lock.close(wait_s=0)  # Ctrl-C: no waiting for the holder's exit (the supervisor ends it)
         raise
     except BaseException:
-        for proc in held:  # an error: the lock is free when the error reaches the user
-            proc.release()
+        lock.close()  # an error: the lock is free when the error reaches the user
         raise
     else:
-        for proc in held:
-            proc.release()
-    finally:
-        if locked:
-            session.on_open.remove(retake)
+        lock.close()
 
 
 def clean_command(python: str, runs_dir: str) -> str:
