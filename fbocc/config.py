@@ -115,6 +115,8 @@ class Target:
     workdir: str = "fbocc"
     trtexec: str = "/usr/src/tensorrt/bin/trtexec"
     python: str = "python3"
+    connect_timeout_s: float = 10.0  # TCP connect + SSH handshake + login, per attempt
+    stall_timeout_s: float = 30.0  # no answer from the target for this long: the link is stalled
 
 
 # Earlier profile names that still work: overrides written under them apply to the profile they name now.

@@ -40,7 +40,7 @@ def test_run_returns_output_and_exit_code_and_streams_lines(sshd: SshServer) -> 
         result = session.run("echo one; echo two >&2; printf three; exit 3", check=False, on_line=lines.append)
         assert (result.exit_code, result.stdout, result.stderr) == (3, "one\nthree", "two\n")
         assert sorted(lines) == ["one", "three", "two"]
-        with pytest.raises(RemoteError, match="exit code 7") as failed:
+        with pytest.raises(RemoteError, match=r"failed on orin \(exit 7\): boom") as failed:
             session.run("echo boom >&2; exit 7")
         assert "boom" in failed.value.message and "orin" in failed.value.render()
         env = session.run('printf "%s" "$FBOCC_X"', env={"FBOCC_X": "a 'quoted' value; $HOME"})

@@ -202,6 +202,9 @@ def _cross_build(req: CrossBuildRequest, *, on_step: LineSink, on_line: LineSink
     recipe_hash = hashlib.sha256(recipe_parts.encode()).hexdigest()
 
     tag, img_id = ensure_image(profile, req.trt_deb, on_step=on_step, on_line=on_line)
+    for left in bc.remove_orphaned_containers():
+        on_step(f"removed build container {left.name} ({left.state}), left behind by cross-build pid "
+                f"{left.owner_pid} started {left.started_at}, which ended without removing it")
     key = cache_key(profile, img_id, src_hash, recipe_hash)
     store = config.cache_dir() / "cross-build" / key
     if not req.force:

@@ -42,6 +42,9 @@ def remote_bench_cmd(
     accept_new: Annotated[bool, typer.Option("--accept-new", help="Record an unknown target host key.")] = False,
     keep_remote_run: Annotated[bool, typer.Option("--keep-remote-run", help="Keep runs/<id>/ on the target.")]
     = False,
+    wait_lock: Annotated[float, typer.Option("--wait-lock", metavar="SECONDS",
+                                             help="When another fbocc works in the target's workdir, wait up to "
+                                             "this long for it instead of failing.")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result documents as JSON.")] = False,
 ) -> None:
     """Build (or reuse) the engines on the target, benchmark them, and keep the results."""
@@ -62,7 +65,7 @@ def remote_bench_cmd(
                                              spin_wait=cfg.bench.spin_wait),
                            typing=None if cfg.bench.typing == "auto" else cfg.bench.typing,
                            timeout_s=cfg.bench.timeout_s, backend=backend, builder=builder, frame=frame,
-                           keep_remote_run=keep_remote_run)
+                           keep_remote_run=keep_remote_run, wait_lock_s=wait_lock)
     options.check()
     resolved = cfg.resolve_targets(targets)
     outcomes = remote_bench(resolved, options, cfg.project.results_dir, known_hosts=cfg.project.known_hosts,

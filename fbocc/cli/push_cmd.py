@@ -81,6 +81,9 @@ def push_to_target(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Files in flight per target.")] = 4,
     retries: Annotated[int, typer.Option(help="Reconnects allowed per target before giving up.")] = 5,
     verify: Annotated[bool, typer.Option("--verify", help="Re-hash every file already on the target.")] = False,
+    wait_lock: Annotated[float, typer.Option("--wait-lock", metavar="SECONDS",
+                                             help="When another fbocc works in the target's workdir, wait up to "
+                                             "this long for it instead of failing.")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results on stdout.")] = False,
 ) -> None:
     """Push the ONNX model, plugin, samples and deploy/ scripts to targets: verified, resumable, incremental."""
@@ -95,7 +98,8 @@ def push_to_target(
     resolved = cfg.resolve_targets(names)
     known_hosts = cfg.project.known_hosts
     if list_ or prune:
-        outcomes = manage_sets(resolved, keep=keep if prune else None, known_hosts=known_hosts, accept_new=accept_new)
+        outcomes = manage_sets(resolved, keep=keep if prune else None, known_hosts=known_hosts, accept_new=accept_new,
+                               wait_lock_s=wait_lock)
         _render_manage(outcomes, prune, as_json)
         _raise_failures(outcomes)
         return
@@ -111,7 +115,8 @@ def push_to_target(
                rp.TransferSpeedColumn(), rp.TimeRemainingColumn())
     with rp.Progress(*columns, console=err, transient=True) as bar:
         outcomes = push_to_targets(resolved, aset, known_hosts=known_hosts, accept_new=accept_new,
-                                   progress=RichPushProgress(bar), parallel=jobs, retries=retries, verify=verify)
+                                   progress=RichPushProgress(bar), parallel=jobs, retries=retries, verify=verify,
+                                   wait_lock_s=wait_lock, on_note=lambda line: err.print(f"push: {line}"))
     _render_push(aset, outcomes, as_json)
     _raise_failures(outcomes)
 

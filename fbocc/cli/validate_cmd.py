@@ -72,6 +72,9 @@ def validate_cmd(
                                                  "[default: --export-dir/samples; pulled from the target when "
                                                  "that is not the pushed export].")] = None,
     accept_new: Annotated[bool, typer.Option("--accept-new", help="Record an unknown target host key.")] = False,
+    wait_lock: Annotated[float, typer.Option("--wait-lock", metavar="SECONDS",
+                                             help="When another fbocc works in the target's workdir, wait up to "
+                                             "this long for it instead of failing.")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Run the pushed sequence on the target and compare its outputs with PyTorch (errors, labels, mIoU)."""
@@ -93,6 +96,7 @@ def validate_cmd(
         report = validate_target(session, backend=backend, precisions=list(precisions), builder=builder,
                                  local_dir=local_dir, samples_dir=samples or export_dir / "samples",
                                  results_dir=Path(cfg.project.results_dir), timeout_s=cfg.bench.timeout_s,
+                                 wait_lock_s=wait_lock,
                                  progress=lambda text: err.print(f"[bold cyan]▸[/] {escape(text)} "
                                                                  f"[dim](+{time.monotonic() - started:.1f}s)[/]"))
     if as_json:

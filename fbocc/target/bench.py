@@ -11,14 +11,13 @@ one, checked either way.
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deploy import protocol
@@ -27,6 +26,7 @@ from fbocc.errors import ConfigError, FboccError, Interrupted, RemoteError
 from fbocc.results.history import BACKENDS, BenchResult, new_run_id, save_result
 from fbocc.target.contract import (
     BUILDERS,
+    RUNS,
     EngineRecord,
     PushedSet,
     engine_plan,
@@ -37,10 +37,10 @@ from fbocc.target.contract import (
     pushed_samples_manifest,
     require_tensorrt,
     run_dir,
-    stop_remote_run,
     supervised,
     tagged,
 )
+from fbocc.target.supervision import MARKER_SUFFIX, clean_leftovers, workdir_lock
 from fbocc.target.transport import TargetOutcome, TargetSession, quote
 from fbocc.target.trtexec import (
     TrtVersion,
@@ -72,6 +72,7 @@ class BenchOptions:
     frame: int = 0
     tegrastats_interval_ms: int = 500
     keep_remote_run: bool = False
+    wait_lock_s: float = 0.0  # another fbocc in the workdir: wait this long for it, else fail
 
     def check(self) -> None:
         """Raise ConfigError naming the option that is wrong."""
@@ -131,9 +132,15 @@ def bench_target(session: TargetSession, options: BenchOptions, results_dir: Pat
     `samples_dir`: the host's export of the pushed samples; its manifest is used when it is the pushed one.
     """
     options.check()
+    sink = _prefixed(on_line, session.label)
+    with session.doing("benchmarking"), workdir_lock(session, "benchmarking", options.wait_lock_s, sink):
+        clean_leftovers(session, str(PurePosixPath(session.workdir()) / RUNS), sink)
+        return _bench_target(session, options, results_dir, sink, pid_file or pid_file_for(session), samples_dir)
+
+
+def _bench_target(session: TargetSession, options: BenchOptions, results_dir: Path, sink: LineSink | None,
+                  pid_file: str, samples_dir: Path | None) -> TargetBench:
     label = session.label
-    sink = _prefixed(on_line, label)
-    pid_file = pid_file or pid_file_for(session)
     pushed = locate_pushed_set(session)
     probe = probe_target(session, pushed, precisions=options.precisions,
                          builder=options.builder if options.backend == "tensorrt" else None)
@@ -180,7 +187,7 @@ def _bench_precision(session: TargetSession, pushed: PushedSet, env: dict[str, A
              + (f"{options.iterations} iterations" if options.iterations else f"{options.duration_s:g} s"))
     try:
         res = session.run(f"mkdir -p {quote(remote_run)} && {step}", timeout=options.timeout_s,
-                          check=False, on_line=sink)
+                          check=False, on_line=sink, marker=remote_run + MARKER_SUFFIX, remove=(remote_run,))
         summary = parse_summary(res.stdout)
         if res.exit_code != 0 or not summary.complete:
             d = diagnose_failure(res.stdout + "\n" + res.stderr, plugin=pushed.plugin, profile=profile,
@@ -205,7 +212,8 @@ def _bench_precision(session: TargetSession, pushed: PushedSet, env: dict[str, A
                 layers = [{"unavailable": f"exportProfile not readable: {exc}"}]
         run_info = tagged(res.stdout, protocol.RUN) or {}
     finally:
-        if not options.keep_remote_run:
+        # After a lost link the target's supervisor removes the folder itself (and the error stays the cause).
+        if not options.keep_remote_run and session.connected and not session.stalled:
             session.remove_tree(remote_run)
     return BenchResult(
         run_id=run_id, target=session.label, backend="tensorrt", precision=precision, summary=summary.as_dict(),
@@ -232,9 +240,10 @@ def _bench_onnxruntime(session: TargetSession, pushed: PushedSet, env: dict[str,
     try:
         res = session.run(f"test -f {quote(script)} || {{ echo FBOCC_NO_SCRIPT; exit 2; }}; "
                           f"mkdir -p {quote(remote_run)} && {supervised(session, pushed, cmd, pid_file=pid_file)}",
-                          timeout=options.timeout_s, check=False, on_line=sink)
+                          timeout=options.timeout_s, check=False, on_line=sink, marker=remote_run + MARKER_SUFFIX,
+                          remove=(remote_run,))
     finally:
-        if not options.keep_remote_run:
+        if not options.keep_remote_run and session.connected and not session.stalled:
             session.remove_tree(remote_run)
     if "FBOCC_NO_SCRIPT" in res.stdout.splitlines():
         raise RemoteError(f"{session.label}:{script} is missing: the pushed deploy/ has no ONNX Runtime runner",
@@ -272,8 +281,8 @@ def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: 
     """Benchmark on every target (in parallel when several); one outcome per target, in order.
 
     One target runs in this thread (Ctrl-C reaches TargetSession.run, which kills the remote group) and
-    its failure is raised. Several run in worker threads; Ctrl-C here stops each target's running step
-    through its pid file, waits for the workers, and raises Interrupted.
+    its failure is raised. Several run in worker threads; Ctrl-C here closes every connection (each
+    target's supervisor then stops its running step) and raises Interrupted at once.
     """
     options.check()
     if len(targets) == 1:
@@ -282,7 +291,7 @@ def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: 
             value = bench_target(session, options, results_dir, on_line=on_line, samples_dir=samples_dir)
         return [TargetOutcome(targets[0], value=value, seconds=time.monotonic() - started)]
 
-    live: dict[str, tuple[TargetSession, str]] = {}
+    live: dict[str, TargetSession] = {}
     lock = threading.Lock()
     cancelled = threading.Event()
 
@@ -292,7 +301,7 @@ def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: 
             with TargetSession(target, known_hosts=known_hosts, accept_new=accept_new) as session:
                 pid_file = pid_file_for(session)
                 with lock:
-                    live[target.name] = (session, pid_file)
+                    live[target.name] = session
                 try:
                     if cancelled.is_set():
                         raise Interrupted(f"interrupted before {target.name} started")
@@ -314,10 +323,8 @@ def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: 
         cancelled.set()
         with lock:
             running = list(live.values())
-        for session, pid_file in running:
-            with contextlib.suppress(FboccError):  # a lost connection: sshd ends its session's processes
-                stop_remote_run(session, pid_file)
-        wait(futures, timeout=60)
+        for session in running:
+            session.abort()  # the target's supervisor sees its session end and stops the running step
         pool.shutdown(wait=False, cancel_futures=True)
         raise Interrupted(f"interrupted; the running remote steps on {', '.join(t.name for t in targets)} "
                           "were stopped") from None

@@ -379,7 +379,9 @@ def ensure_engine(session: TargetSession, pushed: PushedSet, probe: TargetProbe,
     if on_line:
         on_line(f"engine {precision}: building with {builder} -> {engine}")
     started = time.monotonic()
-    res = session.run(f"mkdir -p {quote(engines)} && {step}", timeout=timeout_s, check=False, on_line=on_line)
+    # A build cut off with its connection leaves no half-written engine behind (the supervisor removes it).
+    res = session.run(f"mkdir -p {quote(engines)} && {step}", timeout=timeout_s, check=False, on_line=on_line,
+                      remove=(engine + ".part",))
     seconds = round(time.monotonic() - started, 3)
     built = tagged(res.stdout, protocol.ENGINE)
     if res.exit_code != 0 or built is None:

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ from fbocc.errors import ConnectionLost, FboccError, Interrupted, RemoteError, T
 from fbocc.target.artefacts import ArtefactSet, file_stamp
 from fbocc.target.sftp import FileChannel
 from fbocc.target.store import VERIFY_FAILED, RemoteStore, StoreState
+from fbocc.target.supervision import WorkdirLock, workdir_lock
 from fbocc.target.transport import TargetOutcome, TargetSession, connect_all, quote
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,9 @@ class _Object:
 
 class _Pusher:
     def __init__(self, session: TargetSession, aset: ArtefactSet, progress: PushProgress, parallel: int,
-                 retries: int, verify: bool) -> None:
+                 retries: int, verify: bool, lock: WorkdirLock | None = None) -> None:
         self.session = session
+        self.lock = lock
         self.store = RemoteStore(session)
         self.aset = aset
         self.progress = progress
@@ -130,13 +132,11 @@ class _Pusher:
             except _ConnectionLost as exc:
                 log.info("push to %s: %s; reconnecting", self.label, exc)
                 attempt += 1
+                cause = self.session.stalled or str(exc)
                 if attempt > self.retries:
-                    raise TransferError(
-                        f"the connection to {self.label} was lost {attempt} times; the last time: {exc}",
-                        where=self.label,
-                        fix="check the link to the target and re-run: finished files are kept and a "
-                        "partial file is resumed") from None
-                self._reconnect(attempt)
+                    raise _gave_up(self.label, f"the connection to {self.label} was lost {attempt} times; "
+                                   f"the last time: {cause}") from None
+                self._reconnect(attempt, cause)
         files_sent = sum(len(self.objects[s].names) for s in self.sent)
         return PushResult(
             target=self.label, set_hash=self.aset.set_hash, remote_set_dir=f"{self.workdir}/sets/{self.aset.set_hash}",
@@ -146,7 +146,7 @@ class _Pusher:
             seconds=time.monotonic() - started, resumed=self.resumed, reconnects=self.reconnects,
             switched=switched)
 
-    def _reconnect(self, attempt: int) -> None:
+    def _reconnect(self, attempt: int, cause: str) -> None:
         delay = min(0.5 * 2 ** (attempt - 1), 8.0)
         while True:
             time.sleep(delay)
@@ -154,10 +154,12 @@ class _Pusher:
             try:
                 self.session.reconnect()
                 return
-            except RemoteError:
+            except RemoteError as exc:
+                if not isinstance(exc, ConnectionLost) and "another fbocc is" in exc.message:
+                    raise  # another fbocc took the workdir while the link was down
                 attempt += 1
                 if attempt > self.retries:
-                    raise
+                    raise _gave_up(self.label, f"{cause}; reconnecting failed: {exc.message}") from None
                 delay = min(delay * 2, 8.0)
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
@@ -170,7 +172,12 @@ class _Pusher:
             raise
 
     def _attempt(self) -> bool:
+        # The lock's answer arrives while the (read-only) query runs; nothing is written before it is held.
         state = self._guard(lambda: self.store.query(self.aset))
+        if self.lock is not None and self._guard(self.lock.confirm) and state.foreign_parts:
+            self._guard(lambda: self.store.reclaim(state.foreign_parts))
+            log.info("push to %s: removed %d upload(s) left by a push that died", self.label,
+                     len(state.foreign_parts))
         todo = self._plan(state)
         skipped = len(self.aset.files) - sum(len(self.objects[s].names) for s in todo)
         send_bytes = sum(self.objects[s].size - state.parts.get(s, 0) for s in todo)
@@ -258,22 +265,31 @@ class _Pusher:
 
         checker = threading.Thread(target=verifier, name=f"verify-{self.label}", daemon=True)
         checker.start()
+        pool = ThreadPoolExecutor(max_workers=min(self.parallel, len(todo)), thread_name_prefix=f"push-{self.label}")
+        aborted = False
         try:
-            with ThreadPoolExecutor(max_workers=min(self.parallel, len(todo)),
-                                    thread_name_prefix=f"push-{self.label}") as pool:
-                # A file holding most of the bytes goes alone first: its hash on the target then runs
-                # while the small files travel, instead of after everything.
-                total = sum(self.objects[sha].size for sha in todo)
-                head = todo[:1] if len(todo) > 1 and self.objects[todo[0]].size * 2 > total else []
-                try:
-                    for phase in (head, todo[len(head):]):
-                        list(pool.map(worker, phase))
-                except BaseException:
-                    self._stop.set()  # Ctrl-C: workers stop at their next block; .part files stay resumable
-                    raise
+            # A file holding most of the bytes goes alone first: its hash on the target then runs
+            # while the small files travel, instead of after everything.
+            total = sum(self.objects[sha].size for sha in todo)
+            head = todo[:1] if len(todo) > 1 and self.objects[todo[0]].size * 2 > total else []
+            for phase in (head, todo[len(head):]):
+                futures = [pool.submit(worker, sha) for sha in phase]
+                # Short waits, not one long one: Ctrl-C reaches this thread whatever the workers do.
+                while not all(f.done() for f in futures):
+                    wait(futures, timeout=0.2)
+        except BaseException:
+            # Ctrl-C: stop the workers and drop the connection under them, so that a worker blocked on
+            # a stalled link wakes now; .part files stay resumable, the target's supervisor ends the hashing.
+            aborted = True
+            self._stop.set()
+            for channel in list(channels):
+                channel.close()
+            self.session.abort()
+            raise
         finally:
+            pool.shutdown(wait=not aborted, cancel_futures=aborted)
             uploaded.put(None)
-            checker.join()
+            checker.join(timeout=1.0 if aborted else None)
             for channel in channels:
                 channel.close()
             self._local = threading.local()
@@ -377,16 +393,25 @@ class _Pusher:
         return switched
 
 
+def _gave_up(label: str, what: str) -> TransferError:
+    return TransferError(what, where=label,
+                         fix="check the link to the target, then run the same command again: the push resumes "
+                         "where it stopped (finished files are kept, a partial file continues)")
+
+
 def push_artifacts(session: TargetSession, aset: ArtefactSet, *, progress: PushProgress | None = None,
-                   parallel: int = 4, retries: int = 5, verify: bool = False) -> PushResult:
+                   parallel: int = 4, retries: int = 5, verify: bool = False, wait_lock_s: float = 0.0,
+                   on_note: Callable[[str], None] | None = None) -> PushResult:
     """Push `aset` to the target of `session`; `current` points at it when this returns.
 
     Unchanged files are skipped, a cut connection is re-opened (up to `retries` times, with backoff)
-    and the push resumes; `verify=True` re-hashes every object already on the target.
+    and the push resumes; `verify=True` re-hashes every object already on the target. The workdir's lock
+    is held throughout (another fbocc there: RemoteError, or wait up to `wait_lock_s`).
     """
     _require_plugin_abi(session, aset)
     try:
-        return _Pusher(session, aset, progress or _NoProgress(), parallel, retries, verify).run()
+        with session.doing("pushing"), workdir_lock(session, "pushing", wait_lock_s, on_note, defer=True) as lock:
+            return _Pusher(session, aset, progress or _NoProgress(), parallel, retries, verify, lock).run()
     except (KeyboardInterrupt, Interrupted):  # Ctrl-C here or inside a remote command (already killed)
         raise Interrupted(f"push to {session.label} interrupted; `current` still points at the previous set",
                           fix="re-run the same command: finished files are kept and partial ones resume") from None
@@ -409,10 +434,12 @@ def _require_plugin_abi(session: TargetSession, aset: ArtefactSet) -> None:
 
 def push_to_targets(targets: Sequence[Target], aset: ArtefactSet, *, known_hosts: Path | None = None,
                     accept_new: bool = False, progress: PushProgress | None = None, parallel: int = 4,
-                    retries: int = 5, verify: bool = False,
-                    connect_timeout: float = 10.0) -> list[TargetOutcome[PushResult]]:
+                    retries: int = 5, verify: bool = False, connect_timeout: float | None = None,
+                    wait_lock_s: float = 0.0,
+                    on_note: Callable[[str], None] | None = None) -> list[TargetOutcome[PushResult]]:
     """Push one artefact set to several targets in parallel; one outcome per target, in order."""
     return connect_all(
         targets,
-        lambda s: push_artifacts(s, aset, progress=progress, parallel=parallel, retries=retries, verify=verify),
+        lambda s: push_artifacts(s, aset, progress=progress, parallel=parallel, retries=retries, verify=verify,
+                                 wait_lock_s=wait_lock_s, on_note=on_note),
         known_hosts=known_hosts, accept_new=accept_new, connect_timeout=connect_timeout)

@@ -39,6 +39,7 @@ from typing import Any
 from fbocc.config import Target
 from fbocc.errors import ConfigError, FboccError, TransferError
 from fbocc.target.artefacts import ArtefactSet
+from fbocc.target.supervision import workdir_lock
 from fbocc.target.transport import TargetOutcome, TargetSession, connect_all, quote
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class StoreState:
     set_inodes: dict[str, int] = field(default_factory=dict)  # set file -> inode
     set_manifest: bool = False
     current: str = ""
+    foreign_parts: list[str] = field(default_factory=list)  # objects/*.part of other sets (dead pushes)
 
 
 @dataclass
@@ -102,11 +104,17 @@ class RemoteStore:
         return f"{self.workdir}/objects/{sha}"
 
     def query(self, aset: ArtefactSet) -> StoreState:
-        """Prepare the workdir and read what the store holds of `aset` (also picks hasher and Python)."""
+        """Prepare the workdir and read what the store holds of `aset` (also picks hasher and Python).
+
+        Changes nothing but creating the workdir (it may run before the workdir lock is confirmed). Lists
+        the `.part` files of objects this set does not have (`foreign_parts`: uploads of pushes that died,
+        or of one running now if the lock turns out to be someone else's).
+        """
         w = quote(self.workdir)
         shas = sorted({f.sha256 for f in aset.files})
         set_dir = f"sets/{aset.set_hash}"
         lines = [
+            f'if [ -L {w} ] && [ ! -e {w} ]; then echo "BROKENLINK $(readlink -- {w})"; exit 14; fi',
             f"mkdir -p -- {w}/objects {w}/sets || exit 11",
             f"cd -- {w} || exit 11",
             "probe=.fbocc-probe.$$; : > \"$probe\" || exit 12; rm -f -- \"$probe\"",
@@ -129,8 +137,16 @@ class RemoteStore:
             batch = names[i:i + STAT_BATCH]
             lines.append("stat -c 'S %i %n' -- " + " ".join(quote(f"{set_dir}/{n}") for n in batch)
                          + " 2>/dev/null")
+        keep = " ".join(f"{s}.part" for s in shas)
+        lines.append(f'for p in objects/*.part; do [ -f "$p" ] || continue; case " {keep} " in '
+                     '*" ${p#objects/} "*) ;; *) echo "FOREIGN ${p#objects/}";; esac; done')
         lines.append("exit 0")
         res = self.session.run("\n".join(lines), check=False, timeout=120)
+        if res.exit_code == 14:
+            link = res.stdout.partition("BROKENLINK ")[2].strip()
+            raise TransferError(f"the workdir {self.workdir} on {self.label} is a broken link: a symbolic link to "
+                                f"{link}, which does not exist", where=self.label,
+                                fix=f"create {link} on the target, remove the link, or set another workdir")
         self.check_preflight(res.exit_code, res.stderr)
         state = StoreState()
         prefix = f"{set_dir}/"
@@ -145,6 +161,8 @@ class RemoteStore:
                 self.hasher = OPENSSL_SHA256 if rest.strip() == "openssl" else "sha256sum"
             elif tag == "PYTHON":
                 self.python = quote(self.session.target.python)
+            elif tag == "FOREIGN":
+                state.foreign_parts.append(rest.strip())
             elif tag == "SETOK":
                 state.set_manifest = True
             elif tag == "I" and len(parts) == 4:
@@ -196,6 +214,13 @@ class RemoteStore:
         remote = self.session.run(f"head -c {nbytes} -- {quote(part)} | {self.hasher}", timeout=3600).stdout
         words = remote.split()
         return words[0] if words else None
+
+    def reclaim(self, parts: Sequence[str]) -> None:
+        """Remove `.part` files of pushes that died (only under the workdir lock: nobody else writes them)."""
+        names = [p for p in parts if p.endswith(".part") and "/" not in p]
+        if names:
+            self.session.run(f"cd -- {quote(self.workdir)}/objects && rm -f -- "
+                             + " ".join(quote(n) for n in names), timeout=60)
 
     def verify_script(self, shas: Sequence[str]) -> str:
         """Shell lines (run in the workdir) hashing finished parts and renaming the good ones into place.
@@ -275,9 +300,13 @@ fi"""
                     f"cp -p -- objects/{f.sha256} {quote(f'{tmp}/{f.path}')}; }} || exit 1" for f in aset.files))
             doc = json.dumps(aset.manifest(), indent=1) + "\n"
             old = f"sets/.{h}.old.$$"
+            # Replacing an existing set: one renameat2(RENAME_EXCHANGE) swaps old and new, so `current`
+            # (-> sets/<h>) never points at nothing; only without Python or that call, two renames.
+            swap = (f"{self.python} -c {quote(_SWAPPER)} {quote(tmp)} sets/{h} && rm -rf -- {quote(tmp)} || "
+                    if self.python else "")
             cmds += [f"printf %s {quote(doc)} > {quote(tmp + '/' + SET_MANIFEST)} || exit 1",
-                     f"if [ -e sets/{h} ]; then mv -T -- sets/{h} {old} || exit 1; fi",
-                     f"mv -T -- {quote(tmp)} sets/{h} || exit 1", f"rm -rf -- {old}"]
+                     f"if [ -e sets/{h} ]; then {swap}{{ mv -T -- sets/{h} {old} && mv -T -- {quote(tmp)} sets/{h} "
+                     f"&& rm -rf -- {old}; }} || exit 1; else mv -T -- {quote(tmp)} sets/{h} || exit 1; fi"]
         if state.current != f"sets/{h}" or not complete:
             cmds.append(f"ln -sfn -- sets/{h} .current.tmp.$$ && mv -T -- .current.tmp.$$ current || exit 1")
         return cmds
@@ -287,6 +316,13 @@ fi"""
 _RENAMER = """import os, sys
 for h in sys.argv[1:]:
     os.rename(h + ".part", h)
+"""
+
+# Python 3.8-compatible: exchange two directories in one rename (Linux renameat2 RENAME_EXCHANGE); exit 3
+# where the kernel, libc or filesystem cannot (the caller then renames twice).
+_SWAPPER = """import ctypes, os, sys
+f = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+sys.exit(3 if f is None or f(-100, os.fsencode(sys.argv[1]), -100, os.fsencode(sys.argv[2]), 2) != 0 else 0)
 """
 
 # Python 3.8-compatible: hard-link each "object<TAB>path" line of stdin (copy where links fail).
@@ -333,11 +369,17 @@ def list_sets(session: TargetSession) -> list[RemoteSet]:
 
 
 def manage_sets(targets: Sequence[Target], *, keep: int | None, known_hosts: Path | None = None,
-                accept_new: bool = False) -> list[TargetOutcome[Any]]:
-    """`--list` (keep=None: each target's sets) or `--prune` (keep=N: `prune_sets`) on every target."""
+                accept_new: bool = False, wait_lock_s: float = 0.0) -> list[TargetOutcome[Any]]:
+    """`--list` (keep=None: each target's sets) or `--prune` (keep=N: `prune_sets`, under the workdir lock)."""
     if keep is not None and keep < 1:
         raise ConfigError("--keep must be at least 1", fix="pass --keep N with N >= 1")
-    fn: Callable[[TargetSession], Any] = list_sets if keep is None else (lambda s: prune_sets(s, keep))
+
+    def prune(session: TargetSession) -> PruneResult:
+        assert keep is not None
+        with session.doing("pruning"), workdir_lock(session, "pruning", wait_lock_s):
+            return prune_sets(session, keep)
+
+    fn: Callable[[TargetSession], Any] = list_sets if keep is None else prune
     return connect_all(targets, fn, known_hosts=known_hosts, accept_new=accept_new)
 
 

@@ -32,10 +32,12 @@ Commands run in the remote user's login shell (`$SHELL -c`); quote every path wi
 from __future__ import annotations
 
 import contextlib
+import logging
 import shlex
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
@@ -47,13 +49,17 @@ from fabric import Connection
 from fbocc.config import ProjectSettings, Target
 from fbocc.errors import ConfigError, ConnectionLost, FboccError, Interrupted, RemoteError
 from fbocc.target.host_keys import StrictHostKeyPolicy, changed_key_error, split_paths
+from fbocc.target.link import PGID_MARK, HeldCommand, LineBuffer, LinkWatch
 from fbocc.target.sftp import FileChannel
+from fbocc.target.supervision import LinkTimes, supervised_command
 
 DEFAULT_KNOWN_HOSTS = ProjectSettings().known_hosts
 # Big SSH channel windows keep the pipe full on long links; paramiko's 2 MiB default stalls SFTP.
 WINDOW_SIZE = 64 * 1024 * 1024
 MAX_PACKET = 32768
-_PGID_MARK = b"fbocc-pgid "
+# paramiko logs the failures of its transport thread ("Socket exception: ...") through `logging`; with no
+# handler Python's last-resort handler prints them raw on stderr. fbocc reports those failures itself, once.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 
@@ -120,11 +126,17 @@ class TargetSession:
     """An open SSH connection to one target; use as a context manager."""
 
     def __init__(self, target: Target, *, known_hosts: Path | None = None, accept_new: bool = False,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float | None = None) -> None:
         self.target = target
         self.project_known_hosts = known_hosts if known_hosts is not None else DEFAULT_KNOWN_HOSTS
         self.accept_new = accept_new
-        self.connect_timeout = connect_timeout
+        self.times = LinkTimes(connect_timeout if connect_timeout is not None else target.connect_timeout_s,
+                               target.stall_timeout_s)
+        self.connect_timeout = self.times.connect_timeout_s
+        self.activity = "running a command"
+        self.on_open: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to retake a lock
+        self._aborted = False
+        self._watch: LinkWatch | None = None
         self._conn: Connection | None = None
         self._files: FileChannel | None = None
         self._workdir: str | None = None
@@ -168,9 +180,9 @@ class TargetSession:
         if t.proxy_jump:
             for hop in _parse_jump(t.proxy_jump):
                 gateway = Connection(hop, config=cfg.clone(), gateway=gateway,
-                                     connect_timeout=int(self.connect_timeout))
+                                     connect_timeout=self.connect_timeout)
         kwargs: dict[str, Any] = {"config": cfg, "connect_kwargs": connect_kwargs,
-                                  "connect_timeout": int(self.connect_timeout)}
+                                  "connect_timeout": self.connect_timeout}
         if t.port is not None:
             kwargs["port"] = t.port
         if t.user is not None:
@@ -199,6 +211,8 @@ class TargetSession:
 
     def open(self) -> None:
         """Connect (every hop checked against known_hosts); raise RemoteError naming the failing hop."""
+        if self._aborted:
+            raise Interrupted(f"interrupted; the connection to {self.label} was closed")
         if self._conn is not None and self._conn.is_connected:
             return
         self.close()
@@ -215,50 +229,55 @@ class TargetSession:
                         hop.client.load_system_host_keys(str(f))
                 hop.connect_kwargs.setdefault("transport_factory", _AeadFirstTransport)
                 self._open_hop(hop, files, label)
-                hop.transport.set_keepalive(15)
         except BaseException:
             for hop in reversed(chain):
                 hop.close()
             raise
         self._conn = conn
+        self._watch = LinkWatch(conn.transport, self.times)
+        for hook in list(self.on_open):
+            hook()
 
     def _open_hop(self, hop: Connection, files: list[Path], label: str) -> None:
         where = f"{hop.user}@{hop.host}:{hop.port}"
+        started = time.monotonic()
         try:
             hop.open()
         except FboccError:
             raise
-        except paramiko.BadHostKeyException as exc:
-            raise changed_key_error(exc, files, hop.host, int(hop.port), label) from exc
-        except paramiko.AuthenticationException as exc:
-            raise RemoteError(
-                f"authentication failed for {where}: {exc}", where=label,
-                fix="check identity_file / IdentityFile and that its public key is in the target's "
-                "~/.ssh/authorized_keys (and the user name)",
-            ) from exc
-        except paramiko.ChannelException as exc:
-            raise RemoteError(
-                f"the jump host could not open a connection to {hop.host}:{hop.port}: {exc}", where=label,
-                fix="check the target's host/port as seen from the jump host and that it is up",
-            ) from exc
-        except TimeoutError as exc:
-            raise RemoteError(
-                f"connecting to {where} timed out after {self.connect_timeout:g} s", where=label,
-                fix="check that the target is powered and reachable (network, VPN, ProxyJump)",
-            ) from exc
-        except (OSError, EOFError) as exc:
-            raise RemoteError(
-                f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}", where=label,
-                fix="check host, port and that sshd runs on the target (ssh_config alias, [targets] entry)",
-            ) from exc
-        except paramiko.SSHException as exc:
-            raise RemoteError(
-                f"SSH handshake with {where} failed: {exc}", where=label,
-                fix="check that the port speaks SSH and that a usable key is configured",
-            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            timed_out = time.monotonic() - started >= self.connect_timeout - 0.1
+            raise self._hop_error(exc, hop, files, label, where, timed_out) from exc
+
+    def _hop_error(self, exc: BaseException, hop: Connection, files: list[Path], label: str, where: str,
+                   timed_out: bool) -> FboccError:
+        """One error naming the failing hop and the fix."""
+        reach = "check that the target is powered and reachable (network, VPN, ProxyJump)"
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return changed_key_error(exc, files, hop.host, int(hop.port), label)
+        if isinstance(exc, paramiko.AuthenticationException):
+            return RemoteError(f"authentication failed for {where}: {exc}", where=label,
+                               fix="check identity_file / IdentityFile and that its public key is in the target's "
+                               "~/.ssh/authorized_keys (and the user name)")
+        if isinstance(exc, paramiko.ChannelException):
+            return RemoteError(f"the jump host could not open a connection to {hop.host}:{hop.port}: {exc}",
+                               where=label, fix="check the target's host/port as seen from the jump host and that "
+                               "it is up")
+        if isinstance(exc, TimeoutError) or timed_out:
+            # paramiko words a handshake that ran out of time in many ways ("No existing session", ...)
+            return RemoteError(f"connecting to {where} timed out after {self.connect_timeout:g} s", where=label,
+                               fix=reach)
+        if isinstance(exc, (OSError, EOFError)):
+            return RemoteError(f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}", where=label,
+                               fix="check host, port and that sshd runs on the target (ssh_config alias, [targets] "
+                               "entry)")
+        return RemoteError(f"SSH handshake with {where} failed: {exc}", where=label,
+                           fix="check that the port speaks SSH and that a usable key is configured")
 
     def close(self) -> None:
         """Close the SFTP session, the connection and every jump-host connection."""
+        if self._watch is not None:
+            self._watch.stop()
         if self._files is not None:
             self._files.close()
             self._files = None
@@ -268,6 +287,14 @@ class TargetSession:
                     hop.close()
             self._conn = None
 
+    def abort(self) -> None:
+        """Close the connection for good (Ctrl-C from another thread): blocked calls fail now, none reconnects.
+
+        The target's supervisors see their sessions end and stop the remote work.
+        """
+        self._aborted = True
+        self.close()
+
     def reconnect(self) -> None:
         """Drop the connection (if any) and open a fresh one."""
         self.close()
@@ -276,6 +303,27 @@ class TargetSession:
     @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.is_connected
+
+    @property
+    def stalled(self) -> str | None:
+        """Why the link was given up as stalled (None when it was not)."""
+        return self._watch.stalled if self._watch is not None else None
+
+    @contextlib.contextmanager
+    def doing(self, activity: str) -> Iterator[None]:
+        """Name what this session is doing, for the message when the connection is lost meanwhile."""
+        previous, self.activity = self.activity, activity
+        try:
+            yield
+        finally:
+            self.activity = previous
+
+    def lost(self, exc: BaseException | None = None, *, activity: str | None = None) -> ConnectionLost:
+        """The error for a connection that went away (or stalled) while this session was doing something."""
+        cause = self.stalled or (str(exc).strip() if exc is not None and str(exc).strip() else "the connection closed")
+        return ConnectionLost(f"connection to {self.label} lost while {activity or self.activity}: {cause}",
+                              where=self.label,
+                              fix="check that the target is up and reachable, then run the same command again")
 
     @property
     def _transport(self) -> paramiko.Transport:
@@ -315,27 +363,31 @@ class TargetSession:
             return self.run('printf "%s" "$HOME"', timeout=30).stdout.strip()
 
     def run(self, command: str, *, timeout: float | None = None, check: bool = True,
-            on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> RemoteResult:
-        """Run `command` on the target in its own process group and wait for it.
+            on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
+            marker: str | None = None, remove: tuple[str, ...] = ()) -> RemoteResult:
+        """Run `command` on the target in its own process group, under deploy/supervise.py, and wait for it.
 
         `on_line` gets every line of stdout and stderr as it arrives. `check=True` raises RemoteError
         (naming host, command, exit code and the end of stderr) on a non-zero exit. On timeout or
-        KeyboardInterrupt the remote process group is killed before this returns.
+        KeyboardInterrupt the remote process group is killed before this returns (within about 2 s).
+        The supervisor kills the group by itself when this session ends or stops sending heartbeats;
+        `marker` records the run (for a later clean-up) and `remove` lists paths it deletes then.
+        A lost or stalled connection is `ConnectionLost`, naming `self.activity`.
         """
         inner = command
         if env:
             inner = "".join(f"export {k}={quote(v)}; " for k, v in env.items()) + command
-        script = f'echo "{_PGID_MARK.decode()}$$" >&2; exec "${{SHELL:-/bin/sh}}" -c "$1"'
-        wrapped = (f"if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c {quote(script)} fbocc "
-                   f"{quote(inner)}; else exec /bin/sh -c {quote(script)} fbocc {quote(inner)}; fi")
+        wrapped = supervised_command(self.target.python, inner, self.times, marker=marker, remove=remove,
+                                     operation=self.activity)
         try:
-            chan = self._transport.open_session()
+            chan = self._open_channel()
             chan.exec_command(wrapped)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectionLost(f"cannot start a command on {self.address}: {exc}", where=self.label,
-                                 fix="check the connection to the target and re-run") from exc
-        out = _LineBuffer(on_line)
-        errb = _LineBuffer(on_line, pgid_mark=True)
+            raise self.lost(exc) from exc
+        if self._watch is not None:
+            self._watch.add(chan)
+        out = LineBuffer(on_line)
+        errb = LineBuffer(on_line, pgid_mark=True)
         started = time.monotonic()
         try:
             while True:
@@ -353,54 +405,88 @@ class TargetSession:
                         break
                     if timeout is not None and time.monotonic() - started > timeout:
                         self._kill_group(errb.pgid, chan)
-                        raise RemoteError(f"{command!r} on {self.label} did not finish within {timeout:g} s; "
-                                          "its remote process group was killed", where=self.label,
+                        raise RemoteError(f"{self._step(command)} on {self.label} did not finish within "
+                                          f"{timeout:g} s; its remote process group was killed", where=self.label,
                                           fix="raise the timeout or check why the command hangs")
                     time.sleep(0.01)
+            status = chan.recv_exit_status()
         except KeyboardInterrupt:
             self._kill_group(errb.pgid, chan)
-            raise Interrupted(f"interrupted while running {command!r} on {self.label}; "
+            raise Interrupted(f"interrupted while {self.activity} on {self.label}; "
                               "the remote process group was killed") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectionLost(f"the connection to {self.label} was lost while running {command!r}: {exc}",
-                                 where=self.label, fix="check the link to the target and re-run") from exc
-        status = chan.recv_exit_status()
+            raise self.lost(exc) from exc
+        finally:
+            if self._watch is not None:
+                self._watch.discard(chan)
+        transport = chan.get_transport()
+        if status == -1 and (self.stalled or transport is None or not transport.is_active()):
+            raise self.lost()
         chan.close()
         result = RemoteResult(command, status, out.finish(), errb.finish())
         if check and status != 0:
-            tail = "\n".join(result.stderr.strip().splitlines()[-10:])
-            raise RemoteError(f"{command!r} failed on {self.address} with exit code {status}"
-                              + (f":\n{tail}" if tail else ""), where=self.label,
-                              fix="see the remote output above")
+            said = [line.strip() for line in result.stderr.splitlines() if line.strip()][-2:]
+            raise RemoteError(f"{self._step(command)} failed on {self.label} (exit {status})"
+                              + (": " + " / ".join(said) if said else ""), where=self.label,
+                              fix="see the remote output above" if on_line else
+                              "check the target (free space, permissions, the tools named above) and run the "
+                              "same command again")
         return result
 
+    def _step(self, command: str) -> str:
+        """How a message names a remote command: itself when short, else what the session was doing."""
+        if "\n" not in command and len(command) <= 100:
+            return f"`{command}`"
+        return f"a remote step ({self.activity})"
+
+    def hold(self, command: str) -> HeldCommand:
+        """Start `command` and keep it running, heartbeats fed, until `release()` or the session ends."""
+        try:
+            chan = self._open_channel()
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.lost(exc) from exc
+        if self._watch is not None:
+            self._watch.add(chan)
+        return HeldCommand(chan, self._watch)
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A session channel, or an error within the stall deadline (paramiko's own default is an hour)."""
+        return self._transport.open_session(timeout=self.times.stall_timeout_s)
+
     def _kill_group(self, pgid: int | None, chan: paramiko.Channel) -> None:
-        deadline = time.monotonic() + 2.0
+        """Stop a running command's process group, in at most about 2 s whatever the link does.
+
+        Closing the channel is enough for a supervised command (its supervisor sees EOF and stops the
+        group); the explicit kill covers targets without Python, on a short deadline in the background.
+        """
+        deadline = time.monotonic() + 0.3
         while pgid is None and time.monotonic() < deadline and not chan.closed:
             if chan.recv_stderr_ready():
                 line = chan.recv_stderr(256)
-                if line.startswith(_PGID_MARK):
-                    pgid = int(line[len(_PGID_MARK):].split(b"\n")[0])
+                if line.startswith(PGID_MARK):
+                    pgid = int(line[len(PGID_MARK):].split(b"\n")[0])
             else:
                 time.sleep(0.02)
-        chan.close()
-        if pgid is None:
+        with contextlib.suppress(Exception):
+            chan.close()
+        if pgid is None or not self.connected or self.stalled:
             return
         g = f"-{pgid}"
-        killer = (f"kill -TERM -- {g} 2>/dev/null || exit 0; i=0; while [ $i -lt 30 ]; do "
+        killer = (f"kill -TERM -- {g} 2>/dev/null || exit 0; i=0; while [ $i -lt 10 ]; do "
                   f"kill -0 -- {g} 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; kill -KILL -- {g} 2>/dev/null;"
                   " exit 0")
-        for _ in range(2):
-            try:
-                if not self.connected:
-                    self.reconnect()
-                kill_chan = self._transport.open_session()
+
+        def kill() -> None:
+            with contextlib.suppress(Exception):  # best effort: the supervisor is the guarantee
+                kill_chan = self._transport.open_session(timeout=1.0)
                 kill_chan.exec_command(killer)
-                kill_chan.recv_exit_status()
+                kill_chan.status_event.wait(1.2)
                 kill_chan.close()
-                return
-            except (paramiko.SSHException, OSError, EOFError, FboccError):
-                time.sleep(0.5)
+
+        worker = threading.Thread(target=kill, name="fbocc-kill-group", daemon=True)
+        worker.start()
+        worker.join(1.2)
 
     def files(self) -> FileChannel:
         """The session's SFTP channel (opened once); RemoteError when the target's sshd has no SFTP."""
@@ -408,15 +494,19 @@ class TargetSession:
             self._files = self.open_files()
         return self._files
 
-    def open_files(self, *, timeout: float | None = 120.0) -> FileChannel:
+    def open_files(self, *, timeout: float | None = None) -> FileChannel:
         """A new SFTP channel (one per thread for parallel transfers); the caller closes it.
 
-        `timeout`: seconds without progress before a read or write raises (a stalled link does not hang).
+        `timeout`: seconds without progress before a read or write raises (default: the stall deadline).
         """
         transport = self._transport
         try:
-            client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE,
-                                                        max_packet_size=MAX_PACKET)
+            # SFTPClient.from_transport, with the stall deadline on opening the channel (paramiko's is an hour)
+            chan = transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET,
+                                          timeout=self.times.stall_timeout_s)
+            chan.settimeout(timeout if timeout is not None else self.times.stall_timeout_s)
+            chan.invoke_subsystem("sftp")
+            client = paramiko.SFTPClient(chan)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not transport.is_active():
                 raise ConnectionLost(f"the connection to {self.label} was lost opening SFTP: {exc}",
@@ -428,8 +518,8 @@ class TargetSession:
             raise RemoteError(f"the target {self.address} offers no SFTP subsystem", where=self.label,
                               fix="enable `Subsystem sftp internal-sftp` in the target's sshd_config")
         channel = client.get_channel()
-        if channel is not None and timeout is not None:
-            channel.settimeout(timeout)
+        if channel is not None:
+            channel.settimeout(timeout if timeout is not None else self.times.stall_timeout_s)
         return FileChannel(client, self.label, lambda: self.connected)
 
     def put(self, local: Path, remote: str) -> None:
@@ -459,57 +549,23 @@ class TargetSession:
             self.run(f"rm -rf -- {quote(remote)}", timeout=60, check=False)
 
 
-class _LineBuffer:
-    """Collects one output stream, calling `on_line` per complete line; strips our pgid marker line."""
-
-    def __init__(self, on_line: Callable[[str], None] | None, pgid_mark: bool = False) -> None:
-        self.on_line = on_line
-        self.chunks: list[bytes] = []
-        self.pending = b""
-        self.expect_mark = pgid_mark
-        self.pgid: int | None = None
-
-    def feed(self, data: bytes) -> None:
-        if self.expect_mark:
-            self.pending += data
-            if b"\n" not in self.pending:
-                return
-            first, _, rest = self.pending.partition(b"\n")
-            self.pending = b""
-            self.expect_mark = False
-            if first.startswith(_PGID_MARK):
-                self.pgid = int(first[len(_PGID_MARK):])
-                data = rest
-            else:
-                data = first + b"\n" + rest
-        self.chunks.append(data)
-        if self.on_line is not None:
-            self.pending += data
-            *lines, self.pending = self.pending.split(b"\n")
-            for line in lines:
-                self.on_line(line.decode(errors="replace"))
-
-    def finish(self) -> str:
-        if self.expect_mark and self.pending:
-            self.chunks.append(self.pending)
-        elif self.on_line is not None and self.pending:
-            self.on_line(self.pending.decode(errors="replace"))
-        return b"".join(self.chunks).decode(errors="replace")
-
-
 def connect_all(targets: Sequence[Target], fn: Callable[[TargetSession], T], *,
-                known_hosts: Path | None = None, accept_new: bool = False, connect_timeout: float = 10.0,
+                known_hosts: Path | None = None, accept_new: bool = False, connect_timeout: float | None = None,
                 max_workers: int | None = None) -> list[TargetOutcome[T]]:
     """Run `fn(session)` for every target in parallel (one connection each); outcomes in target order.
 
-    A target that fails (FboccError) does not stop the others; its outcome carries the error.
+    A target that fails (FboccError) does not stop the others; its outcome carries the error. Ctrl-C
+    closes every connection (their remote supervisors stop the remote work) and raises Interrupted at once.
     """
+    sessions: list[TargetSession] = []
 
     def one(target: Target) -> TargetOutcome[T]:
         started = time.monotonic()
         try:
-            with TargetSession(target, known_hosts=known_hosts, accept_new=accept_new,
-                               connect_timeout=connect_timeout) as session:
+            session = TargetSession(target, known_hosts=known_hosts, accept_new=accept_new,
+                                    connect_timeout=connect_timeout)
+            sessions.append(session)
+            with session:
                 value = fn(session)
             return TargetOutcome(target, value=value, seconds=time.monotonic() - started)
         except FboccError as exc:
@@ -517,5 +573,16 @@ def connect_all(targets: Sequence[Target], fn: Callable[[TargetSession], T], *,
 
     if len(targets) == 1:
         return [one(targets[0])]
-    with ThreadPoolExecutor(max_workers=max_workers or len(targets), thread_name_prefix="fbocc-target") as pool:
-        return list(pool.map(one, targets))
+    pool = ThreadPoolExecutor(max_workers=max_workers or len(targets), thread_name_prefix="fbocc-target")
+    futures = [pool.submit(one, t) for t in targets]
+    try:
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)
+    except KeyboardInterrupt:
+        for session in list(sessions):
+            session.abort()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise Interrupted(f"interrupted; the connections to {', '.join(t.name for t in targets)} were closed "
+                          "and their remote work stopped", fix="run the same command again") from None
+    pool.shutdown()
+    return [f.result() for f in futures]

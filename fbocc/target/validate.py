@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deploy import protocol
@@ -26,6 +26,7 @@ from fbocc.export.samples import MANIFEST_NAME, load_manifest, sha256_file
 from fbocc.results.comparison import Comparison, compare_runs, occupancy_output
 from fbocc.target.bench import BenchOptions
 from fbocc.target.contract import (
+    RUNS,
     EngineRecord,
     PushedSet,
     deploy_command,
@@ -37,6 +38,7 @@ from fbocc.target.contract import (
     run_dir,
     tagged,
 )
+from fbocc.target.supervision import MARKER_SUFFIX, clean_leftovers, workdir_lock
 from fbocc.target.transport import TargetSession
 
 VALIDATED_PRECISIONS = ("fp32", "fp16", "int8")
@@ -166,7 +168,7 @@ def run_remote_sequence(session: TargetSession, pushed: PushedSet, *, backend: s
     if engine is not None:
         args += ["--engine", engine.path, *(["--plugin", pushed.plugin] if pushed.plugin else [])]
     done = session.run(deploy_command(session, pushed, "run_sequence", args), check=False, timeout=timeout,
-                       on_line=on_line)
+                       on_line=on_line, marker=remote_out + MARKER_SUFFIX, remove=(remote_out, remote_out + ".part"))
     error = tagged(done.stdout, protocol.ERROR)
     if error:
         raise RemoteError(f"run_sequence on {session.label}: {error.get('message')}", where=session.label,
@@ -196,17 +198,28 @@ def reference_samples(session: TargetSession, pushed: PushedSet, local_samples: 
 def validate_target(session: TargetSession, *, backend: str, precisions: list[str], local_dir: Path,
                     samples_dir: Path | None = None, builder: str = "trtexec", rebuild: bool = False,
                     results_dir: Path | None = None, progress: Callable[[str], None] | None = None,
-                    pull_limit: int = PULL_LIMIT, timeout_s: float = 3600.0) -> ValidationReport:
+                    pull_limit: int = PULL_LIMIT, timeout_s: float = 3600.0,
+                    wait_lock_s: float = 0.0) -> ValidationReport:
     """Run each precision remotely, pull outputs into `local_dir`, compare, and record the mIoU.
 
     `samples_dir` is the host's export (reference outputs), used when it is the one pushed; otherwise
     the reference outputs are pulled from the pushed samples. The TensorRT backend runs the engine
     `ensure_engine` gives for `builder` (built there when missing).
     """
-    from fbocc.results.history import record_validation
 
     ValidateOptions(backend=backend, precisions=tuple(precisions), builder=builder).check()
     say = progress or (lambda text: None)
+    with session.doing("validating"), workdir_lock(session, "validating", wait_lock_s, say):
+        clean_leftovers(session, str(PurePosixPath(session.workdir()) / RUNS), say)
+        return _validate_target(session, backend, precisions, local_dir, samples_dir, builder, rebuild, results_dir,
+                                say, pull_limit, timeout_s)
+
+
+def _validate_target(session: TargetSession, backend: str, precisions: list[str], local_dir: Path,
+                     samples_dir: Path | None, builder: str, rebuild: bool, results_dir: Path | None,
+                     say: Callable[[str], None], pull_limit: int, timeout_s: float) -> ValidationReport:
+    from fbocc.results.history import record_validation
+
     report = ValidationReport(target=session.label, backend=backend, runs=[], comparisons=[])
     pushed = locate_pushed_set(session)
     if backend == "tensorrt" and not pushed.plugin:
