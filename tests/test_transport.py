@@ -14,8 +14,8 @@ import pytest
 
 from fbocc.config import Target
 from fbocc.errors import ConfigError, Interrupted, RemoteError, TransferError
-from fbocc.target.host_keys import fingerprint
 from fbocc.target.transport import TargetSession, connect_all
+from fbocc.target.transport.host_keys import fingerprint
 from tests.sshd import SshServer, free_port, keygen
 
 pytestmark = pytest.mark.ssh

@@ -28,10 +28,10 @@ from deploy.manifest import sha256_file
 from fbocc.config import Target
 from fbocc.errors import ConnectionLost, FboccError, Interrupted, RemoteError, TargetDiskFull, TransferError
 from fbocc.target.artefacts import ArtefactSet, file_stamp
-from fbocc.target.sftp import FileChannel
 from fbocc.target.store import VERIFY_FAILED, RemoteStore, StoreState
 from fbocc.target.supervision import WorkdirLock, workdir_lock
 from fbocc.target.transport import TargetOutcome, TargetSession, connect_all, quote
+from fbocc.target.transport.sftp import FileChannel
 
 log = logging.getLogger(__name__)
 

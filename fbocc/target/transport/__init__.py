@@ -5,7 +5,7 @@ What a caller gets:
 - `TargetSession(target, known_hosts=..., accept_new=...)`: a context manager holding one connection
   (through the ProxyJump chain, if any). Verbs: `run`, `put`, `get`, `remove_tree`, `workdir`, `quote`;
   `files()` (the session's SFTP channel) and `open_files()` (one more, for a worker thread) hand out a
-  `FileChannel` (fbocc.target.sftp: upload with offset and pipelining, download with read-ahead, ...).
+  `FileChannel` (fbocc.target.transport.sftp: upload with offset and pipelining, download with read-ahead, ...).
 - `connect_all(targets, fn, ...)`: `fn(session)` for every target in parallel, one `TargetOutcome` each.
 - `ssh_stack()`: the SSH library's version and our cipher preference (for benchmark reports).
 
@@ -48,10 +48,10 @@ from fabric import Connection
 
 from fbocc.config import ProjectSettings, Target
 from fbocc.errors import ConfigError, ConnectionLost, FboccError, Interrupted, RemoteError
-from fbocc.target.host_keys import StrictHostKeyPolicy, changed_key_error, split_paths
-from fbocc.target.link import PGID_MARK, HeldCommand, LineBuffer, LinkWatch
-from fbocc.target.sftp import FileChannel
 from fbocc.target.supervision import LinkTimes, supervised_command
+from fbocc.target.transport.host_keys import StrictHostKeyPolicy, changed_key_error, split_paths
+from fbocc.target.transport.link import PGID_MARK, HeldCommand, LineBuffer, LinkWatch
+from fbocc.target.transport.sftp import FileChannel
 
 DEFAULT_KNOWN_HOSTS = ProjectSettings().known_hosts
 # Big SSH channel windows keep the pipe full on long links; paramiko's 2 MiB default stalls SFTP.
