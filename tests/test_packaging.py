@@ -130,3 +130,24 @@ def test_model_side_never_imports_docker_or_ssh() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_map_names_every_module_where_it_lives() -> None:
+    """README's architecture table must match `ls`: every module of the stage folders (build/, target/, export/,
+    results/) and of deploy/ is named in its folder's row; cli/, model/ and ops/ are named as folders."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    missing = []
+    for path in sorted([*REPO.glob("fbocc/*/**/*.py"), *REPO.glob("deploy/*.py")]):
+        rel = path.relative_to(REPO)
+        top = rel.parts[0] if rel.parts[0] == "deploy" else "/".join(rel.parts[:2])
+        if top in ("fbocc/cli", "fbocc/model", "fbocc/ops"):
+            named = any(f"{rel.parts[1]}/`" in cells[0] + cells[1] for cells in rows)
+        elif path.name == "__init__.py":
+            named = rel.parent.as_posix() == top or any(f"`{rel.parent.name}/`" in cells[1] for cells in rows)
+        else:
+            named = any(f"`{top}/`" in cells[0] and f"`{path.name}`" in cells[1] for cells in rows)
+        if not named:
+            missing.append(rel.as_posix())
+    assert not missing, f"README's architecture map does not name {missing} in its folder's row"
