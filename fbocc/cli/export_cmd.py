@@ -79,12 +79,14 @@ def check_onnx_cmd(
             ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"))
     if as_json:
         emit_json({"onnx": str(report.onnx_path), "ok": report.ok, "problems": report.problems,
-                   "custom_ops": report.custom_ops,
+                   "custom_ops": report.custom_ops, "tensorrt_ops": report.tensorrt_ops,
                    "inputs": [asdict(v) for v in report.inputs], "outputs": [asdict(v) for v in report.outputs]}
                   | ({"run": ran.as_dict()} if ran else {}))
     else:
         ops = ", ".join(f"{k} x{v}" for k, v in report.custom_ops.items())
         out.print(f"{report.onnx_path}: plugin ops {ops}")
+        if report.tensorrt_ops:
+            out.print("TensorRT's own plugins " + ", ".join(f"{k} x{v}" for k, v in report.tensorrt_ops.items()))
         for title, values in (("inputs", report.inputs), ("outputs", report.outputs)):
             out.print(f"{title} ({len(values)}): " + ", ".join(f"{v.name}:{v.dtype}{v.shape}" for v in values))
         for problem in report.problems:

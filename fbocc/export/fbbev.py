@@ -251,7 +251,7 @@ def cpu_as_cuda() -> Iterator[None]:
 
     saved_cuda, saved_is_cuda = torch.Tensor.cuda, torch.Tensor.is_cuda
     torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
-    torch.Tensor.is_cuda = property(lambda self: True)
+    torch.Tensor.is_cuda = property(lambda self: True)  # type: ignore[assignment]
     try:
         yield
     finally:
