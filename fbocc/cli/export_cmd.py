@@ -37,6 +37,12 @@ def export_cmd(
         "--index-dtype", help="int32 (TensorRT 8.6) or int64 (TensorRT >= 10) index inputs.")] = "int32",
     profile_margin: Annotated[float, typer.Option(
         "--profile-margin", help="Min/max of dynamic shapes: sample range widened by this fraction.")] = 0.25,
+    fbbev: Annotated[Path | None, typer.Option(
+        "--fbbev", help="Export through this NVlabs/FB-BEV tree's own code (its --config, default its _trt "
+        "config) instead of fbocc's model.")] = None,
+    fbbev_python: Annotated[str | None, typer.Option(
+        "--fbbev-python", help="With --fbbev: python of the environment that imports it (mmcv 1.7.0).",
+        envvar="FBOCC_FBBEV_PYTHON")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export FB-OCC to ONNX with the plugin ops, sample .dat inputs and reference outputs."""
@@ -45,7 +51,8 @@ def export_cmd(
     options = ExportOptions(out=out_dir, preset=preset, config_file=config, checkpoint=checkpoint,
                             random_weights=random_weights, seed=seed, samples=samples, dataroot=dataroot,
                             scene=scene, start=start, info_file=info_file, occ_root=occ_root,
-                            index_dtype=index_dtype, profile_margin=profile_margin)
+                            index_dtype=index_dtype, profile_margin=profile_margin, fbbev=fbbev,
+                            fbbev_python=fbbev_python)
     result = export(options, progress=lambda msg: err.print(f"export: {msg}"))
     if as_json:
         data = asdict(result)

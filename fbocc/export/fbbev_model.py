@@ -76,6 +76,8 @@ def config_overrides(cfg: ModelConfig) -> dict[str, Any]:
         "model.occupancy_head.out_channel": cfg.num_classes,
         "model.occupancy_head.point_cloud_range": list(cfg.pc_range),
         "grid_size": (1, cfg.embed_dims, cfg.bev_z, cfg.bev_h, cfg.bev_w),
+        "data_config.input_size": tuple(cfg.input_size),  # what the deployment scripts read for the images
+        "data_config.src_size": tuple(cfg.src_size),
     }
 
 
