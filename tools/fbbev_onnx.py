@@ -6,7 +6,9 @@ outputs of upstream's PyTorch forward on those inputs, so `fbocc check-onnx --ru
 
 What is shimmed, and nothing else: the data loader (no dataset here: one synthetic nuScenes-shaped frame from
 fbocc.model.synthetic, in the layout FB-BEV's test pipeline yields: img_inputs + img_metas); torch.onnx.export
-gets dynamo=False (torch >= 2.9 defaults to the dynamo exporter, which ignores autograd `symbolic`s);
+gets dynamo=False (torch >= 2.9 defaults to the dynamo exporter, which ignores autograd `symbolic`s); the
+kernel call inside `_BEVPoolV2.forward` (`bev_pool_v2_gpu`, itself an autograd Function) runs as a plain
+function, since torch 2.13's tracer fails on nested autograd Functions (`RuntimeError: unordered_map::at`);
 `--cuda False` (no GPU); the CPU stand-ins of fbocc.export.fbbev. pth2onnx.py writes OUT/onnx/<config>.onnx and
 OUT/trt_inputs/<input>.dat (+ .npy of three); this tool adds OUT/trt_inputs/<output>.dat (upstream PyTorch).
 """
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from fbocc.export.fbbev import TRT_CONFIG, activate, check_tree, cpu_as_cuda
+    from fbocc.export.fbbev import TRT_CONFIG, activate, bev_pool_v2_plain, check_tree, cpu_as_cuda
     from fbocc.model.config import PRESETS
     from fbocc.model.network import OUTPUT_NAMES, build_model
 
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs.setdefault("dynamo", False)
         return real_export(model, args, f, **kwargs)
 
+    pool_module = importlib.import_module("mmdet3d.models.fbbev.custom_ops.bev_pool_v2")
+    pool_module.bev_pool_v2_gpu = bev_pool_v2_plain  # a nested autograd Function breaks torch 2.13's tracer
     pth2onnx = _load_script(tree.root / "deployment" / "pth2onnx.py")
     batches = synthetic_loader(cfg, 1, args.seed)
     pth2onnx.build_dataset = lambda *_a, **_k: batches

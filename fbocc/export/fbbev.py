@@ -162,6 +162,16 @@ def _bev_pool_v2_forward(depth: Any, feat: Any, out: Any, ranks_depth: Any, rank
     out.copy_(flat.view(out.shape))
 
 
+def bev_pool_v2_plain(depth: Any, feat: Any, ranks_depth: Any, ranks_feat: Any, ranks_bev: Any,
+                      bev_feat_shape: Any, interval_starts: Any, interval_lengths: Any) -> Any:
+    """FB-BEV's `bev_pool_v2_gpu` (QuickCumsumCuda.apply) as a plain function: torch 2.13's tracer fails on an
+    autograd Function nested in another (`RuntimeError: unordered_map::at`); same kernel, same result."""
+    out = feat.new_zeros(bev_feat_shape)
+    _bev_pool_v2_forward(depth.contiguous().float(), feat.contiguous().float(), out, ranks_depth.int(),
+                         ranks_feat.int(), ranks_bev.int(), interval_lengths.int(), interval_starts.int())
+    return out
+
+
 def _ms_deform_attn_forward(value: Any, spatial_shapes: Any, level_start_index: Any, sampling_locations: Any,
                             attention_weights: Any, im2col_step: int = 64) -> Any:
     """`mmcv._ext.ms_deform_attn_forward` -> [N, Lq, M*D], with mmcv's PyTorch implementation."""

@@ -89,7 +89,7 @@ def contract_ops(model: Any, config: Any) -> Iterator[None]:
     from fbocc.model import trt_ops
 
     _, _, z, h, w = config.grid_size
-    msda_module = importlib.import_module("mmdet3d.models.fbbev.view_transformation.backward_projection."
+    msda_module: Any = importlib.import_module("mmdet3d.models.fbbev.view_transformation.backward_projection."
                                           "bevformer_utils.multi_scale_deformable_attn_function")
 
     def bev_pool(depth: Any, feat: Any, rd: Any, rf: Any, rb: Any, starts: Any, lengths: Any) -> Any:
@@ -254,9 +254,10 @@ def _main(argv: list[str]) -> int:
     """Subprocess entry: one JSON of ExportOptions in, one JSON line of the result (or the error) out."""
     from fbocc.export.pipeline import ExportOptions
 
-    raw = json.loads(argv[0])
+    raw: dict[str, Any] = json.loads(argv[0])
     paths = {"out", "config_file", "checkpoint", "dataroot", "info_file", "occ_root", "fbbev"}
-    options = ExportOptions(**{k: (Path(v) if k in paths and v is not None else v) for k, v in raw.items()})
+    values: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v) for k, v in raw.items()}
+    options = ExportOptions(**values)
     try:
         result = _export(options, lambda m: print(f"fbocc-progress: {m}", file=sys.stderr, flush=True))
     except FboccError as exc:

@@ -122,7 +122,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
     if options.fbbev is not None:
         from fbocc.export.fbbev_export import export_fbbev
 
-        return export_fbbev(options, progress)  # type: ignore[no-any-return]
+        return export_fbbev(options, progress)
     if options.index_dtype not in ("int32", "int64"):
         raise ConfigError(f"index dtype {options.index_dtype!r} is not int32 or int64",
                           fix="--index-dtype int32 (TensorRT 8.6) or int64 (TensorRT >= 10)")
