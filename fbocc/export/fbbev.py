@@ -35,16 +35,7 @@ TRT_CONFIG = "occupancy_configs/fb_occ/fbocc-r50-cbgs_depth_16f_16x4_20e_trt.py"
 # The three files upstream's deployment/README.md copies from DerryHub/BEVFormer_tensorrt (303d314) before
 # applying deployment/fbocc_custom_ops_plugin.patch.
 CUSTOM_OPS_FILES = ("grid_sampler.py", "bev_pool_v2.py", "multi_scale_deformable_attn.py")
-REQUIREMENTS = {"mmcv": "1.7.0 (MMCV_WITH_OPS=0)", "mmdet": "2.28.2", "mmsegmentation": "0.30.0"}
-SETUP_RECIPE = (
-    "python3 -m venv VENV && VENV/bin/pip install torch==2.13.0 numpy 'setuptools<70' wheel && "
-    "MMCV_WITH_OPS=0 VENV/bin/pip install --no-build-isolation mmcv==1.7.0 && "
-    "VENV/bin/pip install yapf==0.40.1 opencv-python-headless tqdm terminaltables six prettytable onnx && "
-    "VENV/bin/pip install --no-deps mmdet==2.28.2 mmsegmentation==0.30.0; then, in the FB-BEV tree, the "
-    "steps of deployment/README.md 'Third-Party Custom Operations': copy grid_sampler.py, bev_pool_v2.py, "
-    "multi_scale_deformable_attn.py from BEVFormer_tensorrt@303d314 det2trt/models/functions/ into "
-    "mmdet3d/models/fbbev/custom_ops/ and `git apply --include='mmdet3d/*' deployment/fbocc_custom_ops_plugin.patch`"
-)
+from fbocc.export.fbbev_recipe import SETUP_RECIPE  # noqa: E402
 
 # Top-level packages FB-BEV imports for datasets, evaluation, visualisation or sparse convolution; FB-OCC's
 # TensorRT forward never calls them.
@@ -288,3 +279,35 @@ def tree_provenance(tree: FBBEVTree) -> dict[str, Any]:
            if (tree.custom_ops / f).is_file()}
     return {"root": str(tree.root), "git_commit": commit, "versions": versions, "custom_ops_sha256": ops,
             "commit_env": os.environ.get("FBOCC_UPSTREAM_COMMIT")}
+
+
+def probe(tree_path: str) -> dict[str, Any]:
+    """What `fbocc doctor --fbbev` reports about this interpreter and tree (run in the FB-BEV environment)."""
+    import platform
+
+    doc: dict[str, Any] = {"python": sys.executable, "python_version": platform.python_version(), "versions": {},
+                           "tree_problems": FBBEVTree(Path(tree_path).expanduser().resolve()).problems()}
+    for name in ("torch", "numpy", "mmcv", "mmdet", "mmseg", "onnx"):
+        try:
+            doc["versions"][name] = importlib.import_module(name).__version__
+        except Exception as exc:
+            doc["versions"][name] = None
+            doc.setdefault("import_errors", {})[name] = f"{type(exc).__name__}: {exc}"
+    if not doc["tree_problems"] and doc["versions"].get("mmcv"):
+        try:
+            activate(FBBEVTree(Path(tree_path).expanduser().resolve()))
+            doc["mmdet3d"] = str(Path(sys.modules["mmdet3d"].__file__ or "").parent)
+            doc["versions"]["mmdet3d"] = sys.modules["mmdet3d"].__version__
+        except Exception as exc:
+            doc.setdefault("import_errors", {})["mmdet3d"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    return doc
+
+
+if __name__ == "__main__":  # python -m fbocc.export.fbbev --probe TREE (fbocc doctor --fbbev)
+    import json
+
+    if sys.argv[1:2] == ["--probe"] and len(sys.argv) == 3:
+        import warnings
+
+        warnings.simplefilter("ignore")
+        print(json.dumps(probe(sys.argv[2])))
