@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("tests/data/fbbev_goldens"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--dump-config", type=Path, help="only write FB-BEV's config of the shrunk network (.py)")
     args = parser.parse_args(argv)
     if args.fbbev is None:
         parser.error("give the FB-BEV tree: --fbbev PATH or FBOCC_UPSTREAM_SRC")
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in SMALL_FIELDS.items()})
     tree = check_tree(args.fbbev)
     config = fbbev_model.load_config(tree, cfg=cfg)
+    if args.dump_config:
+        config.dump(str(args.dump_config))
+        return 0
     upstream, state = parity_run.weights_for(tree, config, cfg, "random", args.seed)
     per_age: dict[str, dict[str, np.ndarray]] = {}
     summary = []
