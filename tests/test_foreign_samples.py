@@ -125,3 +125,20 @@ def test_a_file_of_the_wrong_size_names_the_file(graph: Path, tmp_path: Path) ->
     np.zeros(5, np.float32).tofile(data_dir / "mlp_input.dat")
     with pytest.raises(ValidationError, match=r"mlp_input.dat: 20 bytes, but mlp_input is float32"):
         samples_from_fbbev_folder(data_dir, graph, tmp_path / "samples")
+
+
+def test_cli_writes_the_samples_and_names_a_missing_input(graph: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from fbocc.cli import run
+
+    data_dir = tmp_path / "trt_inputs"
+    write_frame(data_dir, np.random.default_rng(4), history_bev=True)
+    assert run(["samples", "--from-fbbev", str(data_dir), "--onnx", str(graph), "--out", str(tmp_path / "s"),
+                "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["frames"] == 1 and doc["layout"] == "pth2onnx"
+    (data_dir / "grid.dat").unlink()
+    assert run(["samples", "--from-fbbev", str(data_dir), "--onnx", str(graph), "--out", str(tmp_path / "s")]) == 7
+    assert "lacks graph inputs" in capsys.readouterr().err and (tmp_path / "s" / "manifest.json").is_file()
