@@ -46,6 +46,7 @@ class CaseResult:
     frames: list[FrameParity] = field(default_factory=list)
     upstream: list[FrameRecord] = field(default_factory=list)
     ours: list[FrameRecord] = field(default_factory=list)
+    seconds: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -75,10 +76,11 @@ def weights_for(tree: FBBEVTree, config: Any, cfg: ModelConfig, weights: str, se
 
 
 def run_case(tree: FBBEVTree, config: Any, cfg: ModelConfig, upstream: Any, state: dict[str, torch.Tensor],
-             *, weights: str, history_age: str, frames: int, frame_seed: int = 0,
+             *, weights: str, history_age: str, frames: int, frame_seed: int = 0, keep_records: bool = True,
              progress: Callable[[str], None] = lambda _m: None) -> CaseResult:
     """Both implementations over `frames` synthetic frames; ours runs on upstream's prepared inputs, and our
-    own preparation of the same frames is compared with upstream's."""
+    own preparation of the same frames is compared with upstream's. Without `keep_records` only the
+    comparisons are kept (a full-size frame's tensors take ~2 GB)."""
     ours = build_model(cfg, history_age=history_age, index_dtype=torch.int64)
     missing, unexpected = ours.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
@@ -127,6 +129,10 @@ def run_case(tree: FBBEVTree, config: Any, cfg: ModelConfig, upstream: Any, stat
         parity.diffs += [type(d)(f"input {d.name}", d.max_abs_diff, d.max_abs_ref, d.note) for d in prep_diffs]
         parity.problems += prep_problems
         result.frames.append(parity)
-        result.upstream.append(rec_up)
-        result.ours.append(rec_ours)
+        if keep_records:
+            result.upstream.append(rec_up)
+            result.ours.append(rec_ours)
+        else:
+            result.seconds.append({"upstream": t_up, "fbocc": t_ours})
+        del rec_up, rec_ours, our_inputs, inputs, up_np
     return result
