@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = argv_saved
     for name, value in zip(OUTPUT_NAMES, recorded, strict=True):
         np.ascontiguousarray(value.numpy()).tofile(data_dir / f"{name}.dat")
+        if name == "pred_occupancy":  # its shape, as FB-BEV keeps the shapes of ranks_bev & co (.npy)
+            np.save(data_dir / f"{name}.npy", value.numpy())
     print(f"references: {', '.join(OUTPUT_NAMES)} -> {data_dir}")
 
     if args.frames:

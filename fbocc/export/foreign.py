@@ -100,6 +100,22 @@ def infer_shape(tensor: GraphTensor, nbytes: int, where: Path) -> list[int]:
     return [int(d) for d in dims if d is not None]
 
 
+def _output_shape(t: GraphTensor, frame_dir: Path, inputs: dict[str, Any]) -> list[int] | None:
+    """An output's shape: the graph's when fixed, else its `.npy` (FB-BEV's way of keeping shapes), else the
+    shape of the history input it feeds."""
+    if t.shape and all(isinstance(x, int) and x > 0 for x in t.shape):
+        return [int(x) for x in t.shape]
+    npy = frame_dir / f"{t.name}.npy"
+    if npy.is_file():
+        import numpy as np
+
+        return list(np.load(npy, mmap_mode="r").shape)
+    paired = {o: i for i, o in HISTORY_PAIRS}.get(t.name)
+    if paired and paired in inputs:
+        return list(inputs[paired]["shape"])
+    return None
+
+
 def _profile(shapes: list[list[int]], dynamic: list[int], margin: float) -> dict[str, list[int]]:
     lo = [min(s[i] for s in shapes) for i in range(len(shapes[0]))]
     hi = [max(s[i] for s in shapes) for i in range(len(shapes[0]))]
@@ -164,12 +180,19 @@ def samples_from_fbbev_folder(folder: Path, onnx_path: Path, out: Path, *, profi
                 shapes[t.name].append(shape)
             for t in outputs:
                 path = d / f"{t.name}.dat"
-                if path.is_file() and all(isinstance(x, int) and x > 0 for x in t.shape):
-                    array = np.fromfile(path, dtype=t.dtype).reshape([int(x) for x in t.shape])
-                    entry["outputs"][t.name] = write_tensor(staging, f"frame_{fid}/{t.name}.dat", array)
-                elif path.is_file():
-                    result.notes.append(f"{path.name}: the graph does not fix its shape {t.shape}; not used "
-                                        "as a reference")
+                if not path.is_file():
+                    continue
+                out_shape = _output_shape(t, d, entry["inputs"])
+                if out_shape is None:
+                    result.notes.append(f"{path}: the graph leaves its shape open {t.shape} and no {t.name}.npy "
+                                        "gives it; not used as a reference")
+                    continue
+                array = np.fromfile(path, dtype=t.dtype)
+                if array.size != math.prod(out_shape):
+                    raise ValidationError(f"{path}: {array.size} values, {t.name} is {out_shape}", where=str(path),
+                                          fix="the reference outputs must come from the same export")
+                entry["outputs"][t.name] = write_tensor(staging, f"frame_{fid}/{t.name}.dat",
+                                                        array.reshape(out_shape))
             result.references = result.references or bool(entry["outputs"])
             frames.append(entry)
         starts = [bool(np.fromfile(d / "start_of_sequence.dat", dtype=np.bool_)[0]) for d in dirs
