@@ -1,7 +1,7 @@
 """FB-OCC's `_trt` model built and run by a user's FB-BEV tree (`fbocc.export.fbbev` imports it): its config,
 with our `ModelConfig` expressed as overrides of that config; its own host-side preparation
 (`prepare_mlp_inputs`, `prepare_bevpool_inputs`, `prepare_bwdproj_inputs`, `generate_grid`); its own
-`forward_trt`, with the intermediate results of each stage recorded.
+`forward_trt`, with the intermediate results of each stage recorded (names of fbocc.model.stages.STAGES).
 
 Imports FB-BEV, mmcv and torch: only `export --fbbev`, the parity check and the golden generator load it.
 """
@@ -21,10 +21,6 @@ from fbocc.errors import ConfigError
 from fbocc.export.fbbev import TRT_CONFIG, FBBEVTree, activate, cpu_as_cuda
 from fbocc.model.config import ModelConfig
 from fbocc.model.preprocess import CameraFrame
-
-# Stages recorded on both implementations, in forward order (fbocc.model.stages records ours).
-STAGES = ("image_features", "context", "depth", "bev_pool", "backward_projection", "fused_bev",
-          "voxel_features")
 
 
 def _grid(cfg: ModelConfig) -> dict[str, list[float]]:
@@ -190,10 +186,8 @@ class UpstreamSequence:
     def history_inputs(self, frame: CameraFrame) -> dict[str, torch.Tensor]:
         """The history inputs of `frame`: zeros at the first frame (as pth2onnx.py), else the last outputs."""
         if self._history is None or frame.start_of_sequence:
-            shape = self.config.output_shapes["output_history_bev"] if "output_shapes" in self.config else None
-            cfg_shape = list(self.config.grid_size)
-            c = self.model.history_cat_num * cfg_shape[1]
-            shape = [1, c, *cfg_shape[2:]]
+            _, channels, z, h, w = self.config.grid_size
+            shape = [1, self.model.history_cat_num * channels, z, h, w]
             return {"history_bev": torch.zeros(shape),
                     "history_seq_ids": torch.tensor([frame.sequence_id], dtype=torch.int32),
                     "history_sweep_time": torch.zeros(1, self.model.history_cat_num, dtype=torch.int32)}
