@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-age", nargs="+", default=["deployment", "training"])
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--summarize", type=Path, nargs="+", help="only print the compact table of these --json files")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summary([json.loads(p.read_text()) for p in args.summarize]))
+        return 0
     if args.fbbev is None:
         parser.error("give the FB-BEV tree: --fbbev PATH or FBOCC_UPSTREAM_SRC")
 
@@ -84,6 +88,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"provenance": provenance, "frames": record}, indent=1))
     return 0 if passed else 1
+
+
+COLUMNS = ("stage image_features", "stage context", "stage depth", "stage bev_pool", "stage backward_projection",
+           "stage fused_bev", "stage voxel_features.0", "stage voxel_features.1", "stage voxel_features.2",
+           "output pred_occupancy", "output output_history_bev", "output output_history_sweep_time")
+
+
+def summary(docs: list[dict]) -> str:
+    """One row per weight set x history age x frame: max abs diff of every stage and output (the bar is
+    1e-5 x max|ref| of each), labels, and the worst prepared input."""
+    from fbocc.export.parity import markdown_table
+
+    rows = []
+    for doc in docs:
+        for f in doc["frames"]:
+            by = {d["name"]: d for d in f["diffs"]}
+            prep = [d for d in f["diffs"] if d["name"].startswith("input ")]
+            worst_prep = max(prep, key=lambda d: d["max_abs_diff"] / d["max_abs_ref"] if d["max_abs_ref"] else 0)
+            rows.append([f["weights"], f["history_age"], str(f["frame"] + 1),
+                         *[f"{by[c]['max_abs_diff']:.3g}" if c in by else "-" for c in COLUMNS],
+                         f"{100 * f['labels_agree']:.2f} %",
+                         f"{worst_prep['max_abs_diff']:.3g} ({worst_prep['name'][6:]})",
+                         "pass" if f["passed"] else "FAIL"])
+    header = ["weights", "history age", "frame", *[c.split(" ", 1)[1] for c in COLUMNS], "labels",
+              "worst prepared input", "bar"]
+    return markdown_table(rows, header)
 
 
 if __name__ == "__main__":
