@@ -81,7 +81,7 @@ bench-push: venv
 	$(PY) benchmarks/push.py --out $(BENCH_PUSH_OUT) $(BENCH_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check fbocc tests
+	$(VENV)/bin/ruff check fbocc tests tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/vermin --no-tips --violations -t=3.8- deploy
 
@@ -96,7 +96,7 @@ cross-build: setup
 OLD_TOOLCHAIN_TRT_HEADERS ?= $(or $(FBOCC_TRT_HEADERS),/work/trt-headers)/8.6.1/include
 .PHONY: check-old-toolchain
 check-old-toolchain: setup
-	$(PY) -m fbocc.old_toolchain --out build/old-toolchain $(OLD_TOOLCHAIN_ARGS) \
+	$(PY) -m tools.old_toolchain --out build/old-toolchain $(OLD_TOOLCHAIN_ARGS) \
 	  $(if $(wildcard $(OLD_TOOLCHAIN_TRT_HEADERS)/NvInfer.h),--trt-headers $(OLD_TOOLCHAIN_TRT_HEADERS))
 
 demo: setup

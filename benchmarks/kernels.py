@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import msda_floors
+from benchmarks import workloads as wl
 from benchmarks.baseline import bevformer_trt as today_build
 from benchmarks.baseline import tensorrt_msda
 from benchmarks.baseline.bevformer_trt import TodaysKernels
@@ -46,7 +47,6 @@ from benchmarks.baseline.tensorrt_msda import TensorRTMsda
 from fbocc.errors import FboccError
 from fbocc.ops import cuda as kernels
 from fbocc.ops import reference as ref
-from fbocc.ops import workloads as wl
 
 # Bars from issue 3 (ms at FB-OCC's shapes on the H100, TensorRT's own MSDA kernel for comparison). With --trt-src
 # the MSDA bar uses TensorRT's kernel timed in the same run instead.
@@ -527,15 +527,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> str:
+    """The command that reproduces this run; paths outside the checkout appear as placeholders (`<TRT_SRC>`)."""
+    given = [(name, today_build.shown_path(value, f"<{name}>"))
+             for name, value in (("BASELINE_SRC", args.baseline_src), ("BASELINE_PATCH", args.baseline_patch),
+                                 ("TRT_SRC", args.trt_src)) if value]
     if not args.only:
-        env = [f"{name}={value}" for name, value in (("BASELINE_SRC", args.baseline_src),
-                                                     ("BASELINE_PATCH", args.baseline_patch),
-                                                     ("TRT_SRC", args.trt_src)) if value]
-        return " ".join([*env, "make bench-kernels"])
+        return " ".join([*(f"{name}={value}" for name, value in given), "make bench-kernels"])
     flags = [f"--only {o}" for o in args.only]
-    flags += [f"{flag} {value}" for flag, value in (("--baseline-src", args.baseline_src),
-                                                    ("--baseline-patch", args.baseline_patch),
-                                                    ("--trt-src", args.trt_src)) if value]
+    flags += [f"--{name.lower().replace('_', '-')} {value}" for name, value in given]
     return "python benchmarks/kernels.py " + " ".join(flags)
 
 

@@ -49,7 +49,7 @@ void gatherFloor(torch::Tensor value, torch::Tensor locations, int64_t h, int64_
     TORCH_CHECK(h > 0 && w > 0 && h * w == s.spatial, "the level (h, w) must cover value's S rows: h * w == S");
     s.h = h;
     s.w = w;
-    // the workload's raster of queries over the level (fbocc.ops.workloads.msda_inputs)
+    // the workload's raster of queries over the level (benchmarks.workloads.msda_inputs)
     int64_t const cols = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(
         static_cast<double>(s.queries) * static_cast<double>(w) / static_cast<double>(h)))));
     int64_t const rows = std::max<int64_t>(1, (s.queries + cols - 1) / cols);

@@ -6,7 +6,7 @@
 //     corners of `points` sampling points) and writes their sum as its output; no locations or weights are read.
 //     Each point's pixel comes from a hash of (task, point): "local" puts it within 3 pixels (std 1.6, a little
 //     tighter than the workload's 2) of the query's reference pixel (queries in raster order over the level, as
-//     fbocc.ops.workloads lays them out), "uniform" anywhere in the level. The sum of the corners, unweighted.
+//     benchmarks.workloads lays them out), "uniform" anywhere in the level. The sum of the corners, unweighted.
 //   streamFloor: each thread reads its task's sampling locations and attention weights (with the plugin kernel's
 //     vector loads for 4 and 8 points) and writes its output packet; no value rows are read.
 // Index math is compiled down as in the plugin kernel (FB-OCC's head width, head count and point counts compiled
@@ -59,7 +59,7 @@ __device__ __forceinline__ int floorDiv(int num, float inv)
 
 struct Raster
 {
-    int cols, rows;             // the workload's raster of queries over the level (fbocc.ops.workloads.msda_inputs)
+    int cols, rows;             // the workload's raster of queries over the level (benchmarks.workloads.msda_inputs)
     float invCols, inv2Cols, inv2Rows;
 };
 

@@ -67,7 +67,7 @@ def check(value: torch.Tensor, sampling_locations: torch.Tensor, out: torch.Tens
 
 def gather_floor(value: torch.Tensor, level: tuple[int, int], sampling_locations: torch.Tensor, locality: str,
                  out: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """The value gathers of `locality` ("local" or "uniform", as fbocc.ops.workloads.msda_inputs) over the one
+    """The value gathers of `locality` ("local" or "uniform", as benchmarks.workloads.msda_inputs) over the one
     level (h, w) (`level_of`) into `out`; `sampling_locations` gives only the shape (not read). No host sync."""
     if locality not in ("local", "uniform"):
         raise ValueError(f"locality must be 'local' or 'uniform', got {locality!r}")

@@ -29,8 +29,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fbocc.config import Target  # noqa: E402
-from fbocc.target.push import HashCache, collect_artefacts, push_artifacts  # noqa: E402
+from fbocc.config import Target, cache_dir  # noqa: E402
+from fbocc.target.artefacts import HashCache, collect_artefacts  # noqa: E402
+from fbocc.target.push import push_artifacts  # noqa: E402
 from fbocc.target.transport import TargetSession  # noqa: E402
 from tests.sshd import SshServer, make_server  # noqa: E402
 
@@ -125,7 +126,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="bench-push: %(name)s: %(message)s")
     logging.getLogger("fbocc").setLevel(logging.INFO)
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fbocc" / f"bench-push-{args.mb}"
+    cache = cache_dir() / f"bench-push-{args.mb}"
     print(f"bench-push: artefacts in {cache}", file=sys.stderr)
     arts = make_artefacts(cache, args.mb)
     tmp = Path(tempfile.mkdtemp(prefix="fbocc-bench-push-"))
@@ -228,9 +229,7 @@ def main() -> int:
     ratio = scp_s / fb_s
     repush_s, floor_s, cli_s = statistics.median(repush_times), statistics.median(floor), statistics.median(cli_times)
     med = statistics.median
-    import paramiko
-
-    from fbocc.target.transport import _AeadFirstTransport
+    from fbocc.target.transport import ssh_stack
 
     ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -258,8 +257,7 @@ def main() -> int:
         "",
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- load average (1/5/15 min) before: {load_before}; after: {load_after} (the machine is shared)",
-        f"- {ssh_version}; paramiko {paramiko.__version__}; fbocc cipher preference "
-        f"{_AeadFirstTransport._preferred_ciphers[0]}",
+        f"- {ssh_version}; {ssh_stack()}",
         "- link: loopback to a real OpenSSH sshd on 127.0.0.1 (internal-sftp), same disk for source and target",
         "- sshd: `SetEnv SHLVL=1` so that bash does not source the login user's `~/.bashrc` for sshd commands, "
         "as a stock target's `.bashrc` returns at once for non-interactive shells; this machine's root "

@@ -30,14 +30,8 @@ info nvcc "$("$NVCC" --version | tail -n 1)"
 info cxx_version "$("$FBOCC_CXX" --version | head -n 1)"
 TRT_VERSION=""
 if [ -n "${FBOCC_TRT_INCLUDE_DIR:-}" ]; then
-  HDR="$FBOCC_TRT_INCLUDE_DIR/NvInferVersion.h"
-  [ -f "$HDR" ] || fail "TensorRT headers not found: $HDR is missing (is the TensorRT cross package installed in the image?)"
-  # TensorRT >= 10.x may define the numbers through TRT_*_ENTERPRISE; take whichever is numeric.
-  ver() { sed -n "s/^#define $1 \([0-9][0-9]*\).*/\1/p" "$HDR" | head -n 1; }
-  MAJOR=$(ver NV_TENSORRT_MAJOR); [ -n "$MAJOR" ] || MAJOR=$(ver TRT_MAJOR_ENTERPRISE)
-  MINOR=$(ver NV_TENSORRT_MINOR); [ -n "$MINOR" ] || MINOR=$(ver TRT_MINOR_ENTERPRISE)
-  PATCH=$(ver NV_TENSORRT_PATCH); [ -n "$PATCH" ] || PATCH=$(ver TRT_PATCH_ENTERPRISE)
-  TRT_VERSION="$MAJOR.$MINOR.$PATCH"
+  # The headers' TensorRT goes into the build manifest: the library registers only in a TensorRT of its major.
+  TRT_VERSION=$(sh "$(dirname "$0")/tensorrt-version.sh" "$FBOCC_TRT_INCLUDE_DIR") || exit 2
 fi
 info tensorrt_version "$TRT_VERSION"
 

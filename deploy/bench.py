@@ -2,12 +2,13 @@
 samples tegrastats while a benchmark runs.
 
 Runs on the target: Python 3.8, standard library only (numpy/tensorrt optional); imports nothing from
-fbocc. Each subcommand prints ONE final line `FBOCC_<NAME> <json>` that the host parses; everything
-else it prints is progress for the user.
+fbocc. Each subcommand prints ONE final line `FBOCC_<NAME> <json>` (deploy.protocol) that the host
+parses; everything else it prints is progress for the user. Run from the pushed set's root:
 
-    python3 bench.py env --trtexec /usr/src/tensorrt/bin/trtexec
-    python3 bench.py key --onnx M.onnx --plugin P.so --precision fp16 --tensorrt 8.6.13 --samples DIR
-    python3 bench.py run --tegrastats-log FILE [--interval-ms 500] -- trtexec ...
+    python3 -m deploy.bench env --trtexec /usr/src/tensorrt/bin/trtexec
+    python3 -m deploy.bench key --onnx M.onnx --plugin P.so --precision fp16 --tensorrt 8.6.13 --samples DIR
+    python3 -m deploy.bench engine --engine engines/fp16-KEY.engine
+    python3 -m deploy.bench run --tegrastats-log FILE [--interval-ms 500] -- trtexec ...
 
 What is not available on the target is recorded as {"available": false, "reason": ...}, never guessed.
 """
@@ -25,9 +26,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import create_engine  # noqa: E402
-import manifest as samples_manifest  # noqa: E402
+from . import create_engine, protocol
+from . import manifest as samples_manifest
 
 
 def unavailable(reason):
@@ -62,14 +62,9 @@ def tensorrt_info(trtexec):
     info = {"trtexec": trtexec}  # type: Dict[str, Any]
     if os.path.isfile(trtexec) and os.access(trtexec, os.X_OK):
         proc = run_quiet([trtexec, "--help"])
-        text = proc.stdout if proc is not None else ""
-        m = re.search(r"\[TensorRT v(\d+)\]", text)
-        if m:
-            digits = m.group(1)
-            if len(digits) == 4:
-                info["version"] = "{}.{}.{}".format(int(digits[0]), int(digits[1]), int(digits[2:]))
-            else:
-                info["version"] = "{}.{}.{}".format(int(digits[:2]), int(digits[2:4]), int(digits[4:]))
+        version = protocol.trt_version_from_banner(proc.stdout if proc is not None else "")
+        if version:
+            info["version"] = version
             info["source"] = "trtexec banner"
         info["trtexec_available"] = True
     else:
@@ -173,24 +168,39 @@ def capture_env(trtexec):
     }
 
 
-def engine_keys(onnx, plugin, samples, precisions, trt_version, builder="trtexec", engine_dir=None):
-    # type: (str, Optional[str], str, List[str], str, str, Optional[str]) -> Dict[str, Any]
-    """{precision: {key, onnx_sha256, plugin_sha256, profile, engine, exists}} (files hashed once)."""
+def engine_keys(onnx, plugin, samples, precisions, trt_version, builder="trtexec", engine_dir=None, requests=None):
+    # type: (Optional[str], Optional[str], str, List[str], str, str, Optional[str], Optional[List[str]]) -> Dict[str, Any]
+    """{name: {key, onnx, onnx_sha256, plugin_sha256, profile, engine, exists}} (each file hashed once).
+
+    `requests` ("PRECISION:TYPING:GRAPH", name "PRECISION/TYPING") key each precision's graph and typing, as
+    the host plans them; without them every precision keys `onnx` under its own name (typing unset)."""
     manifest = samples_manifest.load(samples)
     profile = create_engine.profile_from_manifest(manifest)
-    for flag, path in (("--onnx", onnx), ("--plugin", plugin)):
+    wanted = []  # type: List[Any]
+    for req in requests or []:
+        precision, typing, path = req.split(":", 2)
+        wanted.append(("{}/{}".format(precision, typing), precision, typing, path))
+    if not requests:
+        wanted = [(p, p, None, onnx) for p in precisions]
+    hashes = {}  # type: Dict[str, str]
+    for flag, path in [("--onnx", w[3]) for w in wanted] + [("--plugin", plugin)]:
         if path is not None and not os.path.isfile(path):
             raise create_engine.UsageError("{} {}: no such file on the target".format(flag, path))
-    onnx_sha = create_engine.sha256_file(onnx)
-    plugin_sha = create_engine.sha256_file(plugin) if plugin else None
+        if path is not None and path not in hashes:
+            hashes[path] = samples_manifest.sha256_file(path)
+    plugin_sha = hashes.get(plugin) if plugin else None
     out = {}  # type: Dict[str, Any]
-    for precision in precisions:
-        k = create_engine.engine_cache_key(onnx_sha, plugin_sha, precision, trt_version, profile, builder=builder)
-        doc = {"key": k, "onnx_sha256": onnx_sha, "plugin_sha256": plugin_sha, "profile": profile}
+    for name, precision, typing, path in wanted:
+        k = create_engine.engine_cache_key(hashes[path], plugin_sha, precision, trt_version, profile, builder=builder,
+                                           typing=typing)
+        doc = {"key": k, "onnx": path, "onnx_sha256": hashes[path], "plugin_sha256": plugin_sha, "profile": profile}
         if engine_dir:
-            doc["engine"] = os.path.join(engine_dir, "{}-{}.engine".format(precision, k))
+            doc["engine"] = os.path.join(engine_dir, protocol.engine_file_name(precision, k))
             doc["exists"] = os.path.isfile(doc["engine"])
-        out[precision] = doc
+            if doc["exists"]:
+                identity = create_engine.engine_identity(doc["engine"])
+                doc["sha256"], doc["bytes"] = identity["sha256"], identity["bytes"]
+        out[name] = doc
     return out
 
 
@@ -294,9 +304,9 @@ def _run(cmd, log_path, interval_ms):
     if log_path and os.path.isfile(log_path):
         with open(log_path, "r", errors="replace") as fh:
             samples = [parse_tegrastats_line(ln) for ln in fh if ln.strip()]
-    print("FBOCC_RUN " + json.dumps({"exit_code": code, "tegrastats": {
+    protocol.emit(protocol.RUN, {"exit_code": code, "tegrastats": {
         "available": stats is not None, "interval_ms": interval_ms, "samples": samples} if stats is not None else
-        {"available": False, "reason": "tegrastats is not installed on this target"}}))
+        {"available": False, "reason": "tegrastats is not installed on this target"}})
     return code
 
 
@@ -309,6 +319,7 @@ def main(argv=None):
     for flag in ("--onnx", "--plugin", "--samples", "--precisions", "--engine-dir"):
         env.add_argument(flag)
     env.add_argument("--builder", default="trtexec")
+    env.add_argument("--request", action="append", help="PRECISION:TYPING:GRAPH to key (repeatable)")
     key = sub.add_parser("key")
     key.add_argument("--onnx", required=True)
     key.add_argument("--plugin")
@@ -317,6 +328,8 @@ def main(argv=None):
     key.add_argument("--samples", required=True)
     key.add_argument("--builder", default="trtexec")
     key.add_argument("--engine-dir", help="report whether <engine-dir>/<precision>-<key>.engine exists")
+    engine = sub.add_parser("engine", help="print the size and sha256 of a built engine")
+    engine.add_argument("--engine", required=True)
     run = sub.add_parser("run")
     run.add_argument("--tegrastats-log")
     run.add_argument("--interval-ms", type=int, default=500)
@@ -325,17 +338,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.command == "env":
         doc = capture_env(args.trtexec)
-        if args.onnx and args.samples and args.precisions:
+        if args.samples and (args.request or (args.onnx and args.precisions)):
             # the cache keys in the same round trip, for the TensorRT version just found
             version = doc["tensorrt"].get("version")
             try:
                 if not version:
                     raise create_engine.UsageError("the TensorRT version is unknown")
-                doc["engine_keys"] = engine_keys(args.onnx, args.plugin, args.samples, args.precisions.split(","),
-                                                 version, args.builder, args.engine_dir)
+                doc["engine_keys"] = engine_keys(args.onnx, args.plugin, args.samples,
+                                                 (args.precisions or "").split(","), version, args.builder,
+                                                 args.engine_dir, args.request)
             except (create_engine.UsageError, samples_manifest.ManifestError) as exc:
                 doc["engine_keys_error"] = str(getattr(exc, "message", exc))
-        print("FBOCC_ENV " + json.dumps(doc))
+        protocol.emit(protocol.ENV, doc)
         return 0
     if args.command == "key":
         try:
@@ -344,7 +358,13 @@ def main(argv=None):
         except (create_engine.UsageError, samples_manifest.ManifestError) as exc:
             sys.stderr.write("bench.py key: {}\n".format(getattr(exc, "message", exc)))
             return 2
-        print("FBOCC_KEY " + json.dumps(keys))
+        protocol.emit(protocol.KEY, keys)
+        return 0
+    if args.command == "engine":
+        if not os.path.isfile(args.engine):
+            sys.stderr.write("bench.py engine: {} does not exist\n".format(args.engine))
+            return 2
+        protocol.emit(protocol.ENGINE, create_engine.engine_identity(args.engine))
         return 0
     if args.command == "run":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

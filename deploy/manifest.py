@@ -1,7 +1,8 @@
 """Sample manifest: the contract between export (host), push, engine build, benchmark and validation.
 
 Runs on the target too: Python 3.8, standard library only (numpy is optional and used only by
-`read_tensor`/`write_tensor`). The host package loads this same file (`fbocc.export.samples`).
+`read_tensor`/`write_tensor`). The host imports this same module (`fbocc.export.samples` wraps it), and
+its `sha256_file` is the one content hash of fbocc (samples, pushed files, engines).
 
 Layout of a samples directory::
 
@@ -19,9 +20,22 @@ manifest.json::
       "profile": {"<input>": {"min": [...], "opt": [...], "max": [...]}},   dynamic inputs only
       "history": [{"input": "<history input>", "output": "<history output>"}],
       "frames": [{"id": "000", "inputs": {"<name>": TENSOR}, "outputs": {"<name>": TENSOR}}, ...],
-      "model": {...}, "export": {...}, "source": "synthetic" | "nuscenes" | ...
+      "model": {...}, "export": {...}, "source": "synthetic" | "nuscenes" | ...,
+      "graphs": [{"precision": "fp32"|"fp16"|"int8", "file": "../M[.fp16|.int8].onnx", "sha256": ..., "bytes": N,
+                  "strongly_typed": true, "made_by": {...}, "host_check": {...}}]   (docs/precision.md)
     }
     TENSOR = {"file": "frame_000/x.dat", "dtype": "float32", "shape": [..], "bytes": N, "sha256": "..."}
+
+A run's outputs (deploy.run_sequence --out DIR) are a samples directory of the same format with
+`"kind": "run-outputs"`, `"run": {"backend", "versions", "samples_sha256"}` and, per frame, besides
+`inputs`/`outputs`:
+    "latency_ms": [...]                  per repeat, in ms
+    "history_fed_from": {input: "frame K output NAME"}
+    "reference_stats": {output: STATS}   the output against the samples' reference, computed where it ran
+                                         (deploy.compare.reference_stats: max_abs, sum_abs, count, ref_max,
+                                         dot, norm_have, norm_want, exact, integer)
+    "remote_only": [output, ...]         added by the host (fbocc validate) for outputs it left on the
+                                         target: they have no file here and are judged by reference_stats
 """
 
 import hashlib
@@ -48,15 +62,19 @@ class ManifestError(Exception):
         self.fix = fix
 
 
-def sha256_file(path, chunk=1 << 20):
-    # type: (str, int) -> str
+def sha256_file(path, chunk=1 << 20, limit=None):
+    # type: (str, int, Optional[int]) -> str
+    """sha256 (hex) of a file's content, or of its first `limit` bytes when given."""
     digest = hashlib.sha256()
+    left = limit
     with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
+        while left is None or left > 0:
+            block = fh.read(chunk if left is None else min(chunk, left))
             if not block:
                 break
             digest.update(block)
+            if left is not None:
+                left -= len(block)
     return digest.hexdigest()
 
 
@@ -90,7 +108,19 @@ def load(samples_dir, verify_hashes=False):
 def validate(manifest, samples_dir, verify_hashes=False):
     # type: (Dict[str, Any], str, bool) -> None
     """Every tensor file exists and its size is product(shape) x itemsize (and its sha256 matches)."""
-    mpath = os.path.join(samples_dir, MANIFEST_NAME)
+    check_structure(manifest, os.path.join(samples_dir, MANIFEST_NAME))
+    for frame in manifest["frames"]:
+        for group in ("inputs", "outputs"):
+            for name, tensor in frame.get(group, {}).items():
+                check_tensor(samples_dir, name, tensor, verify_hashes)
+
+
+def check_structure(manifest, mpath):
+    # type: (Dict[str, Any], str) -> None
+    """The document alone (no files): format, the input/output/frame lists, every frame with every input,
+    every tensor's byte count consistent with its shape. `mpath` names the file in messages."""
+    if not isinstance(manifest, dict):
+        raise ManifestError("{}: not a JSON object".format(mpath), path=mpath, fix="re-run `fbocc export`")
     if manifest.get("format") != FORMAT:
         raise ManifestError("{}: format is {!r}, expected {!r}".format(mpath, manifest.get("format"), FORMAT),
                             path=mpath, fix="re-export the samples with this fbocc version")
@@ -105,20 +135,30 @@ def validate(manifest, samples_dir, verify_hashes=False):
             raise ManifestError("{}: frame {} lacks inputs {}".format(mpath, frame.get("id"), ", ".join(missing)),
                                 path=mpath, fix="every frame must carry every network input")
         for group in ("inputs", "outputs"):
-            for name, tensor in frame.get(group, {}).items():
-                check_tensor(samples_dir, name, tensor, verify_hashes)
+            for tensor in frame.get(group, {}).values():
+                _check_size_field(tensor, mpath)
+
+
+def _check_size_field(tensor, mpath):
+    # type: (Dict[str, Any], str) -> int
+    for key in ("file", "dtype", "shape"):
+        if key not in tensor:
+            raise ManifestError("{}: a tensor entry lacks {!r}".format(mpath, key), path=mpath,
+                                fix="re-run `fbocc export`; the manifest is damaged")
+    expected = tensor_bytes(tensor["dtype"], tensor["shape"])
+    if tensor.get("bytes") is not None and int(tensor["bytes"]) != expected:
+        raise ManifestError(
+            "{}: manifest says {} bytes but shape {} x {} is {} bytes".format(
+                tensor["file"], tensor["bytes"], tensor["shape"], tensor["dtype"], expected),
+            path=mpath, fix="re-run `fbocc export`; the manifest is inconsistent")
+    return expected
 
 
 def check_tensor(samples_dir, name, tensor, verify_hash=False):
     # type: (str, str, Dict[str, Any], bool) -> str
     """Check one tensor entry against its file and return the file's path."""
     path = os.path.join(samples_dir, tensor["file"])
-    expected = tensor_bytes(tensor["dtype"], tensor["shape"])
-    if tensor.get("bytes") is not None and int(tensor["bytes"]) != expected:
-        raise ManifestError(
-            "{}: manifest says {} bytes but shape {} x {} is {} bytes".format(
-                tensor["file"], tensor["bytes"], tensor["shape"], tensor["dtype"], expected),
-            path=path, fix="re-run `fbocc export`; the manifest is inconsistent")
+    expected = _check_size_field(tensor, path)
     if not os.path.isfile(path):
         raise ManifestError("{} (tensor {!r}) is missing".format(path, name), path=path,
                             fix="re-run `fbocc export` or re-push the samples")

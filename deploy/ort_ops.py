@@ -344,11 +344,26 @@ def _value_types(model):
     if any(n.op_type in OP_TYPES + TENSORRT_OP_TYPES for n in graph.node) and len(types) < len(graph.node):
         try:  # shape inference fills value_info for intermediate tensors (custom ops are skipped)
             import onnx
+            from onnx import helper
 
-            inferred = onnx.shape_inference.infer_shapes(model)
-            for vi in inferred.graph.value_info:
-                if vi.type.HasField("tensor_type"):
-                    types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+            probe = onnx.ModelProto()
+            probe.CopyFrom(model)
+            for _ in range(len(OP_TYPES) + 1):
+                inferred = onnx.shape_inference.infer_shapes(probe)
+                for vi in inferred.graph.value_info:
+                    if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                        types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+                # A plugin's output has its feature input's type (fbocc/ops/contract.py): typing it lets
+                # inference continue past the custom node, as in a typed fp16 graph without value_info.
+                added = 0
+                for node in probe.graph.node:
+                    if node.op_type in OP_TYPES and node.output[0] not in types and node.input[0] in types:
+                        types[node.output[0]] = types[node.input[0]]
+                        probe.graph.value_info.append(
+                            helper.make_tensor_value_info(node.output[0], types[node.input[0]], None))
+                        added += 1
+                if not added:
+                    break
         except Exception:  # noqa: BLE001 - inference is best effort; unknown types are left alone
             pass
     return types

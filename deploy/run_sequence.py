@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Run a samples set as the car does: one engine, frames in order, temporal history carried by name.
 
-    python3 run_sequence.py --backend tensorrt|onnxruntime --set-dir DIR --out DIR
-        [--precision fp32|fp16] [--onnx PATH] [--engine PATH] [--plugin PATH] [--repeat N]
+    python3 -m deploy.run_sequence --backend tensorrt|onnxruntime --set-dir DIR --out DIR
+        [--precision fp32|fp16|int8] [--onnx PATH] [--engine PATH] [--plugin PATH] [--repeat N]
         [--save-history-inputs]
 
-- The model is loaded once (a TensorRT engine, deserialized or built from the ONNX with the samples'
-  min/opt/max profile; or the ONNX graph in ONNX Runtime with our ops as numpy custom ops).
+- The model is loaded once (a TensorRT engine, deserialized, or built from the ONNX with the samples'
+  min/opt/max profile by deploy.create_engine's builder; or the ONNX graph in ONNX Runtime with our ops
+  as numpy custom ops).
 - Frames run in manifest order. For each `history` pair of the manifest, frame k's history *input* is
   frame k-1's history *output* of that name (frame 0 takes its sample file: start of sequence).
 - Every output of every frame is written as `<out>/frame_XXX/<name>.dat` with a `manifest.json`
   (schema of deploy/manifest.py; `"kind": "run-outputs"`); with --save-history-inputs the history
   inputs actually fed are written too, so a reader can check the carry byte for byte.
+- Outputs with a reference in the samples are also compared here (deploy.compare.reference_stats):
+  the statistics go into the frame's `reference_stats`, so the host need not pull big tensors back.
 - The last stdout line is `FBOCC_RESULT <json>` (per-frame latencies, backend, versions, manifest);
   a failure the user can fix prints `FBOCC_ERROR <json>` (message, fix, path) and exits 2.
 
@@ -20,20 +23,15 @@ onnxruntime + onnxruntime-extensions for the onnxruntime backend. Imports nothin
 """
 
 import argparse
-import json
 import os
 import platform
 import shutil
 import sys
 import time
+from typing import Any, Dict, List, Optional  # noqa: F401  (names for the type comments)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-import manifest as sample_manifest  # noqa: E402  (deploy/manifest.py, beside this file)
-
-from typing import Any, Dict, List, Optional  # noqa: E402,F401  (names for the type comments)
+from . import compare, create_engine, protocol
+from . import manifest as sample_manifest
 
 EXIT_USER_ERROR = 2
 
@@ -62,7 +60,7 @@ class OnnxRuntimeBackend(object):
         if precision != "fp32":
             raise RunError("the onnxruntime backend runs fp32 only (asked for {})".format(precision),
                            fix="use --precision fp32 with --backend onnxruntime; fp16 is a TensorRT build option")
-        import ort_ops
+        from . import ort_ops
 
         try:
             import onnxruntime as ort
@@ -216,28 +214,11 @@ class TensorRTBackend(object):
 
     def _build(self, onnx_path, precision, profile):
         # type: (str, str, Dict[str, Any]) -> Any
-        trt = self.trt
-        builder = trt.Builder(self.logger)
-        flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
-        network = builder.create_network(0 if flag is None else 1 << int(flag))
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(onnx_path):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise RunError("TensorRT cannot parse {}: {}".format(onnx_path, "; ".join(errors[:3])), path=onnx_path,
+        try:
+            return create_engine.build_engine(self.trt, onnx_path, precision, profile)
+        except RuntimeError as exc:
+            raise RunError("TensorRT could not build an engine from {}: {}".format(onnx_path, exc), path=onnx_path,
                            fix="check the graph with `fbocc check-onnx` and that --plugin names our plugin library")
-        config = builder.create_builder_config()
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        if profile:
-            opt = builder.create_optimization_profile()
-            for name, dims in profile.items():
-                opt.set_shape(name, dims["min"], dims["opt"], dims["max"])
-            config.add_optimization_profile(opt)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise RunError("TensorRT could not build an engine from {}".format(onnx_path), path=onnx_path,
-                           fix="read the TensorRT messages above; `fbocc remote-bench` shows the full build log")
-        return serialized
 
     def _buffer(self, name, shape, dtype):
         # type: (str, Any, Any) -> int
@@ -290,38 +271,6 @@ class TensorRTBackend(object):
 
 
 # --- the sequence --------------------------------------------------------------------------------
-
-
-def reference_stats(have, want, chunk=1 << 22):
-    # type: (Any, Any, int) -> Dict[str, Any]
-    """How far one output is from its reference: sums a host can merge over frames, never a copy of it.
-
-    Computed chunk by chunk in float64, so a 400 MB history tensor is compared on the target without
-    pulling it back. `fbocc validate` uses this same function on the host for the tensors it pulls.
-    """
-    import numpy as np
-
-    have = np.asarray(have).reshape(-1)
-    want = np.asarray(want).reshape(-1)
-    if have.shape != want.shape:
-        raise RunError("output has {} values, its reference {}".format(have.size, want.size),
-                       fix="the samples come from another model: re-export and push")
-    stats = {"max_abs": 0.0, "sum_abs": 0.0, "count": int(want.size), "ref_max": 0.0, "dot": 0.0,
-             "norm_have": 0.0, "norm_want": 0.0, "exact": True,
-             "integer": want.dtype.kind in "iub"}  # type: Dict[str, Any]
-    for i in range(0, want.size, chunk):
-        x = have[i:i + chunk].astype(np.float64)
-        y = want[i:i + chunk].astype(np.float64)
-        d = np.abs(x - y)
-        if d.size:
-            stats["max_abs"] = max(stats["max_abs"], float(d.max()))
-            stats["ref_max"] = max(stats["ref_max"], float(np.abs(y).max()))
-        stats["sum_abs"] += float(d.sum())
-        stats["dot"] += float(np.dot(x, y))
-        stats["norm_have"] += float(np.dot(x, x))
-        stats["norm_want"] += float(np.dot(y, y))
-        stats["exact"] = stats["exact"] and bool(np.array_equal(have[i:i + chunk], want[i:i + chunk]))
-    return stats
 
 
 def carried_inputs(history):
@@ -412,7 +361,7 @@ def _run_frames(backend, samples, set_dir, part, out_manifest, carry, repeat, sa
         references = frame.get("outputs", {})
         if references:  # compared here too, so big tensors need not travel back to the host
             entry["reference_stats"] = dict(
-                (name, reference_stats(outputs[name], sample_manifest.read_tensor(set_dir, references[name])))
+                (name, _reference_stats(outputs[name], sample_manifest.read_tensor(set_dir, references[name])))
                 for name in backend.output_names if name in references)
         if save_history_inputs:
             for name in carry:
@@ -427,6 +376,14 @@ def _run_frames(backend, samples, set_dir, part, out_manifest, carry, repeat, sa
         log("frame {} ({}/{}): {:.1f} ms".format(frame["id"], index + 1, len(samples["frames"]), min(latencies)))
         previous = outputs
     return per_frame
+
+
+def _reference_stats(have, want):
+    # type: (Any, Any) -> Dict[str, Any]
+    try:
+        return compare.reference_stats(have, want)
+    except ValueError as exc:
+        raise RunError(str(exc), fix="the samples come from another model: re-export and push")
 
 
 def _find_onnx(set_dir):
@@ -462,7 +419,7 @@ def parse_args(argv):
     parser.add_argument("--backend", choices=("tensorrt", "onnxruntime"), default="tensorrt")
     parser.add_argument("--set-dir", required=True, help="samples directory (manifest.json + frame_*/)")
     parser.add_argument("--out", required=True, help="directory for the outputs (replaced when complete)")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     parser.add_argument("--onnx", help="ONNX model (default: the one *.onnx beside the samples)")
     parser.add_argument("--engine", help="TensorRT engine; built from the ONNX and saved here if missing")
     parser.add_argument("--plugin", help="plugin library to load (TensorRT backend)")
@@ -488,11 +445,9 @@ def main(argv=None):
         if getattr(backend, "custom_nodes", None) is not None:
             result["custom_nodes"] = backend.custom_nodes
     except (RunError, sample_manifest.ManifestError) as exc:
-        sys.stdout.write("FBOCC_ERROR " + json.dumps({"message": exc.message, "fix": exc.fix, "path": exc.path}) + "\n")
-        sys.stdout.flush()
+        protocol.emit(protocol.ERROR, {"message": exc.message, "fix": exc.fix, "path": exc.path})
         return EXIT_USER_ERROR
-    sys.stdout.write("FBOCC_RESULT " + json.dumps(result) + "\n")
-    sys.stdout.flush()
+    protocol.emit(protocol.RESULT, result)
     return 0
 
 

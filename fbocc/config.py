@@ -62,7 +62,11 @@ class BenchSettings:
     iterations: int = 0
     duration_s: float = 10.0
     warmup_ms: int = 500
-    cuda_graph: bool = False
+    # the four timing switches (fbocc.target.trtexec.TimingMode): TensorRT 11's defaults, set on every version
+    data_transfers: bool = False
+    cuda_graph: bool = True
+    spin_wait: bool = True
+    typing: str = "auto"  # auto (strongly typed where TensorRT has it), strong, weak (fp32 graph + flags, < 10.12)
     timeout_s: float = 3600.0
     regression_threshold: float = 0.05
 
@@ -88,6 +92,14 @@ class BuildProfile:
     needs_login: str | None = None
     trt_packages: str | None = None
     base_recipe: str | None = None
+    sources: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
+
+    @property
+    def tensorrt_major(self) -> int | None:
+        """The major of `tensorrt_version` (the one number a plugin library must share with its TensorRT)."""
+        head = (self.tensorrt_version or "").split(".", 1)[0]
+        return int(head) if head.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,12 @@ class Target:
     workdir: str = "fbocc"
     trtexec: str = "/usr/src/tensorrt/bin/trtexec"
     python: str = "python3"
+    connect_timeout_s: float = 10.0  # TCP connect + SSH handshake + login, per attempt
+    stall_timeout_s: float = 30.0  # no answer from the target for this long: the link is stalled
 
+
+# Earlier profile names that still work: overrides written under them apply to the profile they name now.
+PROFILE_ALIASES = {"drive-os-6.5": "drive-os-6.5.1"}
 
 SECTIONS: dict[str, type] = {
     "project": ProjectSettings,
@@ -130,6 +147,8 @@ class Config:
     def profile(self, name: str | None = None) -> BuildProfile:
         """The named build profile (default: `[build] profile`)."""
         name = name or self.build.profile
+        if name not in self.profiles and PROFILE_ALIASES.get(name) in self.profiles:
+            name = PROFILE_ALIASES[name]
         if name not in self.profiles:
             raise ConfigError(
                 f"unknown build profile {name!r}{_hint(name, self.profiles)}",
@@ -191,6 +210,22 @@ def user_config_path() -> Path:
     return Path(base) / "fbocc" / "config.toml"
 
 
+# --- machine settings: environment variables that are not [section] keys ------------------------
+
+
+def cache_dir() -> Path:
+    """Where fbocc keeps content-keyed downloads, base root filesystems and build results:
+    `$XDG_CACHE_HOME/fbocc` (default `~/.cache/fbocc`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fbocc"
+
+
+def debian_mirror() -> str | None:
+    """`FBOCC_DEBIAN_MIRROR`: the Debian mirror base images are made from, over the recipe's and the host's
+    apt sources; None when unset."""
+    return os.environ.get("FBOCC_DEBIAN_MIRROR") or None
+
+
 def load_config(
     config_file: Path | None = None,
     *,
@@ -238,6 +273,16 @@ def load_config(
         _check_layer(data, label)
         _merge(merged, origins, data, label, path, prefix=())
     return _build(merged, origins, files)
+
+
+def builtin_profiles() -> dict[str, BuildProfile]:
+    """The profiles shipped in cross/profiles.toml, without any user or project override."""
+    merged: dict[tuple[str, ...], Any] = {}
+    origins: dict[str, str] = {}
+    data = _builtin_profiles()
+    _check_layer(data, BUILTIN)
+    _merge(merged, origins, data, BUILTIN, None, prefix=())
+    return _build(merged, origins, []).profiles
 
 
 def _builtin_profiles() -> dict[str, Any]:
@@ -334,8 +379,19 @@ def _build(merged: dict[tuple[str, ...], Any], origins: dict[str, str], files: l
         for keypath, value in merged.items():
             if keypath[0] == table and len(keypath) == 3:
                 entries.setdefault(keypath[1], {})[keypath[2]] = value
+        if table == "profiles":
+            for alias, target in PROFILE_ALIASES.items():
+                if alias in entries:
+                    entries[target] = {**entries.get(target, {}), **entries.pop(alias)}
         tables[table] = {name: _instantiate(cls, {**vals, "name": (name, None)}, f"{table}.{name}", origins)
                          for name, vals in entries.items()}
+    for profile in tables["profiles"].values():
+        known = {f.name for f in dataclasses.fields(BuildProfile)}
+        for key in profile.unverified:
+            if key not in known:
+                raise ConfigError(f"profiles.{profile.name}.unverified names {key!r}, which is not a profile key",
+                                  where=origins.get(f"profiles.{profile.name}.unverified"),
+                                  fix=f"list keys of [profiles.{profile.name}]: {', '.join(sorted(known))}")
     groups = {k[1]: v[0] for k, v in merged.items() if k[0] == "groups" and len(k) == 2}
     for group in groups:
         if group in tables["targets"]:

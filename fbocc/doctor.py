@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deploy.protocol import trt_version_from_banner
 from fbocc.config import BuildProfile, Config, Target
 from fbocc.errors import FboccError
 
@@ -67,7 +68,7 @@ def check_docker() -> Check:
 
 
 def check_build_image(cfg: Config, profile: BuildProfile) -> Check:
-    from fbocc.build.cross_build import image_status
+    from fbocc.build.profile_image import image_status
 
     status = image_status(cfg, profile)
     state = OK if status.state in ("present", "buildable") else MISSING
@@ -77,7 +78,7 @@ def check_build_image(cfg: Config, profile: BuildProfile) -> Check:
 
 def check_trt_deb(cfg: Config, profile: BuildProfile, *, image_present: bool) -> Check:
     """The cross .deb is needed only to build the image; once the image exists it is optional."""
-    from fbocc.build.cross_build import resolve_trt_deb
+    from fbocc.build.profile_image import resolve_trt_deb
 
     name = f"TensorRT cross .deb ({profile.name})"
     if not profile.trt_deb:
@@ -143,20 +144,6 @@ def check_ssh_credentials(targets: list[Target]) -> Check:
 
 # --- target -------------------------------------------------------------------------------------
 
-TRT_BANNER = re.compile(r"TensorRT v(\d+)")
-
-
-def tensorrt_version_from_banner(text: str) -> str | None:
-    """'[TensorRT v8613]' -> '8.6.13', '[TensorRT v100800]' -> '10.8.0' (trtexec's first line)."""
-    match = TRT_BANNER.search(text)
-    if not match:
-        return None
-    digits = match.group(1)
-    if len(digits) >= 6:  # 10.x and later: MMmmpp
-        return f"{int(digits[:-4])}.{int(digits[-4:-2])}.{int(digits[-2:])}"
-    return f"{digits[0]}.{digits[1]}.{int(digits[2:])}"
-
-
 def check_target(cfg: Config, target: Target, *, accept_new: bool = False) -> list[Check]:
     """Connect (strict host keys), then look at trtexec, TensorRT, CUDA, disk, Python and numpy."""
     from fbocc.target.transport import TargetSession
@@ -173,13 +160,13 @@ def check_target(cfg: Config, target: Target, *, accept_new: bool = False) -> li
     try:
         checks.append(Check(area, "reachable, host key known, login", OK,
                             session.address))
-        checks.extend(_remote_checks(session, target, area))
+        checks.extend(_remote_checks(session, target, area, cfg))
     finally:
         session.__exit__(None, None, None)
     return checks
 
 
-def _remote_checks(session: object, target: Target, area: str) -> list[Check]:
+def _remote_checks(session: object, target: Target, area: str, cfg: Config) -> list[Check]:
     run: Callable[..., object] = session.run  # type: ignore[attr-defined]
     quote: Callable[[str], str] = session.quote  # type: ignore[attr-defined]
 
@@ -188,12 +175,13 @@ def _remote_checks(session: object, target: Target, area: str) -> list[Check]:
         return result.exit_code, (result.stdout + result.stderr).strip()  # type: ignore[attr-defined]
 
     checks: list[Check] = []
+    version: str | None = None
     code, text = sh(f"test -x {quote(target.trtexec)} && {quote(target.trtexec)} --help 2>&1 | head -n 5")
     if code != 0:
         checks.append(Check(area, "trtexec", MISSING, f"{target.trtexec} not found or not executable",
                             fix=f"install TensorRT on the target or set trtexec = \"...\" in [targets.{target.name}]"))
     else:
-        version = tensorrt_version_from_banner(text)
+        version = trt_version_from_banner(text)
         checks.append(Check(area, "trtexec", OK, target.trtexec))
         checks.append(Check(area, "TensorRT version", OK if version else WARN,
                             version or "trtexec did not print its TensorRT version", required=False))
@@ -204,6 +192,10 @@ def _remote_checks(session: object, target: Target, area: str) -> list[Check]:
     checks.append(Check(area, "CUDA", OK if cuda else MISSING,
                         f"CUDA {cuda.group(1)}" if cuda else "no /usr/local/cuda* on the target",
                         fix=None if cuda else "install the CUDA runtime (JetPack / DRIVE OS) on the target"))
+    sm = _target_sm(sh, cuda.group(1) if cuda else None)
+    checks.append(Check(area, "GPU", OK if sm else WARN, f"sm_{sm}" if sm else "not identified (no nvidia-smi "
+                        "compute_cap, no Tegra device tree)", required=False))
+    checks += _profile_checks(cfg, area, version, cuda.group(1) if cuda else None, sm)
     workdir = session.workdir()  # type: ignore[attr-defined]
     # The workdir may not exist yet: measure the nearest existing parent.
     code, text = sh(f"d={quote(workdir)}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; "
@@ -269,6 +261,69 @@ def check_fbbev(tree: Path, python: str | None = None) -> list[Check]:
     if doc.get("mmdet3d"):
         checks.append(Check("fbbev", "mmdet3d from the tree", OK, f"{doc['mmdet3d']} {versions.get('mmdet3d', '')}"))
     return checks
+
+
+# Tegra SoCs by their device-tree name: Orin is sm_87; Thor is sm_101 to CUDA 12.8/12.9 and sm_110 from CUDA 13.
+TEGRA_SM = {"tegra234": "87", "tegra264": "110"}
+
+
+def _target_sm(sh: Callable[[str], tuple[int, str]], cuda: str | None) -> str | None:
+    """The target GPU's SM as nvcc names it: nvidia-smi's compute capability, else the Tegra SoC's."""
+    from fbocc.build.tensorrt_abi import major_of, sm_of
+
+    _, text = sh("nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1; "
+                 "tr '\\0' ' ' < /proc/device-tree/compatible 2>/dev/null; true")
+    lines = text.splitlines()
+    sm = sm_of(lines[0]) if lines else None
+    if sm is None:
+        soc = next((TEGRA_SM[name] for name in TEGRA_SM if f"nvidia,{name}" in text), None)
+        if soc == "110" and cuda is not None and (major_of(cuda) or 0) < 13:
+            soc = "101"
+        sm = soc
+    return sm
+
+
+def _profile_checks(cfg: Config, area: str, tensorrt: str | None, cuda: str | None, sm: str | None) -> list[Check]:
+    """Which build profile fits this target, and whether the library in [build] out_dir would register there."""
+    from fbocc.build.cross_build import MANIFEST_NAME
+    from fbocc.build.tensorrt_abi import check_plugin_abi, fitting_profiles, rebuild_fix
+
+    if tensorrt is None:
+        return [Check(area, "build profile for this target", SKIPPED, "the target's TensorRT version is unknown",
+                      required=False)]
+    checks = []
+    fits = fitting_profiles(cfg.profiles, tensorrt=tensorrt, cuda=cuda, sm=sm)
+    if fits:
+        best = fits[0]
+        others = f"; also {', '.join(f.name for f in fits[1:])}" if len(fits) > 1 else ""
+        checks.append(Check(area, "build profile for this target", OK,
+                            best.describe(cfg.profiles[best.name]) + others, required=False))
+    else:
+        checks.append(Check(area, "build profile for this target", WARN,
+                            f"no profile builds for TensorRT {tensorrt}" + (f" and sm_{sm}" if sm else ""),
+                            fix=rebuild_fix(cfg.profiles, tensorrt, sm=sm).replace("rebuild for this TensorRT: ", ""),
+                            required=False))
+    manifest = cfg.build.out_dir / MANIFEST_NAME
+    headers = _manifest_tensorrt(manifest)
+    if headers is not None:
+        try:
+            check_plugin_abi(headers, tensorrt, library=str(manifest.parent), target=area, profiles=cfg.profiles,
+                             sm=sm)
+            checks.append(Check(area, "plugin library's TensorRT", OK,
+                                f"{manifest.parent} built with TensorRT {headers} headers"))
+        except FboccError as exc:
+            checks.append(Check(area, "plugin library's TensorRT", MISSING, exc.message, fix=exc.fix))
+    return checks
+
+
+def _manifest_tensorrt(path: Path) -> str | None:
+    import json
+
+    try:
+        value = json.loads(path.read_text()).get("tensorrt_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
 
 
 def run_doctor(cfg: Config, *, profile: str | None = None, targets: list[str] | None = None,

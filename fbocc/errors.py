@@ -53,11 +53,19 @@ class TransferError(FboccError):
     kind = "transfer error"
 
 
+class TargetDiskFull(TransferError):
+    """The target ran out of space while receiving a file."""
+
+
 class RemoteError(FboccError):
     """A command on the target failed (engine build, benchmark, sequence run) or the target is unusable."""
 
     exit_code = 6
     kind = "remote error"
+
+
+class ConnectionLost(RemoteError):
+    """The SSH connection dropped in the middle of a command or a transfer (callers may reconnect)."""
 
 
 class ValidationError(FboccError):

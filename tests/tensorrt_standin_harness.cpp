@@ -1,10 +1,18 @@
 // TensorRT STAND-IN (test double, not TensorRT): drives libfbocc_plugins.so through the public TensorRT
-// plugin interfaces (OSS headers of 8.6 or 10.x) the way TensorRT does -- static registration at dlopen,
-// setLoggerFinder, getPluginCreators/getCreators, createPlugin from ONNX attributes, output shapes through
-// an expression builder, format negotiation, serialization round trip -- and checks every answer strictly.
-// It provides getPluginRegistry() itself (linked with -rdynamic) and rejects duplicate registrations as
-// TensorRT does. Usage: tensorrt_standin_harness <libfbocc_plugins.so>; prints "OK <n> checks" or FAIL.
+// plugin interfaces (OSS headers of 8.6, 10.x or 11.x; the registry follows each version's interface: 10.10
+// added getAllCreatorsRecursive, 11 removed the legacy IPluginCreator methods and versioned the loggers) the
+// way TensorRT does -- static registration at dlopen, setLoggerFinder, getPluginCreators/getCreators,
+// createPlugin from ONNX attributes, output shapes through an expression builder, format negotiation,
+// serialization round trip -- and checks every answer strictly. Like libnvinfer it exports
+// getPluginRegistry(), getInferLibVersion() and getLogger() (linked with -rdynamic), and it rejects duplicate
+// registrations as TensorRT does.
+// Usage: tensorrt_standin_harness <libfbocc_plugins.so>                prints "OK <n> checks" or FAIL
+//        tensorrt_standin_harness --expect-refusal [--no-global-logger] <lib built for another major>
+//            prints "REFUSED <n> checks" and each logged line as "LOGGED: ..." or FAIL
 #include <NvInfer.h>
+
+#define STANDIN_AT_LEAST(major, minor)                                                                       \
+    (NV_TENSORRT_MAJOR > (major) || (NV_TENSORRT_MAJOR == (major) && NV_TENSORRT_MINOR >= (minor)))
 
 #include <dlfcn.h>
 
@@ -44,6 +52,7 @@ class StandinLogger : public ILogger
 public:
     void log(Severity severity, AsciiChar const* msg) noexcept override
     {
+        ++calls;
         if (severity <= Severity::kERROR)
         {
             errors.emplace_back(msg);
@@ -61,6 +70,7 @@ public:
         return false;
     }
     std::vector<std::string> errors;
+    int calls = 0;
 };
 
 class StandinLoggerFinder : public ILoggerFinder
@@ -68,8 +78,10 @@ class StandinLoggerFinder : public ILoggerFinder
 public:
     ILogger* findLogger() override
     {
+        ++calls;
         return &logger;
     }
+    int calls = 0;
     StandinLogger logger;
 };
 
@@ -94,9 +106,11 @@ class StandinRegistry : public IPluginRegistry
 public:
     std::vector<Creator*> creators;
     int duplicateAttempts = 0;
+    int registrations = 0; // every registerCreator/deregisterCreator call
 
     bool add(Creator& c, AsciiChar const* ns)
     {
+        ++registrations;
         check(ns != nullptr && std::strcmp(ns, "") == 0, "creators register in the empty namespace");
         for (auto* existing : creators)
         {
@@ -111,6 +125,7 @@ public:
     }
     bool remove(Creator const& c)
     {
+        ++registrations;
         for (auto it = creators.begin(); it != creators.end(); ++it)
         {
             if (*it == &c)
@@ -131,6 +146,7 @@ public:
     {
         return remove(c);
     }
+#if NV_TENSORRT_MAJOR < 11
     bool registerCreator(IPluginCreator&, AsciiChar const* const) noexcept override
     {
         unexpected("the deprecated IPluginRegistry::registerCreator(IPluginCreator&)");
@@ -139,6 +155,7 @@ public:
     {
         unexpected("the deprecated IPluginRegistry::deregisterCreator(IPluginCreator const&)");
     }
+#endif
     IPluginCreatorInterface* const* getAllCreators(int32_t* const) const noexcept override
     {
         unexpected("IPluginRegistry::getAllCreators");
@@ -155,6 +172,12 @@ public:
     {
         unexpected("IPluginRegistry::releasePluginResource");
     }
+#if STANDIN_AT_LEAST(10, 10)
+    IPluginCreatorInterface* const* getAllCreatorsRecursive(int32_t* const) noexcept override
+    {
+        unexpected("IPluginRegistry::getAllCreatorsRecursive");
+    }
+#endif
 #else
     bool registerCreator(IPluginCreator& c, AsciiChar const* const ns) noexcept override
     {
@@ -165,6 +188,7 @@ public:
         return remove(c);
     }
 #endif
+#if NV_TENSORRT_MAJOR < 11
     IPluginCreator* const* getPluginCreatorList(int32_t* const) const noexcept override
     {
         unexpected("IPluginRegistry::getPluginCreatorList");
@@ -173,6 +197,7 @@ public:
     {
         unexpected("IPluginRegistry::getPluginCreator");
     }
+#endif
     void setErrorRecorder(IErrorRecorder* const) noexcept override
     {
         unexpected("IPluginRegistry::setErrorRecorder");
@@ -200,6 +225,9 @@ public:
 };
 
 StandinRegistry gRegistry;
+int gRegistryLookups = 0;
+StandinLogger gGlobalLogger; // what TensorRT's getLogger() returns
+bool gHasGlobalLogger = true;
 
 // --- expression builder over constants ----------------------------------------------------------------------
 #if NV_TENSORRT_MAJOR >= 10
@@ -477,16 +505,84 @@ void runCase(Creator* creator, Case const& c)
 
 } // namespace
 
+// What libnvinfer exports as plain C functions.
 extern "C" IPluginRegistry* getPluginRegistry() noexcept
 {
+    ++gRegistryLookups;
     return &gRegistry;
 }
 
+extern "C" int32_t getInferLibVersion() noexcept
+{
+    return static_cast<int32_t>(NV_TENSORRT_VERSION);
+}
+
+extern "C" ILogger* getLogger() noexcept
+{
+    return gHasGlobalLogger ? &gGlobalLogger : nullptr;
+}
+
+namespace
+{
+
+//! A library built for another TensorRT major: nothing registered, no TensorRT method called but the
+//! loggers' log(), one refusal line naming both versions, and an empty creator list.
+int expectRefusal(char const* path)
+{
+    void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    check(lib != nullptr, std::string("dlopen: ") + (lib ? "" : dlerror()));
+    check(gRegistryLookups == 0 && gRegistry.registrations == 0, "the refused library never touched the registry");
+    check(gGlobalLogger.calls == (gHasGlobalLogger ? 1 : 0),
+        "loading logs exactly one line through TensorRT's logger when it has one");
+    auto setLoggerFinder = reinterpret_cast<void (*)(ILoggerFinder*)>(dlsym(lib, "setLoggerFinder"));
+    check(setLoggerFinder != nullptr, "setLoggerFinder is exported");
+    StandinLoggerFinder finder;
+    setLoggerFinder(&finder);
+    check(finder.logger.calls == (gHasGlobalLogger ? 0 : 1),
+        "the finder's logger gets the refusal only when TensorRT's logger could not take it at load");
+    auto* entry = dlsym(lib, "getCreators");
+    if (entry == nullptr)
+    {
+        entry = dlsym(lib, "getPluginCreators");
+    }
+    check(entry != nullptr, "a creator list is exported");
+    int32_t n = -1;
+    reinterpret_cast<void* const* (*) (int32_t&)>(entry)(n);
+    check(n == 0, "the creator list of a refused library is empty");
+    check(gRegistryLookups == 0 && gRegistry.registrations == 0, "nothing was registered or deregistered");
+    for (auto const* logger : {&gGlobalLogger, &finder.logger})
+    {
+        for (auto const& line : logger->errors)
+        {
+            std::printf("LOGGED: %s\n", line.c_str());
+        }
+    }
+    std::printf("REFUSED %d checks (TensorRT %d.%d headers)\n", gChecks, NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR);
+    return 0;
+}
+
+} // namespace
+
 int main(int argc, char** argv)
 {
-    check(argc == 2, "usage: tensorrt_standin_harness <libfbocc_plugins.so>");
-    void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    std::vector<std::string> args(argv + 1, argv + argc);
+    bool refusal = false;
+    while (!args.empty() && args.front().rfind("--", 0) == 0)
+    {
+        refusal = refusal || args.front() == "--expect-refusal";
+        gHasGlobalLogger = gHasGlobalLogger && args.front() != "--no-global-logger";
+        check(args.front() == "--expect-refusal" || args.front() == "--no-global-logger",
+            "options: --expect-refusal, --no-global-logger");
+        args.erase(args.begin());
+    }
+    check(args.size() == 1, "usage: tensorrt_standin_harness [--expect-refusal [--no-global-logger]] <library>");
+    if (refusal)
+    {
+        return expectRefusal(args[0].c_str());
+    }
+    void* lib = dlopen(args[0].c_str(), RTLD_NOW | RTLD_LOCAL);
     check(lib != nullptr, std::string("dlopen: ") + (lib ? "" : dlerror()));
+    check(gGlobalLogger.calls == 0, "a library built for this TensorRT loads without logging");
     check(gRegistry.creators.size() == 3, "loading the library registers its 3 creators statically");
     for (auto* c : gRegistry.creators)
     {

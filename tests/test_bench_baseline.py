@@ -274,8 +274,8 @@ def test_todays_kernels_match_the_fp32_reference(their_checkout: Path, their_pat
                                                  compat_include: Path, tmp_path: Path) -> None:
     import torch
 
+    from benchmarks import workloads as wl
     from fbocc.ops import reference as ref
-    from fbocc.ops import workloads as wl
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")

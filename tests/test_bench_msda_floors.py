@@ -117,7 +117,7 @@ def _expected_gather(value: torch.Tensor, queries: int, points: int, h: int, w: 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("locality", ["local", "uniform"])
 def test_the_gather_floor_sums_the_corner_rows_it_claims(dtype: torch.dtype, locality: str) -> None:
-    from fbocc.ops import workloads as wl
+    from benchmarks import workloads as wl
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
@@ -138,7 +138,7 @@ def test_the_gather_floor_sums_the_corner_rows_it_claims(dtype: torch.dtype, loc
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_the_stream_floor_reads_every_location_and_weight(dtype: torch.dtype) -> None:
-    from fbocc.ops import workloads as wl
+    from benchmarks import workloads as wl
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
@@ -158,7 +158,7 @@ def test_the_stream_floor_reads_every_location_and_weight(dtype: torch.dtype) ->
 
 @pytest.mark.gpu
 def test_the_floors_refuse_what_they_do_not_model() -> None:
-    from fbocc.ops import workloads as wl
+    from benchmarks import workloads as wl
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")

@@ -9,6 +9,7 @@ The error paths and the bar logic need none of it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -77,8 +78,23 @@ def test_the_version_comes_from_nvinferversion_h(tmp_path: Path) -> None:
     sources = tensorrt_msda.locate(checkout)
     assert sources.version == "10.8.0"
     library = tensorrt_msda.TrtLibrary(tmp_path / "lib.so", sources, "90")
-    assert library.describe() == (f"`{checkout / tensorrt_msda.PLUGIN_DIR}` (TensorRT OSS 10.8.0, not a git work "
+    # A checkout outside this repository is named by its placeholder: no machine's paths in a result.
+    assert library.describe() == (f"`<TRT_SRC>/{tensorrt_msda.PLUGIN_DIR}` (TensorRT OSS 10.8.0, not a git work "
                                   "tree), nvcc sm_90")
+
+
+def test_results_name_the_command_and_checkout_paths_never_this_machines(tmp_path: Path) -> None:
+    repo = Path(bench.__file__).resolve().parents[1]
+    inside = tensorrt_msda.TrtSources(repo / ".scratch" / "tensorrt-oss", None, "10.8.0")
+    assert tensorrt_msda.TrtLibrary(tmp_path / "lib.so", inside, "90").describe().startswith(
+        f"`.scratch/tensorrt-oss/{tensorrt_msda.PLUGIN_DIR}` (")
+    args = argparse.Namespace(only=None, baseline_src=tmp_path / "BEVFormer_tensorrt",
+                              baseline_patch=repo / ".scratch" / "fb-occ.patch", trt_src=tmp_path / "TensorRT")
+    assert bench._command(args) == ("BASELINE_SRC=<BASELINE_SRC> BASELINE_PATCH=.scratch/fb-occ.patch "
+                                    "TRT_SRC=<TRT_SRC> make bench-kernels")
+    args.only = ["msda"]
+    assert bench._command(args) == ("python benchmarks/kernels.py --only msda --baseline-src <BASELINE_SRC> "
+                                    "--baseline-patch .scratch/fb-occ.patch --trt-src <TRT_SRC>")
 
 
 def test_a_compile_failure_names_the_checkout_and_leaves_no_library(tmp_path: Path) -> None:
@@ -178,8 +194,8 @@ def test_the_adapter_compiles_with_tensorrts_kernel(tag: str, tmp_path: Path) ->
 def test_tensorrts_kernel_matches_the_fp32_reference(tmp_path: Path) -> None:
     import torch
 
+    from benchmarks import workloads as wl
     from fbocc.ops import reference as ref
-    from fbocc.ops import workloads as wl
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")

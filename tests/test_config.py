@@ -18,7 +18,8 @@ def write(path: Path, text: str) -> Path:
 
 def test_builtin_profiles_are_all_present(isolated_home: Path) -> None:
     cfg = load_config()
-    assert {"drive-os-6.0.10", "drive-os-6.5", "jetpack-6", "x86_64", "sim"} <= set(cfg.profiles)
+    assert {"drive-os-6.0.10", "drive-os-6.5.1", "jetpack-6", "x86_64", "sim"} <= set(cfg.profiles)
+    assert cfg.profile("drive-os-6.5").name == "drive-os-6.5.1"  # the earlier name still works
     drive = cfg.profile("drive-os-6.0.10")
     assert drive.base_image == "nvcr.io/drive/driveos-sdk/drive-agx-orin-linux-aarch64-sdk-build-x86:6.0.10.0-0009"
     assert drive.cuda_target_dir == "/usr/local/cuda-11.4/targets/aarch64-linux"
@@ -53,11 +54,11 @@ def test_project_file_from_cwd_and_explicit_path(isolated_home: Path, tmp_path: 
 
 def test_env_list_and_bool_values(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FBOCC_BENCH_PRECISIONS", "fp32, fp16")
-    monkeypatch.setenv("FBOCC_BENCH_CUDA_GRAPH", "yes")
+    monkeypatch.setenv("FBOCC_BENCH_CUDA_GRAPH", "no")
     monkeypatch.setenv("FBOCC_UNRELATED_THING", "ignored")
     cfg = load_config()
     assert cfg.bench.precisions == ["fp32", "fp16"]
-    assert cfg.bench.cuda_graph is True
+    assert cfg.bench.cuda_graph is False  # the default is on (TensorRT 11's default, set on every version)
 
 
 def test_targets_groups_and_profile_override(isolated_home: Path) -> None:

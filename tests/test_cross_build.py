@@ -6,6 +6,7 @@ only the first run on a fresh machine pays for it (about 2 minutes here).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -25,10 +26,10 @@ from fbocc.build.cross_build import (
     CrossBuildRequest,
     check_out_dir,
     cross_build,
-    ensure_image,
     read_manifest,
 )
 from fbocc.build.elf_check import inspect_library
+from fbocc.build.profile_image import ensure_image
 from fbocc.cli import run
 from fbocc.config import load_config
 from fbocc.errors import ConfigError
@@ -89,20 +90,21 @@ def _containers_created_since(since: float) -> int:
         client.close()
 
 
-def test_sim_build_returns_aarch64_sm87_library_owned_by_the_invoking_user(sim_profile, first_build):
+def test_sim_build_returns_aarch64_library_for_orin_and_thor_owned_by_the_invoking_user(sim_profile, first_build):
     _, out, result = first_build
     assert not result.cache_hit
     lib = out / "libfbocc_kernels.so"
     assert result.artefacts == [lib]
     report = inspect_library(lib)
     assert report.machine == "EM_AARCH64"
-    assert "87" in report.cubin_archs
+    assert report.cubin_archs == ["110", "87"] and report.ptx_archs == []  # Orin sm_87, Thor sm_110 (CUDA 13)
     assert (lib.stat().st_uid, lib.stat().st_gid) == (os.getuid(), os.getgid())
     manifest = read_manifest(out)
     assert manifest["cache"] == "miss" and manifest["profile"] == "sim"
     assert manifest["cuda_version"] == sim_profile.cuda_version
     assert manifest["artefacts"][0]["sha256"] == result.manifest.artefacts[0].sha256
-    assert any("sm_87" in flags for flags in manifest["compile_flags"])
+    assert any("code=sm_87" in flags and "code=sm_110" in flags for flags in manifest["compile_flags"])
+    assert [a["cubin_archs"] for a in manifest["artefacts"]] == [["110", "87"]]
     assert manifest["transfer"] == "mount"
     # Nothing but the results lands in the output directory, and no container is left behind.
     assert sorted(p.name for p in out.iterdir()) == sorted([lib.name, MANIFEST_NAME])
@@ -130,7 +132,9 @@ def test_archive_api_mode_works_without_bind_mounts_and_as_another_uid(sim_profi
     if os.geteuid() == 0:
         os.chown(out, uid, gid)
     since = time.time()
-    result = cross_build(CrossBuildRequest(profile=sim_profile, out_dir=out, sources=plugin_copy, transfer="archive",
+    # One SM is enough to test the transfer (first_build covers sim's Orin + Thor SMs) and halves the compile.
+    orin_only = dataclasses.replace(sim_profile, cuda_archs=["87"])
+    result = cross_build(CrossBuildRequest(profile=orin_only, out_dir=out, sources=plugin_copy, transfer="archive",
                                            uid=uid, gid=gid), on_step=_quiet, on_line=_quiet)
     assert result.manifest.transfer == "archive"
     lib = out / "libfbocc_kernels.so"

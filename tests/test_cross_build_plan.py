@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fbocc.build.container import daemon_is_remote
-from fbocc.build.cross_build import cache_key, plan_image, sim_base_tag, source_tree_hash
+from fbocc.build.cross_build import cache_key, source_tree_hash
+from fbocc.build.profile_image import plan_image, sim_base_tag
 from fbocc.config import load_config
 from fbocc.errors import ConfigError
 
@@ -18,13 +19,55 @@ def cfg():  # type: ignore[no-untyped-def]
     return load_config(user_file=Path("/nonexistent"), cwd=Path("/"))
 
 
+ORIN, THOR_CUDA12, THOR_CUDA13 = "87", "101", "110"
+
+
 def test_every_builtin_profile_plans_an_image_from_a_shipped_dockerfile(cfg):
-    for name in ("drive-os-6.0.10", "drive-os-6.5", "jetpack-6", "x86_64", "sim"):
-        profile = cfg.profile(name)
+    assert {"drive-os-6.0.10", "drive-os-6.5.1", "jetpack-6", "drive-thor-7.0.3", "drive-thor-7.2.5",
+            "jetpack-7-thor", "jetpack-7.2.2", "x86_64", "sim"} <= set(cfg.profiles)
+    for name, profile in cfg.profiles.items():
         plan = plan_image(profile, None, base_id="sha256:base")
         assert plan.tag.startswith(f"fbocc/build:{name}-") and plan.dockerfile.is_file()
         assert profile.cuda_target_dir.startswith(profile.cuda_home)
-        assert "87" in profile.cuda_archs or profile.target_arch == "x86_64"
+        assert {ORIN, THOR_CUDA12, THOR_CUDA13} & set(profile.cuda_archs) or profile.target_arch == "x86_64"
+
+
+def test_drive_os_6_5_1_has_the_values_of_fb_bevs_own_deployment_and_6_5_is_its_alias(cfg, tmp_path):
+    p = cfg.profile("drive-os-6.5.1")
+    assert p.base_image == "nvcr.io/drive/driveos-sdk/drive-agx-orin-linux-aarch64-pdk-build-x86:6.5.1.0-latest"
+    assert (p.tensorrt_version, p.tensorrt_major, p.cuda_archs) == ("10.8.0", 10, ["87"])
+    assert not {"base_image", "tensorrt_version", "cuda_archs"} & set(p.unverified)
+    assert "unverified" not in p.description.split("(")[0]
+    assert any("NVlabs/FB-BEV" in s and "deployment/README.md" in s for s in p.sources)
+    assert cfg.profile("drive-os-6.5") == p
+    project = tmp_path / "fbocc.toml"
+    project.write_text('[profiles."drive-os-6.5"]\ntensorrt_include_dir = "/opt/TensorRT-10.8.0.37/include"\n')
+    overridden = load_config(project, user_file=Path("/nonexistent"), cwd=tmp_path).profile("drive-os-6.5")
+    assert (overridden.name, overridden.tensorrt_include_dir) == ("drive-os-6.5.1", "/opt/TensorRT-10.8.0.37/include")
+
+
+def test_thor_profiles_name_thors_sm_as_their_cuda_does_and_unverified_values_are_marked(cfg):
+    """CUDA 12.8/12.9 call Thor sm_101, CUDA 13 sm_110; every profile but the public sim one cites sources."""
+    for name, profile in cfg.profiles.items():
+        if THOR_CUDA12 in profile.cuda_archs:
+            assert profile.cuda_version.startswith("12."), name
+        if THOR_CUDA13 in profile.cuda_archs:
+            assert profile.cuda_version.startswith("13."), name
+        if profile.unverified:
+            assert "unverified" in profile.description, f"{name}: its description must say some values are unverified"
+        assert profile.sources or name in ("sim", "jetpack-6", "x86_64"), name
+    assert cfg.profile("drive-thor-7.0.3").tensorrt_version == "10.10.10"
+    assert cfg.profile("drive-thor-7.2.5").tensorrt_major == 11
+    assert (cfg.profile("jetpack-7.2.2").tensorrt_version, cfg.profile("jetpack-7.2.2").cuda_archs) == (
+        "11.4.1", [ORIN, THOR_CUDA13])
+    assert cfg.profile("sim").cuda_archs == [ORIN, THOR_CUDA13]
+
+
+def test_an_unverified_list_naming_no_profile_key_is_refused(tmp_path):
+    project = tmp_path / "fbocc.toml"
+    project.write_text('[profiles.sim]\nunverified = ["base_imgae"]\n')
+    with pytest.raises(ConfigError, match="names 'base_imgae', which is not a profile key"):
+        load_config(project, user_file=Path("/nonexistent"), cwd=tmp_path)
 
 
 def test_drive_os_profile_matches_the_public_deployment_guide(cfg):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fbocc.build import container as bc
-from fbocc.build.cross_build import ensure_image, plan_image
+from fbocc.build.profile_image import ensure_image, plan_image
 from fbocc.config import load_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]

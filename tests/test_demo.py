@@ -81,16 +81,17 @@ def test_make_demo_end_to_end(tmp_path: Path, docker_daemon: None) -> None:
         proc = subprocess.run([sys.executable, "-m", "fbocc.demo"], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=1800)
     finally:  # the full-size export and the target's copy of it are ~4 GB: never keep them in pytest's tmp
-        for big in ("export", "target", "validation"):
+        for big in ("export", "target", "validation", "precision"):
             shutil.rmtree(work / big, ignore_errors=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     assert "There is no TensorRT on this machine" in log
     for stage in ("export", "cross-build --profile sim", "push-to-target", "remote-bench --backend onnxruntime",
-                  "validate --backend onnxruntime", "report"):
+                  "validate --backend onnxruntime", "precision graphs fp16 + int8 (host checks)", "report"):
         assert re.search(rf"\] {re.escape(stage)}: .*\(\d+\.\d s\)", log), f"stage {stage!r} did not report: {log}"
-    assert "NOT BUILT YET" not in log
     assert re.search(r"validate --backend onnxruntime: PASS", log)
+    assert re.search(r"precision graphs fp16 \+ int8 \(host checks\): HOST CHECKS .*fp16 labels agree .*int8 labels "
+                     r"agree", log)
     assert "FB-OCC-ONNXRuntime" in (work / "report.md").read_text()
     assert list((work / "results").glob("bench-*.json")) and list((work / "results").glob("validation-*.json"))
     assert "sshd stopped" in log

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fbocc.doctor import tensorrt_version_from_banner
+from deploy.protocol import trt_version_from_banner
 from tests.sshd import SshServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,8 +18,10 @@ DOUBLE = REPO / "tests" / "doubles" / "trtexec_double.py"
 
 
 def doctor(*args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    # PYTHONPATH: the subprocess runs this checkout's fbocc, whatever the editable install points at.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "fbocc", "doctor", "--json", *args], capture_output=True,
-                          text=True, timeout=180, env=os.environ.copy())
+                          text=True, timeout=180, env=env)
     return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}, proc.stderr
 
 
@@ -42,7 +44,7 @@ def local_target(sshd: SshServer, tmp_path: Path, **overrides: str) -> None:
     ("no banner", None),
 ])
 def test_tensorrt_version_from_trtexec_banner(banner: str, version: str | None) -> None:
-    assert tensorrt_version_from_banner(banner) == version
+    assert trt_version_from_banner(banner) == version
 
 
 @pytest.mark.ssh
@@ -104,7 +106,7 @@ def test_doctor_unreachable_target(isolated_home: Path, tmp_path: Path) -> None:
 
 @pytest.mark.docker
 def test_doctor_build_image_present_and_absent(isolated_home: Path, docker_daemon: None) -> None:
-    from fbocc.build.cross_build import ensure_image
+    from fbocc.build.profile_image import ensure_image
     from fbocc.config import load_config
 
     ensure_image(load_config().profile("sim"), None, on_step=lambda _: None, on_line=lambda _: None)
@@ -123,3 +125,26 @@ def test_doctor_build_image_present_and_absent(isolated_home: Path, docker_daemo
     image = checks_of(report, "host")["build image (absent)"]
     assert image["status"] == "missing"
     assert "docker login nvcr.io" in image["fix"]
+
+
+@pytest.mark.ssh
+def test_doctor_names_the_profile_for_the_target_and_stops_a_library_of_another_major(
+        isolated_home: Path, sshd: SshServer, tmp_path: Path) -> None:
+    """A TensorRT 11.4.1 target (the trtexec double at that version) and a library built with 10.8.0 headers."""
+    wrapper = tmp_path / "trtexec-11"
+    wrapper.write_text(f"#!/bin/sh\nFBOCC_DOUBLE_TRT_VERSION=11.4.1 exec {sys.executable} {DOUBLE} \"$@\"\n")
+    wrapper.chmod(0o755)
+    local_target(sshd, tmp_path, trtexec=str(wrapper))
+    out = Path("build/plugins")
+    out.mkdir(parents=True)
+    (out / "fbocc-build.json").write_text(json.dumps({"profile": "drive-os-6.5.1", "tensorrt_version": "10.8.0"}))
+    code, report, _ = doctor("--target", "local")
+    target = checks_of(report, "target local")
+    assert target["TensorRT version"]["detail"] == "11.4.1"
+    fit = target["build profile for this target"]
+    assert fit["status"] == "ok" and fit["detail"].startswith("jetpack-7.2.2 (TensorRT 11.4.1"), fit
+    abi = target["plugin library's TensorRT"]
+    assert abi["status"] == "missing" and code == 1
+    assert abi["detail"] == ("build/plugins: built with TensorRT 10.8.0 headers, the target runs TensorRT 11.4.1: "
+                             "plugins would not register (the plugin interfaces of TensorRT 10 and 11 differ)")
+    assert abi["fix"].startswith("rebuild for this TensorRT: fbocc cross-build --profile jetpack-7.2.2")

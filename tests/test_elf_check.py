@@ -2,7 +2,7 @@
 
 The aarch64 case is covered end to end in test_cross_build.py (the sim container's output); here the
 host's CUDA compiler makes small x86_64 libraries with chosen SM versions and symbols, so that each
-rule (machine, sm_87 device code, registration symbols, NEEDED) is seen to pass and to fail.
+rule (machine, device code for each SM of a profile, registration symbols, NEEDED) is seen to pass and to fail.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ def libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "sm87": _build(tmp, "sm87", ["-gencode", "arch=compute_87,code=sm_87"]),
         "sm90_ptx": _build(tmp, "sm90", ["-gencode", "arch=compute_90,code=compute_90"]),
         "plugin": _build(tmp, "plugin", ["-gencode", "arch=compute_87,code=sm_87"], REGISTRATION),
+        "orin_thor": _build(tmp, "orin_thor", ["-gencode", "arch=compute_87,code=sm_87",
+                                               "-gencode", "arch=compute_110,code=sm_110"]),
+        "orin_thor_ptx": _build(tmp, "orin_thor_ptx", ["-gencode", "arch=compute_87,code=sm_87",
+                                                       "-gencode", "arch=compute_110,code=compute_110"]),
     }
 
 
@@ -69,6 +73,23 @@ def test_report_lists_machine_device_code_symbols_and_needed(libs):
 def test_matching_library_passes(libs):
     report = verify_library(libs["plugin"], target_arch="x86_64", cuda_archs=["87"], tensorrt=True)
     assert report.problems == []
+
+
+@needs_nvcc
+def test_every_sm_of_a_profile_needs_real_device_code(libs):
+    """The sim and JetPack 7.2.2 profiles build for Orin (sm_87) and Thor (sm_110, CUDA 13's name)."""
+    from fbocc.config import load_config
+
+    cfg = load_config(user_file=Path("/nonexistent"), cwd=Path("/"))
+    for name in ("sim", "jetpack-7.2.2"):
+        archs = cfg.profile(name).cuda_archs
+        assert archs == ["87", "110"]
+        report = verify_library(libs["orin_thor"], target_arch="x86_64", cuda_archs=archs, tensorrt=False)
+        assert report.cubin_archs == ["110", "87"] and report.problems == []
+        with pytest.raises(BuildError, match=r"no device code for sm_110 \(cubins found: sm_87\)"):
+            verify_library(libs["sm87"], target_arch="x86_64", cuda_archs=archs, tensorrt=False)
+        with pytest.raises(BuildError, match=r"no device code for sm_110 \(cubins found: sm_87\)"):
+            verify_library(libs["orin_thor_ptx"], target_arch="x86_64", cuda_archs=archs, tensorrt=False)
 
 
 @needs_nvcc

@@ -11,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from benchmarks import workloads as wl  # noqa: E402
 from fbocc.ops import reference as ref  # noqa: E402
-from fbocc.ops import workloads as wl  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 DEVICE = "cuda"

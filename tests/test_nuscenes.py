@@ -32,7 +32,7 @@ from fbocc.model.nuscenes import (
     select_samples,
 )
 from fbocc.model.preprocess import SequencePreprocessor
-from fbocc.target.validate import fbbev_occ3d_labels
+from fbocc.results.comparison import fbbev_occ3d_labels
 
 IMG_W, IMG_H = 320, 180  # a 1600x900 nuScenes camera at 1/5 scale, intrinsics scaled to match
 YAWS = {"CAM_FRONT_LEFT": 55.0, "CAM_FRONT": 0.0, "CAM_FRONT_RIGHT": -55.0, "CAM_BACK_LEFT": 110.0,
@@ -278,7 +278,7 @@ def _tiny_samples(root: Path, *, dataset_gt: bool) -> Path:
 
 
 def test_push_carries_the_ground_truth_of_a_dataset_export(tmp_path: Path) -> None:
-    from fbocc.target.push import collect_artefacts
+    from fbocc.target.artefacts import collect_artefacts
 
     samples = _tiny_samples(tmp_path / "real", dataset_gt=True)
     files = {f.path for f in collect_artefacts(onnx=None, plugin=None, samples=samples).files}
@@ -338,8 +338,8 @@ def test_export_from_a_dataroot_writes_real_frames_and_ground_truth(nuscenes_exp
 @pytest.mark.timeout(900)
 def test_validate_scores_an_export_against_its_occ3d_labels(nuscenes_export: dict[str, Any]) -> None:
     from fbocc.export.samples import load_manifest, read_tensor
+    from fbocc.results.comparison import compare_runs
     from fbocc.results.metrics import sequence_miou
-    from fbocc.target.validate import compare_runs
 
     samples = nuscenes_export["samples"]
     comp = compare_runs(samples, samples, "fp32")  # the reference outputs judged as a run: identical

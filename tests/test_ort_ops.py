@@ -3,9 +3,6 @@ fbocc.ops, directly and when ONNX Runtime runs them as custom ops inside a graph
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,20 +13,9 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
+from deploy import ort_ops  # noqa: E402
 from fbocc import ops  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_ort_ops():
-    spec = importlib.util.spec_from_file_location("deploy_ort_ops", REPO / "deploy" / "ort_ops.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ort_ops = _load_ort_ops()
 RNG = np.random.default_rng(1234)
 
 
@@ -151,6 +137,25 @@ def test_float16_features_are_computed_in_float32_and_returned_as_float16() -> N
     assert gs.dtype == np.float16
     want = ops.grid_sampler3d(torch.from_numpy(inp.astype(np.float16)), torch.from_numpy(grid)).numpy()
     np.testing.assert_allclose(gs.astype(np.float32), want.astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+def test_a_typed_fp16_chain_through_two_plugin_nodes_runs_without_value_info() -> None:
+    """A typed graph without recorded intermediate types (as AutoCast or a hand edit leaves it): the second
+    plugin node's fp16 input is only known through the first plugin's output type, which follows its input."""
+    inp, grid = _grid_case()
+    nodes = [helper.make_node("Cast", ["inp"], ["half"], to=TensorProto.FLOAT16),
+             helper.make_node("GridSampler3DTRT", ["half", "grid"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("GridSampler3DTRT", ["r", "grid"], ["b"]),
+             helper.make_node("Cast", ["b"], ["out"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "chain", [_vi("inp", TensorProto.FLOAT, inp.shape),
+                                               _vi("grid", TensorProto.FLOAT, grid.shape)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (out,) = _session(model).run(None, {"inp": inp, "grid": grid})
+    t_inp, t_grid = torch.from_numpy(inp), torch.from_numpy(grid)
+    want = ops.grid_sampler3d(ops.grid_sampler3d(t_inp, t_grid).clamp(min=0), t_grid).numpy()
+    np.testing.assert_allclose(out, want, rtol=5e-3, atol=5e-3)
 
 
 def test_prepare_model_leaves_the_original_graph_untouched() -> None:

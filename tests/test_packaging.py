@@ -38,7 +38,7 @@ def test_deploy_imports_only_stdlib_numpy_tensorrt() -> None:
 
 
 def test_lint_ruff_and_mypy_clean() -> None:
-    ruff = subprocess.run([str(BIN / "ruff"), "check", "fbocc", "tests"], cwd=REPO, capture_output=True,
+    ruff = subprocess.run([str(BIN / "ruff"), "check", "fbocc", "tests", "tools"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert ruff.returncode == 0, ruff.stdout
     mypy = subprocess.run([str(BIN / "mypy")], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -61,26 +61,55 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     version = subprocess.run([str(env_dir / "bin" / "fbocc"), "--version"], cwd=elsewhere, capture_output=True,
                              text=True, check=True, timeout=60)
     assert version.stdout.startswith("fbocc ")
-    probe = ("from fbocc.assets import asset_dir; import fbocc, sys;"
+    probe = ("from fbocc.assets import asset_dir; import fbocc, sys; from deploy import manifest, protocol;"
              "print(all((asset_dir(n) / f).is_file() for n, f in "
-             "[('deploy', 'manifest.py'), ('cross', 'profiles.toml')]));"
+             "[('deploy', 'manifest.py'), ('deploy', '__init__.py'), ('cross', 'profiles.toml')]));"
              "print(fbocc.__file__)")
     result = subprocess.run([str(py), "-c", probe], cwd=elsewhere, capture_output=True, text=True, check=True,
                             timeout=60)
     ok, location = result.stdout.split()
     assert ok == "True"
     assert str(env_dir) in location, "the installed wheel, not the checkout, must be imported"
-    assert all((Path(location).parent / "_assets" / name).is_dir() for name in ("plugins", "cross", "docker", "deploy"))
+    assert all((Path(location).parent / "_assets" / name).is_dir() for name in ("plugins", "cross", "docker"))
+    assert (Path(location).parent.parent / "deploy" / "run_sequence.py").is_file(), "deploy/ is a package of its own"
+    shipped = {p.relative_to(Path(location).parent).as_posix() for p in Path(location).parent.rglob("*.py")}
+    assert not {"old_toolchain.py", "ops/elf.py", "ops/workloads.py"} & shipped, "development tooling in the wheel"
     shown = subprocess.run([str(env_dir / "bin" / "fbocc"), "config", "show", "--json"], cwd=elsewhere,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert '"profiles.drive-os-6.0.10.cuda_version"' in shown.stdout
 
 
+SSH_OWNER = {"fbocc/target/transport.py", "fbocc/target/sftp.py", "fbocc/target/host_keys.py"}
+
+
+def _imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_only_the_ssh_owner_imports_paramiko_and_nothing_is_loaded_by_path() -> None:
+    sources = [*REPO.glob("fbocc/**/*.py"), *REPO.glob("deploy/*.py"), *REPO.glob("benchmarks/*.py")]
+    for path in sorted(sources):
+        rel = path.relative_to(REPO).as_posix()
+        ssh = [n for n in _imports(path) if n.split(".")[0] in ("paramiko", "fabric")]
+        assert not ssh or rel in SSH_OWNER, f"{rel} imports {ssh}: SSH goes through fbocc.target.transport"
+        if rel.startswith(("fbocc/", "deploy/")):
+            text = path.read_text()
+            assert "spec_from_file_location" not in text and "sys.path.insert" not in text, \
+                f"{rel} loads code by path: import the package (deploy is one) instead"
+
+
 ORCHESTRATION = ["fbocc.config", "fbocc.target.transport", "fbocc.target.push", "fbocc.target.bench",
+                 "fbocc.target.contract", "fbocc.target.store", "fbocc.target.artefacts", "fbocc.target.sftp",
                  "fbocc.build.cross_build", "fbocc.build.container", "fbocc.results.report", "fbocc.results.history",
                  "fbocc.doctor", "fbocc.target.validate", "fbocc.target.trtexec", "fbocc.results.metrics", "fbocc.cli",
-                 "fbocc.old_toolchain"]
+                 "fbocc.build.profile_image", "fbocc.build.debian_base", "fbocc.results.figure", "fbocc.results.layers"]
 
 
 def test_orchestration_side_never_imports_torch_or_the_model() -> None:

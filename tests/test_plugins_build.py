@@ -1,9 +1,11 @@
 """`make -C plugins` builds what each target needs: x86_64 and aarch64/sm_87 (Orin) kernel libraries with
-CUDA's nvcc, and the TensorRT plugin library against the public TensorRT 8.6 and 10 headers.
+CUDA's nvcc, and the TensorRT plugin library against the TensorRT headers of 8.6.1, 10.8.0, 10.16 and 11.1,
+each driven by the TensorRT stand-in harness of its own version and of the other majors (the ABI guard).
 
 The aarch64 CUDA runtime comes from the `nvidia-cuda-runtime` wheel for aarch64, downloaded once into
-~/.cache/fbocc/ keyed by version. TensorRT headers are never in the repository: the glue checks run where
-they are unpacked (FBOCC_TRT_HEADERS, default /work/trt-headers/<version>/include, see plugins/README.md).
+~/.cache/fbocc/ keyed by version. TensorRT headers are never in the repository: the public ones are read from
+../shared/trt-headers/<version>/include (CI fails without them), 8.6.1's from FBOCC_TRT_HEADERS/8.6.1/include
+(default /work/trt-headers; skipped with the reason where absent), see plugins/README.md.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fbocc.ops.elf import inspect_library
+from fbocc.build.elf_check import inspect_library
+from fbocc.config import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
 CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 NVCC = CUDA_HOME / "bin" / "nvcc"
 TRT_HEADERS = Path(os.environ.get("FBOCC_TRT_HEADERS", "/work/trt-headers"))
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fbocc"
+CACHE = cache_dir()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -89,68 +94,222 @@ def test_without_tensorrt_headers_the_kernel_library_is_built_and_make_says_so(x
     assert "TENSORRT_INCLUDE_DIR not set: built the kernel library only" in log, log[-2000:]
     info = inspect_library(out / "libfbocc_kernels.so")
     assert info.machine == "EM_X86_64"
-    assert info.sm_archs == (90,)
+    assert info.cubin_archs == ["90"]
     assert any(n.startswith("libcudart.so") for n in info.needed)
     assert not (out / "libfbocc_plugins.so").exists()
     assert not list(out.glob("*.tmp")), "a temporary library was left behind"
 
 
-def test_kernels_cross_compile_for_orin_aarch64_sm87(aarch64_cudart: Path, tmp_path: Path) -> None:
-    result = _make("TARGET=aarch64", f"CUDA_TARGET_DIR={aarch64_cudart}", f"OUT={tmp_path}")
+@pytest.fixture(scope="module")
+def aarch64_kernels(aarch64_cudart: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("aarch64")
+    result = _make("TARGET=aarch64", f"CUDA_TARGET_DIR={aarch64_cudart}", f"OUT={out}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "-ccbin aarch64-linux-gnu-g++" in result.stdout and "code=sm_87" in result.stdout
-    info = inspect_library(tmp_path / "libfbocc_kernels.so")
+    return out, result.stdout
+
+
+def test_kernels_cross_compile_for_orin_aarch64_sm87(aarch64_kernels: tuple[Path, str]) -> None:
+    out, log = aarch64_kernels
+    assert "-ccbin aarch64-linux-gnu-g++" in log and "code=sm_87" in log
+    info = inspect_library(out / "libfbocc_kernels.so")
     assert info.machine == "EM_AARCH64"
-    assert info.sm_archs == (87,)
+    assert info.cubin_archs == ["87"]
     assert any(n.startswith("libcudart.so") for n in info.needed)
 
 
-TRT_VERSIONS = [("8.6.1", "getPluginCreators"), ("10.8.0", "getCreators")]
+def test_aarch64_plugin_library_for_tensorrt_11_checks_the_loaded_tensorrt_without_linking_it(
+        aarch64_kernels: tuple[Path, str], aarch64_cudart: Path, tmp_path: Path) -> None:
+    """The Orin/Thor library against the 11.1 headers: getInferLibVersion and getLogger stay weak references
+    (resolved where getPluginRegistry is, absent -> the guard refuses), no libnvinfer in NEEDED."""
+    from elftools.elf.elffile import ELFFile
 
-
-PluginBuild = tuple[str, str, Path, Path, subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture(scope="module", params=TRT_VERSIONS, ids=[v for v, _ in TRT_VERSIONS])
-def plugin_build(request: pytest.FixtureRequest, x86_kernels: tuple[Path, str],
-                 tmp_path_factory: pytest.TempPathFactory) -> PluginBuild:
-    """(version, entry point, headers, library, make result) of the plugin library for one TensorRT version."""
-    version, entry_point = request.param
-    headers = TRT_HEADERS / version / "include"
-    if not (headers / "NvInfer.h").exists():
-        pytest.skip(f"TensorRT {version} OSS headers not unpacked at {headers} (see plugins/README.md)")
-    out = tmp_path_factory.mktemp(f"trt{version}")
-    kernels_out, _ = x86_kernels
-    shutil.copytree(kernels_out / "obj", out / "obj", dirs_exist_ok=True)  # times kept: kernels not rebuilt
-    result = _make("TARGET=x86_64", "CUDA_ARCHS=90", f"OUT={out}", f"TENSORRT_INCLUDE_DIR={headers}")
-    return version, entry_point, headers, out / "libfbocc_plugins.so", result
-
-
-def test_plugin_library_compiles_against_tensorrt_oss_headers(plugin_build: PluginBuild) -> None:
-    _version, entry_point, _headers, library, result = plugin_build
+    headers = tensorrt_headers("11.1")
+    kernels_out, _ = aarch64_kernels
+    shutil.copytree(kernels_out / "obj", tmp_path / "obj", dirs_exist_ok=True)  # times kept: kernels not rebuilt
+    result = _make("TARGET=aarch64", f"CUDA_TARGET_DIR={aarch64_cudart}", f"OUT={tmp_path}",
+                   f"TENSORRT_INCLUDE_DIR={headers}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "warning" not in result.stderr.lower(), result.stderr[-3000:]
+    library = tmp_path / "libfbocc_plugins.so"
     info = inspect_library(library)
-    assert info.exported == tuple(sorted((entry_point, "setLoggerFinder")))
-    assert info.sm_archs == (90,)
+    assert info.machine == "EM_AARCH64" and info.registration_symbols == ["getCreators", "setLoggerFinder"]
+    assert not any(n.startswith("libnvinfer") for n in info.needed)
+    with library.open("rb") as fh:
+        dynsym = ELFFile(fh).get_section_by_name(".dynsym")
+        binds = {sym.name: sym["st_info"]["bind"] for sym in dynsym.iter_symbols()  # type: ignore[union-attr]
+                 if sym.name in ("getInferLibVersion", "getLogger", "getPluginRegistry")}
+    assert binds == {"getInferLibVersion": "STB_WEAK", "getLogger": "STB_WEAK", "getPluginRegistry": "STB_GLOBAL"}
 
 
-def test_tensorrt_standin_loads_registers_and_builds_each_plugin(plugin_build: PluginBuild, tmp_path: Path) -> None:
+# The header matrix. 8.6.1's headers are proprietary and come only from FBOCC_TRT_HEADERS; the public
+# Apache-2.0 headers of the others sit in ../shared/trt-headers/<version>/include beside the checkout.
+PROPRIETARY = "8.6.1"
+SHARED = ("10.8.0", "10.16", "11.1")
+ENTRY_POINTS = {"8.6.1": "getPluginCreators", "10.8.0": "getCreators", "10.16": "getCreators", "11.1": "getCreators"}
+
+
+def _shared_headers_root() -> Path | None:
+    """The nearest `shared/trt-headers` beside the checkout or one of its parents (worktrees nest deeper)."""
+    for parent in REPO.parents:
+        candidate = parent / "shared" / "trt-headers"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def tensorrt_headers(version: str) -> Path:
+    """The include/ folder of TensorRT `version`, or skip (fail in CI for the shared ones) saying where it looked."""
+    looked = [TRT_HEADERS / version / "include"]
+    shared = _shared_headers_root()
+    if version != PROPRIETARY:
+        looked.append((shared or REPO.parent / "shared" / "trt-headers") / version / "include")
+    for include in looked:
+        if (include / "NvInfer.h").is_file():
+            return include
+    where = " or ".join(str(p) for p in looked)
+    if version == PROPRIETARY:
+        pytest.skip(f"TensorRT {version} headers (proprietary licence, not redistributable) not found at {where}: "
+                    "set FBOCC_TRT_HEADERS to the folder holding 8.6.1/include")
+    _require(False, f"TensorRT {version} OSS headers not found at {where} (see ../shared/trt-headers/README)")
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class PluginBuild:
+    """The plugin library built against one TensorRT version's headers."""
+
+    version: str
+    headers: Path
+    library: Path
+    make: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def plugin_library(x86_kernels: tuple[Path, str],
+                   tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], PluginBuild]:
+    """Builds (once per version) libfbocc_plugins.so against TensorRT `version`'s headers; kernels are reused."""
+    built: dict[str, PluginBuild] = {}
+
+    def build(version: str) -> PluginBuild:
+        if version not in built:
+            headers = tensorrt_headers(version)
+            out = tmp_path_factory.mktemp(f"trt{version}")
+            kernels_out, _ = x86_kernels
+            shutil.copytree(kernels_out / "obj", out / "obj", dirs_exist_ok=True)  # times kept: not rebuilt
+            result = _make("TARGET=x86_64", "CUDA_ARCHS=90", f"OUT={out}", f"TENSORRT_INCLUDE_DIR={headers}")
+            assert result.returncode == 0, f"TensorRT {version}: {result.stderr[-3000:]}"
+            built[version] = PluginBuild(version, headers, out / "libfbocc_plugins.so", result)
+        return built[version]
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Compiles (once per version) the TensorRT stand-in harness against TensorRT `version`'s headers."""
+    compiled: dict[str, Path] = {}
+
+    def harness(version: str) -> Path:
+        if version not in compiled:
+            headers = tensorrt_headers(version)
+            exe = tmp_path_factory.mktemp(f"standin{version}") / "tensorrt_standin_harness"
+            result = subprocess.run(
+                ["g++", "-std=c++17", "-Wall", "-Wno-deprecated-declarations", f"-I{headers}",
+                 f"-I{CUDA_HOME}/include", str(REPO / "tests" / "tensorrt_standin_harness.cpp"), "-o", str(exe),
+                 "-rdynamic", "-ldl"], capture_output=True, text=True, timeout=300, check=False)
+            assert result.returncode == 0, f"stand-in for TensorRT {version}: {result.stderr[-3000:]}"
+            compiled[version] = exe
+        return compiled[version]
+
+    return harness
+
+
+def _run_standin(harness: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{CUDA_HOME}/lib64:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    return subprocess.run([str(harness), *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+MATRIX = [PROPRIETARY, *SHARED]
+
+
+@pytest.mark.parametrize("version", MATRIX)
+def test_plugin_library_compiles_against_tensorrt_oss_headers(
+        version: str, plugin_library: Callable[[str], PluginBuild]) -> None:
+    build = plugin_library(version)
+    assert "warning" not in build.make.stderr.lower(), build.make.stderr[-3000:]
+    info = inspect_library(build.library)
+    assert info.registration_symbols == [ENTRY_POINTS[version], "setLoggerFinder"]
+    assert info.cubin_archs == ["90"]
+    assert not any(n.startswith("libnvinfer") for n in info.needed), "without TENSORRT_LIB_DIR: no libnvinfer"
+
+
+@pytest.mark.parametrize("version", MATRIX)
+def test_tensorrt_standin_loads_registers_and_builds_each_plugin(
+        version: str, plugin_library: Callable[[str], PluginBuild], standin: Callable[[str], Path]) -> None:
     """The stand-in (tests/tensorrt_standin_harness.cpp, not TensorRT) drives the library through the real
     TensorRT headers' interfaces: registration hand-over, attributes, shapes, formats, serialization."""
-    version, _entry, headers, library, result = plugin_build
-    assert result.returncode == 0, result.stderr[-3000:]
-    harness = tmp_path / "tensorrt_standin_harness"
-    compiled = subprocess.run(
-        ["g++", "-std=c++17", "-Wall", "-Wno-deprecated-declarations", f"-I{headers}", f"-I{CUDA_HOME}/include",
-         str(REPO / "tests" / "tensorrt_standin_harness.cpp"), "-o", str(harness), "-rdynamic", "-ldl"],
-        capture_output=True, text=True, timeout=300, check=False)
-    assert compiled.returncode == 0, compiled.stderr[-3000:]
-    env = {**os.environ, "LD_LIBRARY_PATH": f"{CUDA_HOME}/lib64:{os.environ.get('LD_LIBRARY_PATH', '')}"}
-    run = subprocess.run([str(harness), str(library)], capture_output=True, text=True, timeout=60, env=env,
-                         check=False)
+    run = _run_standin(standin(version), str(plugin_library(version).library))
     assert run.returncode == 0 and run.stdout.startswith("OK"), run.stdout + run.stderr
-    assert f"TensorRT {version.rsplit('.', 1)[0]} headers" in run.stdout
+    assert f"TensorRT {'.'.join(version.split('.')[:2])} headers" in run.stdout
+    assert run.stderr == ""
+
+
+def test_a_library_built_for_another_minor_of_the_same_major_loads(
+        plugin_library: Callable[[str], PluginBuild], standin: Callable[[str], Path]) -> None:
+    """10.8 <-> 10.16: the plugin interfaces of one major are compatible, so the guard lets them through."""
+    for built, loaded in (("10.8.0", "10.16"), ("10.16", "10.8.0")):
+        run = _run_standin(standin(loaded), str(plugin_library(built).library))
+        assert run.returncode == 0 and run.stdout.startswith("OK"), f"{built} in {loaded}: {run.stdout}{run.stderr}"
+
+
+def _version(v: str) -> str:
+    return v if v.count(".") == 2 else f"{v}.0"
+
+
+@pytest.mark.parametrize(("built", "loaded"), [("10.8.0", "11.1"), ("11.1", "10.8.0"), ("10.16", "11.1"),
+                                               ("8.6.1", "10.8.0"), ("10.8.0", "8.6.1")])
+def test_a_library_built_for_another_major_is_refused_with_one_line_naming_both_versions_and_the_fix(
+        built: str, loaded: str, plugin_library: Callable[[str], PluginBuild],
+        standin: Callable[[str], Path]) -> None:
+    """Without the guard a 10.x library in an 11.x process calls IPluginRegistry::acquirePluginResource for
+    registerCreator (and the reverse isParentSearchEnabled). With it: no registry call, no creator, and one
+    line through TensorRT's logger (called in the loading major's layout)."""
+    library = plugin_library(built).library
+    run = _run_standin(standin(loaded), "--expect-refusal", str(library))
+    assert run.returncode == 0 and "REFUSED" in run.stdout, run.stdout + run.stderr
+    logged = [line for line in run.stdout.splitlines() if line.startswith("LOGGED: ")]
+    assert logged == [
+        f"LOGGED: fbocc plugins: built with TensorRT {_version(built)} headers, loaded into TensorRT "
+        f"{_version(loaded)}: plugins not registered (the plugin interfaces of TensorRT {built.split('.')[0]} and "
+        f"{loaded.split('.')[0]} differ); rebuild for this TensorRT: fbocc cross-build --profile "
+        f"<a TensorRT {loaded.split('.')[0]} profile> (fbocc doctor --target NAME names it)"]
+    assert run.stderr == "", "the refusal goes through TensorRT's logger, not around it"
+
+
+def test_without_a_tensorrt_logger_at_load_the_refusal_goes_to_stderr_then_to_the_handed_over_logger(
+        plugin_library: Callable[[str], PluginBuild], standin: Callable[[str], Path]) -> None:
+    run = _run_standin(standin("11.1"), "--expect-refusal", "--no-global-logger",
+                       str(plugin_library("10.8.0").library))
+    assert run.returncode == 0 and "REFUSED" in run.stdout, run.stdout + run.stderr
+    line = ("fbocc plugins: built with TensorRT 10.8.0 headers, loaded into TensorRT 11.1.0: plugins not "
+            "registered")
+    assert run.stderr.startswith(line) and run.stderr.count("\n") == 1, run.stderr
+    assert [x for x in run.stdout.splitlines() if x.startswith("LOGGED: ")] == [f"LOGGED: {run.stderr.strip()}"]
+
+
+@pytest.mark.parametrize("version", MATRIX)
+def test_the_recipe_records_the_tensorrt_version_of_the_headers(version: str) -> None:
+    """cross/tensorrt-version.sh (what the build manifest's tensorrt_version comes from) on every header set;
+    10.16 and later define the numbers through TRT_*_ENTERPRISE."""
+    headers = tensorrt_headers(version)
+    out = subprocess.run(["sh", str(REPO / "cross" / "tensorrt-version.sh"), str(headers)], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == _version(version), out.stderr
+
+
+def test_the_recipe_refuses_a_directory_without_tensorrt_headers(tmp_path: Path) -> None:
+    out = subprocess.run(["sh", str(REPO / "cross" / "tensorrt-version.sh"), str(tmp_path)], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 2 and f"{tmp_path}/NvInferVersion.h is missing" in out.stderr
 
 
 def test_an_unknown_target_is_refused_naming_the_allowed_ones(tmp_path: Path) -> None:

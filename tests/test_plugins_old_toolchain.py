@@ -21,7 +21,7 @@ import pytest
 
 from fbocc.assets import asset_dir
 from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError
-from fbocc.old_toolchain import RECIPES, OldToolchainBuild, compile_plugins, ensure_image, load_recipe, recipe_path
+from tools.old_toolchain import RECIPES, OldToolchainBuild, compile_plugins, ensure_image, load_recipe, recipe_path
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TRT_HEADERS = Path(os.environ.get("FBOCC_TRT_HEADERS", "/work/trt-headers")) / "8.6.1" / "include"

@@ -19,19 +19,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from fbocc.build.cross_build import Artefact, BuildManifest
 from fbocc.cli import run as cli
 from fbocc.config import Target
-from fbocc.errors import Interrupted, RemoteError, TransferError, ValidationError
+from fbocc.errors import BuildError, Interrupted, RemoteError, TransferError, ValidationError
+from fbocc.export.onnx_graph import external_data_files
 from fbocc.export.samples import save_manifest, write_tensor
-from fbocc.target.push import (
-    ArtefactSet,
-    HashCache,
-    collect_artefacts,
-    list_sets,
-    onnx_external_data,
-    prune_sets,
-    push_artifacts,
-)
+from fbocc.target.artefacts import ArtefactSet, HashCache, collect_artefacts
+from fbocc.target.push import push_artifacts
+from fbocc.target.store import list_sets, prune_sets
 from fbocc.target.transport import TargetSession
 from tests.conftest import IN_CI
 from tests.sshd import SshServer, free_port
@@ -118,7 +114,7 @@ def test_artefact_set_layout_and_validation(artefacts: dict[str, Path], tmp_path
             "samples/frame_000/x.dat", "samples/frame_000/y.dat", "samples/frame_001/x.dat",
             "samples/frame_001/y.dat", "deploy/bench.py", "deploy/lib/it's here.py"} == paths
     assert aset.onnx == "fbocc model.onnx" and aset.plugin == "libfbocc_plugins.so"
-    assert onnx_external_data(artefacts["onnx"]) == ["weights.bin"]
+    assert external_data_files(artefacts["onnx"]) == ["weights.bin"]
     assert collect(artefacts, tmp_path).set_hash == aset.set_hash  # same content, same set
 
     (artefacts["samples"] / "frame_001" / "x.dat").write_bytes(b"\0" * 12)  # truncated input
@@ -137,9 +133,18 @@ def test_artefact_set_layout_and_validation(artefacts: dict[str, Path], tmp_path
         collect_artefacts(onnx=garbage, plugin=None, samples=None, hash_cache=HashCache(tmp_path / "c.json"))
 
     lib = artefacts["plugin"] / "libfbocc_plugins.so"
-    (artefacts["plugin"] / "fbocc-build.json").write_text(json.dumps(
-        {"artefacts": [{"file": lib.name, "sha256": "0" * 64}]}))
+    built = BuildManifest(
+        profile="sim", target_arch="aarch64", image="fbocc-sim", image_id="sha256:0", cuda_version="13.0",
+        tensorrt_version=None, toolchain={}, source_dir="plugins", source_hash="0", recipe_hash="0",
+        cache_key="0", make_args="", compile_flags=[], cuda_archs=["87"], duration_s=0.0, cache="miss",
+        transfer="archive", built_at="2026-01-01T00:00:00Z",
+        artefacts=[Artefact(file=lib.name, sha256="0" * 64, size=lib.stat().st_size, machine="aarch64",
+                            cubin_archs=["87"], ptx_archs=[], needed=[], registration_symbols=[])])
+    (artefacts["plugin"] / "fbocc-build.json").write_text(built.to_json())
     with pytest.raises(ValidationError, match="does not match its build manifest"):
+        collect(artefacts, tmp_path)
+    (artefacts["plugin"] / "fbocc-build.json").write_text(json.dumps({"artefacts": [{"file": lib.name}]}))
+    with pytest.raises(ValidationError, match="not a readable build manifest"):
         collect(artefacts, tmp_path)
 
 
@@ -296,6 +301,45 @@ def test_ctrl_c_mid_push_keeps_current_and_the_next_push_resumes(sshd: SshServer
     assert_set_matches(workdir, changed)
 
 
+def trtexec_at(tmp_path: Path, version: str) -> Path:
+    """The trtexec double (tests/doubles/, a TensorRT stand-in) answering as TensorRT `version`."""
+    import sys
+
+    double = Path(__file__).parent / "doubles" / "trtexec_double.py"
+    wrapper = tmp_path / f"trtexec-{version}"
+    wrapper.write_text(f"#!/bin/sh\nFBOCC_DOUBLE_TRT_VERSION={version} exec {sys.executable} {double} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_a_plugin_built_for_another_tensorrt_major_is_refused_before_sending(
+        sshd: SshServer, artefacts: dict[str, Path], tmp_path: Path) -> None:
+    lib = artefacts["plugin"] / "libfbocc_plugins.so"
+    built = BuildManifest(
+        profile="drive-os-6.5.1", target_arch="aarch64", image="i", image_id="sha256:0", cuda_version="11.4",
+        tensorrt_version="10.8.0", toolchain={}, source_dir="plugins", source_hash="0", recipe_hash="0",
+        cache_key="0", make_args="", compile_flags=[], cuda_archs=["87"], duration_s=0.0, cache="miss",
+        transfer="archive", built_at="2026-01-01T00:00:00Z",
+        artefacts=[Artefact(file=lib.name, sha256=sha(lib), size=lib.stat().st_size, machine="EM_AARCH64",
+                            cubin_archs=["87"], ptx_archs=[], needed=[], registration_symbols=[])])
+    (artefacts["plugin"] / "fbocc-build.json").write_text(built.to_json())
+    aset = collect(artefacts, tmp_path)
+    workdir = tmp_path / "w"
+    eleven = target_for(sshd, workdir, trtexec=str(trtexec_at(tmp_path, "11.4.1")))
+    with TargetSession(eleven, known_hosts=sshd.known_hosts) as session, pytest.raises(BuildError) as refused:
+        push_artifacts(session, aset)
+    assert refused.value.message == ("libfbocc_plugins.so: built with TensorRT 10.8.0 headers, the target runs "
+                                     "TensorRT 11.4.1: plugins would not register (the plugin interfaces of "
+                                     "TensorRT 10 and 11 differ)")
+    assert (refused.value.fix or "").startswith("rebuild for this TensorRT: fbocc cross-build --profile ")
+    assert "jetpack-7.2.2" in (refused.value.fix or "")
+    assert not (workdir / "current").exists() and not list((workdir / "objects").glob("*"))  # nothing sent
+    same_major = target_for(sshd, workdir, trtexec=str(trtexec_at(tmp_path, "10.16.0")))
+    with TargetSession(same_major, known_hosts=sshd.known_hosts) as session:
+        push_artifacts(session, aset)
+    assert_set_matches(workdir, aset)
+
+
 def test_out_of_space_is_refused_before_sending(sshd: SshServer, artefacts: dict[str, Path],
                                                 tmp_path: Path) -> None:
     small = tmp_path / "small disk"
@@ -402,9 +446,9 @@ def test_cli_two_targets_in_parallel_one_down(sshd_factory: Callable[..., SshSer
 
 def test_targets_without_openssl_or_python_use_sha256sum_and_ln(
         sshd: SshServer, artefacts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fbocc.target.push
+    import fbocc.target.store
 
-    monkeypatch.setattr(fbocc.target.push, "OPENSSL_SHA256", "no-such-openssl dgst -sha256 -r")
+    monkeypatch.setattr(fbocc.target.store, "OPENSSL_SHA256", "no-such-openssl dgst -sha256 -r")
     aset = collect(artefacts, tmp_path)
     workdir = tmp_path / "w"
     target = target_for(sshd, workdir, python="no-such-python3")

@@ -7,6 +7,7 @@ process; build and shape failures surface their reason and a hint; the ONNX Runt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,30 +33,57 @@ DOUBLE = REPO / "tests" / "doubles" / "trtexec_double.py"
 PLUGIN_OPS = (b"GridSampler3DTRT", b"BEVPoolV2TRT", b"MultiScaleDeformableAttnTRT")
 
 
-def make_onnx(path: Path, *, custom_op: str | None) -> None:
+def make_onnx(path: Path, *, custom_op: str | None, precision: str = "fp32") -> None:
+    """A two-input graph; fp16: img passes through fp16 (Casts), int8: through QuantizeLinear/DequantizeLinear
+    (the I/O stays fp32/int32 in every precision, as the export's graphs: docs/precision.md)."""
+    import numpy as np
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 2, 4, 4])
     ranks = helper.make_tensor_value_info("ranks_bev", TensorProto.INT32, ["n"])
     out = helper.make_tensor_value_info("occ", TensorProto.FLOAT, [1, 2, 4, 4])
     out2 = helper.make_tensor_value_info("ranks_out", TensorProto.INT32, ["n"])
+    typed, inits = [], []
+    src = "img"
+    if precision == "fp16":
+        typed = [helper.make_node("Cast", ["img"], ["img16"], to=TensorProto.FLOAT16),
+                 helper.make_node("Cast", ["img16"], ["img32"], to=TensorProto.FLOAT)]
+        src = "img32"
+    elif precision == "int8":
+        inits = [numpy_helper.from_array(np.array(0.05, np.float32), "scale"),
+                 numpy_helper.from_array(np.array(0, np.int8), "zero")]
+        typed = [helper.make_node("QuantizeLinear", ["img", "scale", "zero"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"])]
+        src = "dq"
     if custom_op:
-        nodes = [helper.make_node(custom_op, ["img", "ranks_bev"], ["occ"], domain=""),
+        nodes = [helper.make_node(custom_op, [src, "ranks_bev"], ["occ"], domain=""),
                  helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
     else:
-        nodes = [helper.make_node("Identity", ["img"], ["occ"]),
+        nodes = [helper.make_node("Identity", [src], ["occ"]),
                  helper.make_node("Identity", ["ranks_bev"], ["ranks_out"])]
-    graph = helper.make_graph(nodes, "fbocc_bench_test", [img, ranks], [out, out2])
+    graph = helper.make_graph(typed + nodes, "fbocc_bench_test", [img, ranks], [out, out2], initializer=inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
 def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT",
-                   plugin_ops: tuple[bytes, ...] = PLUGIN_OPS, frame_sizes: tuple[int, ...] = (8, 12)) -> Path:
-    """A local artefact set laid out as push-to-target lays it out under <workdir>/current."""
+                   plugin_ops: tuple[bytes, ...] = PLUGIN_OPS, frame_sizes: tuple[int, ...] = (8, 12),
+                   graphs: tuple[str, ...] = ("fp16", "int8")) -> Path:
+    """A local artefact set laid out as push-to-target lays it out under <workdir>/current, with the
+    precision graphs beside the fp32 one and listed in the manifest's `graphs` (docs/precision.md)."""
+    import hashlib
+
     cur = root / "current"
     (cur / "samples").mkdir(parents=True)
     make_onnx(cur / "fbocc.onnx", custom_op=custom_op)
+    listed = []
+    for precision in ("fp32", *graphs):
+        name = "fbocc.onnx" if precision == "fp32" else f"fbocc.{precision}.onnx"
+        if precision != "fp32":
+            make_onnx(cur / name, custom_op=custom_op, precision=precision)
+        blob = (cur / name).read_bytes()
+        listed.append({"precision": precision, "file": f"../{name}", "sha256": hashlib.sha256(blob).hexdigest(),
+                       "bytes": len(blob), "strongly_typed": True, "made_by": {"tool": "tests/test_remote_bench.py"}})
     # stands in for the cross-built library: the double checks it exists and names each creator it needs
     (cur / "libfbocc_plugins.so").write_bytes(b"\x7fELF fbocc test plugin stand-in\0" + b"\0".join(plugin_ops))
     samples = cur / "samples"
@@ -73,16 +101,17 @@ def make_artifacts(root: Path, *, custom_op: str | None = "GridSampler3DTRT",
         "inputs": [{"name": "img", "dtype": "float32"}, {"name": "ranks_bev", "dtype": "int32"}],
         "outputs": [{"name": "occ", "dtype": "float32"}, {"name": "ranks_out", "dtype": "int32"}],
         "profile": {"ranks_bev": {"min": [4], "opt": [8], "max": [16]}}, "history": [], "frames": frames,
-        "source": "synthetic"})
+        "source": "synthetic", "graphs": listed})
     shutil.copytree(REPO / "deploy", cur / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
     return cur
 
 
 def upload(target: Target, known_hosts: Path, local_current: Path, remote_workdir: Path) -> None:
     """push-to-target's library call: the artefact set becomes <workdir>/current on the target."""
-    from fbocc.target.push import collect_artefacts, push_artifacts
+    from fbocc.target.artefacts import collect_artefacts
+    from fbocc.target.push import push_artifacts
 
-    aset = collect_artefacts(onnx=next(local_current.glob("*.onnx")), plugin=next(local_current.glob("*.so")),
+    aset = collect_artefacts(onnx=local_current / "fbocc.onnx", plugin=next(local_current.glob("*.so")),
                              samples=local_current / "samples", deploy=local_current / "deploy")
     with TargetSession(target, known_hosts=known_hosts) as session:
         push_artifacts(session, aset)
@@ -133,7 +162,7 @@ def test_push_build_bench_results_and_report(loop_target: dict, capsys: pytest.C
         assert len(r["per_query_ms"]["compute"]) >= 30
         load = next(a for a in r["command"] if a.startswith("--loadInputs="))
         assert "img:" in load and "ranks_bev:" in load
-        assert "--shapes=ranks_bev:8" in r["command"] and any(a.startswith("--plugins=") for a in r["command"])
+        assert "--shapes=ranks_bev:8" in r["command"] and any(a.startswith("--staticPlugins=") for a in r["command"])
         assert r["environment"]["tensorrt"]["source"] == "trtexec banner"
         assert r["environment"]["power_mode"]["available"] is False  # no nvpmodel here: recorded, not guessed
         assert r["tegrastats"]["available"] is False
@@ -174,7 +203,7 @@ def test_push_build_bench_results_and_report(loop_target: dict, capsys: pytest.C
 def test_ctrl_c_during_remote_benchmark_leaves_no_remote_process(loop_target: dict) -> None:
     cur = make_artifacts(loop_target["local"])
     upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
-    env = dict(os.environ)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's fbocc, not whatever the venv points at
     proc = subprocess.Popen([sys.executable, "-m", "fbocc", "remote-bench", "loop", "--precision", "fp32",
                              "--duration", "120", "--warmup", "0"], cwd=os.getcwd(), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -250,6 +279,34 @@ def test_trt10_target_gets_static_plugins(loop_target: dict, capsys: pytest.Capt
     assert any(a.startswith("--staticPlugins=") for a in r["command"])
 
 
+def test_a_plugin_built_for_another_major_stops_before_any_engine_is_built(
+        loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pushed while the target ran TensorRT 10.8 (same major: accepted), then the target moved to TensorRT 11."""
+    from fbocc.build.cross_build import Artefact, BuildManifest
+
+    cur = make_artifacts(loop_target["local"])
+    lib = cur / "libfbocc_plugins.so"
+    (cur / "fbocc-build.json").write_text(BuildManifest(
+        profile="drive-os-6.5.1", target_arch="aarch64", image="i", image_id="sha256:0", cuda_version="11.4",
+        tensorrt_version="10.8.0", toolchain={}, source_dir="plugins", source_hash="0", recipe_hash="0",
+        cache_key="0", make_args="", compile_flags=[], cuda_archs=["87"], duration_s=0.0, cache="miss",
+        transfer="archive", built_at="2026-01-01T00:00:00Z",
+        artefacts=[Artefact(file=lib.name, sha256=hashlib.sha256(lib.read_bytes()).hexdigest(),
+                            size=lib.stat().st_size, machine="EM_AARCH64", cubin_archs=["87"], ptx_archs=[],
+                            needed=[], registration_symbols=[])]).to_json())
+    launcher = Path(loop_target["target"].trtexec)
+    launcher.write_text(launcher.read_text().replace(":-8.6.13", ":-10.8.0"))
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    launcher.write_text(launcher.read_text().replace(":-10.8.0", ":-11.1.0"))
+    code = run(["remote-bench", "loop", "--precision", "fp16", "--iterations", "5"])
+    errtext = capsys.readouterr().err
+    assert code == 4, errtext
+    assert ("libfbocc_plugins.so: built with TensorRT 10.8.0 headers, the target runs TensorRT 11.1.0: plugins "
+            "would not register (the plugin interfaces of TensorRT 10 and 11 differ)") in errtext
+    assert "fix: rebuild for this TensorRT: fbocc cross-build --profile" in errtext
+    assert not (loop_target["remote"] / "engines").exists() or not list((loop_target["remote"] / "engines").iterdir())
+
+
 def test_onnxruntime_backend_records_a_labelled_result(loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
     cur = make_artifacts(loop_target["local"], custom_op=None)
     upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
@@ -320,6 +377,7 @@ def test_several_targets_in_parallel_and_ctrl_c_stops_every_remote_step(
 
     proc = subprocess.Popen([sys.executable, "-m", "fbocc", "remote-bench", "pair", "--precision", "fp32",
                              "--duration", "120", "--warmup", "0"], cwd=os.getcwd(),
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     patterns = [f"trtexec_double.py --loadEngine={r}" for r in two_targets["remotes"]]
 
@@ -339,3 +397,69 @@ def test_several_targets_in_parallel_and_ctrl_c_stops_every_remote_step(
         time.sleep(0.2)
     assert not any(running()), "a remote trtexec survived Ctrl-C"
     assert not list(two_targets["results"].glob("bench-*.json"))
+
+
+def test_bench_then_validate_use_one_engine_and_report_pairs_only_that_engine(
+        loop_target: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bug of issue 18: validate built its own engine (Python builder) beside remote-bench's trtexec one,
+    and report printed one's mIoU beside the other's latency. Now both get THE engine of (set, precision,
+    builder, TensorRT version, profile) from fbocc.target.contract.ensure_engine."""
+    from fbocc.results.history import load_history, record_validation
+    from fbocc.target.contract import ensure_engine, locate_pushed_set, probe_target
+
+    cur = make_artifacts(loop_target["local"])
+    upload(loop_target["target"], loop_target["known_hosts"], cur, loop_target["remote"])
+    code, doc, errtext = cli_json(["remote-bench", "loop", "--precision", "fp32", "--iterations", "10",
+                                   "--warmup", "0", "--json"], capsys)
+    assert code == 0, errtext
+    (timed,) = doc["results"]
+    engine = timed["engine"]
+    assert engine["builder"] == "trtexec" and engine["cached"] is False and engine["precision"] == "fp32"
+    assert engine["sha256"] == hashlib.sha256(Path(engine["path"]).read_bytes()).hexdigest()
+    assert sorted(p.name for p in (loop_target["remote"] / "engines").glob("*.engine")) == \
+        [Path(engine["path"]).name]
+
+    # validate on the same target and precision runs that very file (this host has no TensorRT runtime,
+    # so the run itself stops there, with the reason)
+    code = run(["validate", "loop", "--backend", "tensorrt", "--precision", "fp32"])
+    errtext = capsys.readouterr().err
+    assert code == 6, errtext
+    assert f"engine fp32: cached {engine['path']}" in errtext
+    assert f"engine {engine['path']}" in errtext and "tensorrt Python module is not importable" in errtext
+    assert sorted(p.name for p in (loop_target["remote"] / "engines").glob("*.engine")) == \
+        [Path(engine["path"]).name], "validate must not build an engine of its own"
+    # another builder is another engine (its own key), never the timed one
+    code = run(["validate", "loop", "--backend", "tensorrt", "--precision", "fp32", "--builder", "python"])
+    errtext = capsys.readouterr().err
+    assert code == 6 and "building with python" in errtext and engine["path"] not in errtext.split("->")[-1]
+
+    # what validate records names the engine it got from ensure_engine; report pairs it with the latency
+    with TargetSession(loop_target["target"], known_hosts=loop_target["known_hosts"]) as session:
+        pushed = locate_pushed_set(session)
+        validated = ensure_engine(session, pushed, probe_target(session, pushed, precisions=["fp32"],
+                                                                builder="trtexec"), "fp32")
+    assert validated.cached and validated.path == engine["path"] and validated.sha256 == engine["sha256"]
+    assert validated.bytes == engine["bytes"] == Path(engine["path"]).stat().st_size
+    results = loop_target["results"]
+    record_validation(results, backend="tensorrt", precision="fp32", miou=41.5, target="loop",
+                      details={"miou_against": "ground-truth"}, engine=validated.as_dict())
+    code, report, errtext = cli_json(["report", "--json"], capsys)
+    assert code == 0, errtext
+    (row,) = report["rows"]
+    assert row["miou"] == 41.5 and row["miou_note"] is None and row["engine"] == engine["sha256"]
+
+    other = {**validated.as_dict(), "sha256": "f" * 64, "key": "f" * 16}  # e.g. an engine since rebuilt
+    record_validation(results, backend="tensorrt", precision="fp32", miou=12.0, target="loop",
+                      details={"miou_against": "ground-truth"}, engine=other)
+    assert [r.engine["sha256"] for r in load_history(results)] == [engine["sha256"]]
+    code, report, errtext = cli_json(["report", "--json"], capsys)
+    (row,) = report["rows"]
+    assert row["miou"] == 41.5, "the record of the timed engine still wins over a newer one of another engine"
+    for path in results.glob("validation-*.json"):
+        if json.loads(path.read_text())["miou"] == 41.5:
+            path.unlink()
+    code = run(["report"])
+    table = capsys.readouterr().out
+    assert code == 0
+    assert f"| FB-OCC-TensorRT | FP32 | - (validated engine {'f' * 12} is not the timed engine " \
+        f"{engine['sha256'][:12]}) |" in table

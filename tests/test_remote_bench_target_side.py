@@ -3,37 +3,22 @@ deploy/bench.py's tegrastats parsing and runner, and the strictness of the trtex
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+from deploy import bench, create_engine
 from fbocc.export.samples import save_manifest, write_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 DOUBLE = REPO / "tests" / "doubles" / "trtexec_double.py"
 
 
-def deploy_module(name: str) -> ModuleType:
-    sys.path.insert(0, str(REPO / "deploy"))
-    try:
-        spec = importlib.util.spec_from_file_location(f"fbocc_test_deploy_{name}", REPO / "deploy" / f"{name}.py")
-        assert spec and spec.loader
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(REPO / "deploy"))
-
-
-create_engine = deploy_module("create_engine")
-bench = deploy_module("bench")
 PROFILE = {"ranks_bev": {"min": [4], "opt": [8], "max": [16]}}
 
 
@@ -72,14 +57,15 @@ def test_create_engine_without_tensorrt_says_so(tmp_path: Path) -> None:
     d = samples(tmp_path)
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"onnx")
-    proc = subprocess.run([sys.executable, str(REPO / "deploy" / "create_engine.py"), "--onnx", str(onnx),
+    proc = subprocess.run([sys.executable, "-m", "deploy.create_engine", "--onnx", str(onnx),
                            "--samples", str(d), "--precision", "fp16", "--engine-dir", str(tmp_path / "e")],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""}, cwd=REPO)
     assert proc.returncode == 3
     assert "tensorrt Python module is not importable" in proc.stderr and "trtexec builder" in proc.stderr
     assert not (tmp_path / "e").exists()
-    bad = subprocess.run([sys.executable, str(REPO / "deploy" / "create_engine.py"), "--onnx", str(tmp_path / "no"),
-                          "--samples", str(d), "--engine-dir", str(tmp_path / "e")], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "deploy.create_engine", "--onnx", str(tmp_path / "no"),
+                          "--samples", str(d), "--engine-dir", str(tmp_path / "e")], capture_output=True, text=True,
+                         cwd=REPO)
     assert bad.returncode == 2 and "no such file" in bad.stderr
 
 
@@ -95,9 +81,9 @@ def test_tegrastats_line_parsed() -> None:
 
 
 def test_runner_passes_exit_code_and_reports_missing_tegrastats(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "deploy" / "bench.py"), "run", "--tegrastats-log",
+    proc = subprocess.run([sys.executable, "-m", "deploy.bench", "run", "--tegrastats-log",
                            str(tmp_path / "t.log"), "--", sys.executable, "-c", "print('hi'); raise SystemExit(3)"],
-                          capture_output=True, text=True, env={**os.environ, "PATH": "/usr/bin:/bin"})
+                          capture_output=True, text=True, env={**os.environ, "PATH": "/usr/bin:/bin"}, cwd=REPO)
     assert proc.returncode == 3
     assert "hi" in proc.stdout
     doc = json.loads(proc.stdout.strip().splitlines()[-1].split(" ", 1)[1])
@@ -116,11 +102,12 @@ def test_double_says_it_is_a_double_and_rejects_bad_flags(tmp_path: Path) -> Non
                           (["--onnx=m.onnx", "--iterations=ten"], "needs an integer"),
                           (["--onnx=m.onnx", "--minShapes=x:1xA"], "Invalid --minShapes spec"),
                           (["--onnx=m.onnx", "--fp16=yes"], "takes no value"),
-                          (["--onnx=m.onnx", "--staticPlugins=p.so"], "Unknown option: --staticPlugins")):
+                          (["--onnx=m.onnx", "--stronglyTyped"], "Unknown option: --stronglyTyped")):
         proc = double(args)
         assert proc.returncode == 1 and message in proc.stdout, (args, proc.stdout)
         assert "&&&& FAILED" in proc.stdout
-    assert "removed" in double(["--onnx=m.onnx", "--plugins=p.so"], version="11.0.0").stdout
+    assert "Unknown option: --fp16" in double(["--onnx=m.onnx", "--fp16"], version="11.0.0").stdout
+    assert "--plugins flag has been deprecated" in double(["--onnx=m.onnx", "--plugins=p.so"], version="11.0.0").stdout
 
 
 def test_double_requires_every_network_input(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 from fbocc.export.samples import load_manifest, read_tensor, save_manifest, write_tensor
 
 REPO = Path(__file__).resolve().parents[1]
-RUNNER = REPO / "deploy" / "run_sequence.py"
+RUNNER = ["-m", "deploy.run_sequence"]  # as the target runs it: a module of the pushed deploy package
 
 C, D, H, W = 2, 3, 4, 5          # image volume
 HIST = (1, C, 2, 2, 3)           # history / grid-sample output volume
@@ -142,8 +142,8 @@ def make_sequence_set(root: Path, frames: int = 3, seed: int = 0, with_reference
 
 
 def run_runner(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None, str]:
-    proc = subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, timeout=120,
-                          env=env)
+    proc = subprocess.run([sys.executable, *RUNNER, *args], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=REPO)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     doc = None
     for tag in ("FBOCC_RESULT ", "FBOCC_ERROR "):

@@ -14,7 +14,8 @@ import pytest
 
 from fbocc.config import Target
 from fbocc.errors import ConfigError, Interrupted, RemoteError, TransferError
-from fbocc.target.transport import TargetSession, connect_all, fingerprint
+from fbocc.target.host_keys import fingerprint
+from fbocc.target.transport import TargetSession, connect_all
 from tests.sshd import SshServer, free_port, keygen
 
 pytestmark = pytest.mark.ssh
@@ -39,7 +40,7 @@ def test_run_returns_output_and_exit_code_and_streams_lines(sshd: SshServer) -> 
         result = session.run("echo one; echo two >&2; printf three; exit 3", check=False, on_line=lines.append)
         assert (result.exit_code, result.stdout, result.stderr) == (3, "one\nthree", "two\n")
         assert sorted(lines) == ["one", "three", "two"]
-        with pytest.raises(RemoteError, match="exit code 7") as failed:
+        with pytest.raises(RemoteError, match=r"failed on orin \(exit 7\): boom") as failed:
             session.run("echo boom >&2; exit 7")
         assert "boom" in failed.value.message and "orin" in failed.value.render()
         env = session.run('printf "%s" "$FBOCC_X"', env={"FBOCC_X": "a 'quoted' value; $HOME"})
@@ -200,7 +201,7 @@ def test_no_sftp_subsystem_is_named(sshd_factory: Callable[..., SshServer], tmp_
     server.start()
     with TargetSession(target_for(server), known_hosts=server.known_hosts) as session:
         with pytest.raises(RemoteError, match="no SFTP subsystem") as failed:
-            session.sftp()
+            session.files()
         assert "Subsystem sftp" in (failed.value.fix or "")
 
 

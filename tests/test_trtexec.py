@@ -1,4 +1,4 @@
-"""trtexec command lines per TensorRT version, and its output parsed, on excerpts of real public logs."""
+"""trtexec output parsed, on excerpts of real public logs (command lines: tests/test_trtexec_commands.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ from pathlib import Path
 import pytest
 
 from fbocc.target.trtexec import (
-    BenchSpec,
-    BuildSpec,
     TrtVersion,
-    bench_command,
-    build_command,
     diagnose_failure,
     parse_export_profile,
     parse_export_times,
@@ -72,60 +68,6 @@ def test_version_from_the_header_lines_of_both_generations() -> None:
     assert head.status is None and not head.complete
 
 
-def test_build_command_trt86_uses_plugins_flag_and_profile_shapes() -> None:
-    argv = build_command("/usr/src/tensorrt/bin/trtexec", TrtVersion(8, 6, 13), BuildSpec(
-        onnx="/w/current/fbocc.onnx", engine="/w/engines/k.engine.part", plugin="/w/current/libfbocc.so",
-        precision="fp16", profile=PROFILE, timing_cache="/w/engines/timing.cache"))
-    assert argv[0] == "/usr/src/tensorrt/bin/trtexec"
-    assert "--plugins=/w/current/libfbocc.so" in argv
-    assert not any(a.startswith("--staticPlugins") for a in argv)
-    assert "--minShapes=img:1x6x3x256x704,ranks_bev:1000" in argv
-    assert "--optShapes=img:1x6x3x256x704,ranks_bev:150000" in argv
-    assert "--maxShapes=img:1x6x3x256x704,ranks_bev:200000" in argv
-    assert "--fp16" in argv and "--skipInference" in argv
-    assert "--timingCacheFile=/w/engines/timing.cache" in argv
-    assert not any(a.startswith(("--workspace", "--explicitBatch", "--buildOnly")) for a in argv)
-
-
-@pytest.mark.parametrize("version", [TrtVersion(10, 8, 0), TrtVersion(11, 0, 0)])
-def test_build_command_trt10_and_11_use_static_plugins(version: TrtVersion) -> None:
-    argv = build_command("trtexec", version, BuildSpec(onnx="m.onnx", engine="e", plugin="p.so",
-                                                       precision="fp32", profile={}, workspace_mib=2048))
-    assert "--staticPlugins=p.so" in argv
-    assert not any(a.startswith("--plugins=") for a in argv)
-    assert "--memPoolSize=workspace:2048" in argv
-    assert "--fp16" not in argv and "--best" not in argv
-    assert not any(a.startswith("--minShapes") for a in argv)
-
-
-def test_unsupported_versions_and_precisions_are_refused() -> None:
-    spec = BuildSpec(onnx="m", engine="e", plugin=None, precision="fp16", profile={})
-    with pytest.raises(ValueError, match=r"8\.5\.0"):
-        build_command("trtexec", TrtVersion(8, 5, 0), spec)
-    with pytest.raises(ValueError, match="int4"):
-        build_command("trtexec", TrtVersion(8, 6, 1), BuildSpec(onnx="m", engine="e", plugin=None,
-                                                                 precision="int4", profile={}))
-
-
-def test_bench_command_loads_every_input_and_honours_timing_options() -> None:
-    spec = BenchSpec(engine="/w/e.engine", plugin="/w/p.so",
-                     inputs={"img": "/w/s/frame_000/img.dat", "a:b": "/w/s/frame_000/a_b.dat"},
-                     shapes={"ranks_bev": [150000]}, iterations=50, warmup_ms=200, cuda_graph=True,
-                     export_times="/w/r/times.json", export_profile="/w/r/profile.json")
-    argv = bench_command("trtexec", TrtVersion(8, 6, 13), spec)
-    assert "--loadInputs=img:/w/s/frame_000/img.dat,'a:b':/w/s/frame_000/a_b.dat" in argv
-    assert "--shapes=ranks_bev:150000" in argv
-    assert "--iterations=50" in argv and "--duration=0" in argv and "--warmUp=200" in argv
-    assert "--useCudaGraph" in argv and "--plugins=/w/p.so" in argv
-    assert "--exportTimes=/w/r/times.json" in argv
-    assert "--exportProfile=/w/r/profile.json" in argv and "--separateProfileRun" in argv
-    by_duration = bench_command("trtexec", TrtVersion(10, 8, 0), BenchSpec(
-        engine="e", plugin=None, inputs={"x": "x.dat"}, shapes={}, duration_s=2.5))
-    assert "--duration=2.5" in by_duration and not any(a.startswith("--iterations") for a in by_duration)
-    with pytest.raises(ValueError, match="random data"):
-        bench_command("trtexec", TrtVersion(8, 6, 1), BenchSpec(engine="e", plugin=None, inputs={}, shapes={}))
-
-
 def test_plugin_not_found_names_the_op_and_the_loaded_library() -> None:
     text = "[I] Loading supplied plugin library: /w/current/libfbocc_plugins.so\n" + log("plugin_not_found.log")
     d = diagnose_failure(text, plugin="/w/current/libfbocc_plugins.so")
@@ -155,3 +97,91 @@ def test_export_times_and_profile_json() -> None:
                            "percentage": 80.0}])
     count, layers = parse_export_profile(profile)
     assert count == 10 and layers[0].name == "GridSampler3DTRT_0" and layers[0].average_ms == 2.0
+
+
+# --- formats from 7.x to 11.x (tests/data/trtexec_logs/, each file names its public source) ----------------
+
+LOGS = Path(__file__).parent / "data" / "trtexec_logs"
+
+
+def excerpt(name: str) -> str:
+    """A log excerpt without its leading `#` source lines."""
+    return "\n".join(ln for ln in (LOGS / name).read_text().splitlines() if not ln.startswith("# "))
+
+
+@pytest.mark.parametrize(("name", "op"), [("trt10_plugin_not_found_checker.log", "TRTBatchedNMS"),
+                                          ("trt10_plugin_not_found_gridsample3d.log", "GridSample3D")])
+def test_plugin_not_found_in_10x_wording_names_the_op_and_keeps_the_untagged_creator_line(name: str, op: str) -> None:
+    d = diagnose_failure(excerpt(name), plugin="/w/current/libfbocc_plugins.so")
+    assert any(ln.startswith('[6] creator && "Plugin not found') for ln in d.lines), d.lines
+    assert d.hint is not None and f"plugin {op} is not registered" in d.hint and "a custom op" not in d.hint
+    assert "/w/current/libfbocc_plugins.so" in d.hint
+
+
+def test_plugin_not_found_takes_the_op_from_plugin_name_wording() -> None:
+    # "pluginName: X" is the 10.x/11.x registry wording quoted in issue 20 (no public log with it was found):
+    # a made-up line in that wording, around the public 10.x checker excerpt.
+    text = ("[E] [TRT] IPluginRegistry::getCreator: Error Code 4: API Usage Error (pluginName: BEVPoolV2TRT, "
+            "pluginVersion: 1, pluginNamespace: )\n" + excerpt("trt10_plugin_not_found_checker.log"))
+    d = diagnose_failure(text, plugin=None)
+    assert d.hint is not None and d.hint.startswith("plugin BEVPoolV2TRT is not registered and no plugin library")
+
+
+def test_the_abi_guards_refusal_is_the_hint_when_the_library_was_built_for_another_major() -> None:
+    line = ("fbocc plugins: built with TensorRT 10.8.0 headers, loaded into TensorRT 11.1.0: plugins not registered "
+            "(the plugin interfaces of TensorRT 10 and 11 differ); rebuild for this TensorRT: fbocc cross-build "
+            "--profile <a TensorRT 11 profile> (fbocc doctor --target NAME names it)")
+    d = diagnose_failure(f"[E] {line}\n" + excerpt("trt10_plugin_not_found_checker.log"))
+    assert any(line in ln for ln in d.lines)
+    assert d.hint is not None and d.hint.startswith("built with TensorRT 10.8.0 headers, loaded into TensorRT 11.1.0")
+    assert "fbocc cross-build --profile" in d.hint
+
+
+def test_trt80_to_82_end_to_end_host_latency_is_kept() -> None:
+    s = parse_summary(excerpt("trt8.0-8.2_end_to_end_summary.log"))
+    assert s.unsupported is None
+    assert s.throughput_qps == pytest.approx(1.57184)
+    e2e = s.metrics["End-to-End Host Latency"]
+    assert (e2e.min, e2e.max, e2e.mean, e2e.median, e2e.percentiles) == (634.644, 638.123, 636.196, 636.003,
+                                                                         {"99": 638.123})
+    assert s.metrics["Latency"].median == pytest.approx(636.003)
+    assert s.as_dict()["metrics_ms"]["End-to-End Host Latency"]["max"] == pytest.approx(638.123)
+
+
+@pytest.mark.parametrize("name", ["trt7_host_latency_report.log", "trt7_failed_no_version_tag.log"])
+def test_logs_older_than_8_are_said_unsupported_not_parsed_as_empty(name: str) -> None:
+    s = parse_summary(excerpt(name))
+    assert s.unsupported is not None and "older than TensorRT 8.0" in s.unsupported
+    assert "8.0 and later" in s.unsupported
+    assert not s.metrics and s.throughput_qps is None and not s.complete
+    assert s.as_dict()["unsupported"] == s.unsupported
+
+
+def test_a_7x_version_tag_is_said_unsupported_with_its_version() -> None:
+    s = parse_summary("&&&& PASSED TensorRT.trtexec [TensorRT v7103] # trtexec --loadEngine=e\n")
+    assert s.unsupported is not None and s.unsupported.startswith("this is the output of TensorRT 7.1.3")
+
+
+def test_older_versions_run_without_cuda_graph_and_with_transfers_unless_asked() -> None:
+    s = parse_summary(log("trt8.6.3_fp16_summary.log"))
+    assert (s.cuda_graph, s.data_transfers, s.notes) == (False, True, [])
+    t = parse_summary(log("trt10.0.1_static_plugins_summary.log"))
+    graph = "--useCudaGraph" in (t.command or "").split()
+    assert t.cuda_graph is graph and t.data_transfers is ("--noDataTransfers" not in (t.command or "").split())
+
+
+def test_11x_default_cuda_graph_and_no_transfers_are_flagged() -> None:
+    # The "&&&&" line and option echo as samples/common/sampleOptions.cpp of v11.1 prints them (no public 11.x
+    # log was found): 11.0 made CUDA graph and no data transfers the defaults.
+    s = parse_summary("&&&& RUNNING TensorRT.trtexec [TensorRT v110100] # trtexec --loadEngine=e "
+                      "--staticPlugins=p.so\n")
+    assert (s.version, s.cuda_graph, s.data_transfers) == (TrtVersion(11, 1, 0), True, False)
+    assert any("CUDA graph (the TensorRT 11 default)" in n for n in s.notes)
+    assert any("no host<->device transfers (the TensorRT 11 default)" in n for n in s.notes)
+    opted_out = parse_summary("&&&& RUNNING TensorRT.trtexec [TensorRT v110100] # trtexec --loadEngine=e "
+                              "--noCudaGraph --includeDataTransfers\n")
+    assert (opted_out.cuda_graph, opted_out.data_transfers, opted_out.notes) == (False, True, [])
+    echoed = parse_summary("&&&& RUNNING TensorRT.trtexec [TensorRT v110100] # trtexec --loadEngine=e\n"
+                           "[I] === Inference Options ===\n[I] Data transfers: Enabled\n[I] CUDA Graph: Disabled\n")
+    assert (echoed.cuda_graph, echoed.data_transfers) == (False, True)  # what trtexec says it did wins
+    assert parse_summary("&&&& RUNNING TensorRT.trtexec [TensorRT v110100] # x\n").as_dict()["cuda_graph"] is True

@@ -17,9 +17,10 @@ pytest.importorskip("onnxruntime_extensions")
 from fbocc.config import Target
 from fbocc.export.onnx_run import run_onnx
 from fbocc.export.samples import load_manifest, read_tensor, write_tensor
+from fbocc.results.comparison import compare_runs
 from fbocc.results.history import load_validations
 from fbocc.results.metrics import sequence_miou
-from fbocc.target.validate import compare_runs, validate_target
+from fbocc.target.validate import validate_target
 from tests.sshd import SshServer
 from tests.test_run_sequence import make_sequence_set
 
@@ -28,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def push_current(session, root: Path) -> None:  # type: ignore[no-untyped-def]
     """push-to-target's real push of the ONNX, samples/ and deploy/ (no plugin: onnxruntime backend)."""
-    from fbocc.target.push import collect_artefacts, push_artifacts
+    from fbocc.target.artefacts import collect_artefacts
+    from fbocc.target.push import push_artifacts
 
     push_artifacts(session, collect_artefacts(onnx=root / "tiny.onnx", plugin=None, samples=root / "samples"))
 
@@ -48,11 +50,11 @@ def test_validate_onnxruntime_on_loopback_target_agrees_with_pytorch(sshd: SshSe
     with TargetSession(_target(sshd, tmp_path / "remote"), known_hosts=sshd.known_hosts) as session:
         push_current(session, export)
         report = validate_target(session, backend="onnxruntime", precisions=["fp32"], local_dir=tmp_path / "local",
-                                 samples_dir=export / "samples", python=sys.executable, results_dir=results)
+                                 samples_dir=export / "samples", results_dir=results)
         # without a local export the references come from the target (ground truth is not pushed)
         # and with a pull limit of 0 bytes only the occupancy output travels; the rest is judged on the target
         pulled = validate_target(session, backend="onnxruntime", precisions=["fp32"], local_dir=tmp_path / "l2",
-                                 python=sys.executable, pull_limit=0)
+                                 pull_limit=0)
     assert pulled.passed and pulled.comparisons[0].miou_against == "pytorch"
     assert pulled.comparisons[0].miou == pytest.approx(100.0)
     where = {t.name: t.compared_on for t in pulled.comparisons[0].tensors}
@@ -79,6 +81,8 @@ def test_validate_onnxruntime_on_loopback_target_agrees_with_pytorch(sshd: SshSe
     assert record.backend == "onnxruntime" and record.precision == "fp32" and record.target == "loop"
     assert record.miou == pytest.approx(comp.miou)
     assert (tmp_path / "local" / "onnxruntime-fp32" / "manifest.json").is_file()
+    # the host's export is the pushed one: its references are used, nothing is pulled for them
+    assert not (tmp_path / "local" / "reference").exists() and (tmp_path / "l2" / "reference").is_dir()
 
 
 @pytest.mark.ssh

@@ -22,10 +22,11 @@ import platform
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SMALL_FIELDS = {
+SMALL_FIELDS: dict[str, Any] = {
     "name": "fbocc-parity-small", "input_size": [32, 96], "grid_x": [-40.0, 40.0, 8.0],
     "grid_y": [-40.0, 40.0, 8.0], "grid_z": [-1.0, 5.4, 3.2], "depth_bound": [2.0, 42.0, 5.0], "bev_h": 10,
     "bev_w": 10, "bev_z": 2, "img_channels": 32, "depth_mid_channels": 32, "ffn_dim": 64, "history_cat_num": 2,
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from fbocc.export.parity import state_digest
     from fbocc.model.config import ModelConfig
 
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in SMALL_FIELDS.items()})
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in SMALL_FIELDS.items()}
+    cfg = ModelConfig(**fields)
     tree = check_tree(args.fbbev)
     config = fbbev_model.load_config(tree, cfg=cfg)
     if args.dump_config:
@@ -87,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             arrays[f"deployment/{key}"] = value
             arrays[f"training/{key}"] = tra[key]
     args.out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out / "small.npz", **arrays)
-    provenance = {
+    np.savez_compressed(args.out / "small.npz", **arrays)  # type: ignore[arg-type]
+    provenance: dict[str, Any] = {
         "what": "NVlabs/FB-BEV FBOCCTRT.forward_trt outputs, stages and prepared inputs (CPU, fp32)",
         "model_config": {**asdict(cfg), "extra": {}},
         "config_overrides": {k: (list(v) if isinstance(v, tuple) else v)

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         kwargs.setdefault("dynamo", False)
         return real_export(model, args, f, **kwargs)
 
-    pool_module = importlib.import_module("mmdet3d.models.fbbev.custom_ops.bev_pool_v2")
+    pool_module: Any = importlib.import_module("mmdet3d.models.fbbev.custom_ops.bev_pool_v2")
     pool_module.bev_pool_v2_gpu = bev_pool_v2_plain  # a nested autograd Function breaks torch 2.13's tracer
     pth2onnx = _load_script(tree.root / "deployment" / "pth2onnx.py")
     batches = synthetic_loader(cfg, 1, args.seed)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     argv_saved = sys.argv
     sys.argv = ["pth2onnx.py", str(tree.root / TRT_CONFIG), "--checkpoint", str(checkpoint), "--data_dir",
                 str(data_dir), "--onnx_path", str(out / "onnx"), "--cuda", ""]
-    torch.onnx.export = export
+    torch.onnx.export = export  # type: ignore[assignment]
     try:
         with cpu_as_cuda():
             pth2onnx.main()

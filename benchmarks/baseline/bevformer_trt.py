@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fbocc.config import cache_dir
 from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 ADAPTER = HERE / "adapter.cu"
 DEFAULT_TRT_INCLUDE = Path("/work/trt-headers/8.6.1/include")
-DEFAULT_COMPAT_INCLUDE = HERE.parents[1] / ".scratch" / "baseline-compat"  # git-excluded in this checkout
+DEFAULT_COMPAT_INCLUDE = REPO / ".scratch" / "baseline-compat"  # git-excluded in this checkout
 COMPAT_HEADERS = ("cublas_v2.h", "cudnn.h")
 COMMIT = "303d3140c14016047c07f9db73312af364f0dd7c"
 PATCH_NAME = "fb-occ_custom_op_trt_plugin.patch"  # johnyang-nv/FB-OCC-TRT, branch deployment, deployment/
@@ -73,6 +75,15 @@ class BaselineSources:
     trt_include: Path  # folder holding NvInferRuntime.h
     patch: Path | None  # FB-OCC-TRT's patch to apply to the temporary copy
     compat_include: Path  # folder holding cublas_v2.h and cudnn.h
+
+
+def shown_path(path: Path, placeholder: str) -> str:
+    """How a benchmark result names `path`: relative to this checkout when inside it, else `placeholder` (such
+    as `<TRT_SRC>`), so that no machine's own paths land in a committed result."""
+    try:
+        return Path(path).resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return placeholder
 
 
 def resolve_trt_include(given: Path | None) -> Path:
@@ -292,8 +303,7 @@ def find_nvcc() -> Path:
 
 def default_build_root() -> Path:
     """$FBOCC_BASELINE_BUILD_DIR, else ~/.cache/fbocc/bench-baseline (shared by both baselines' builds)."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fbocc" / "bench-baseline"
-    return Path(os.environ.get("FBOCC_BASELINE_BUILD_DIR", default))
+    return Path(os.environ.get("FBOCC_BASELINE_BUILD_DIR") or cache_dir() / "bench-baseline")
 
 
 @contextmanager
@@ -338,7 +348,8 @@ class BaselineLibrary:
             patch = "; the checkout already carries FB-OCC-TRT's MSDA patch"
         else:
             patch = "; without FB-OCC-TRT's patch"
-        return f"`{src.checkout}` ({commit}{patch}), TensorRT headers `{src.trt_include}`, nvcc sm_{self.arch}"
+        return (f"`{shown_path(src.checkout, '<BASELINE_SRC>')}` ({commit}{patch}), TensorRT headers "
+                f"`{shown_path(src.trt_include, '<TRT_INCLUDE>')}`, nvcc sm_{self.arch}")
 
 
 def build(sources: BaselineSources, arch: str, nvcc: Path | None = None,

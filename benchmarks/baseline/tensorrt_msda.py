@@ -33,6 +33,7 @@ from benchmarks.baseline.bevformer_trt import (
     msda_call_args,
     nvcc_summary,
     publish,
+    shown_path,
 )
 from fbocc.errors import BuildError, ConfigError
 
@@ -97,7 +98,7 @@ class TrtLibrary:
         src = self.sources
         facts = [f"TensorRT OSS {src.version}" if src.version else "version unknown: no include/NvInferVersion.h",
                  f"commit {src.commit[:7]}" if src.commit else "not a git work tree"]
-        return f"`{src.plugin_dir}` ({', '.join(facts)}), nvcc sm_{self.arch}"
+        return f"`{shown_path(src.checkout, '<TRT_SRC>')}/{PLUGIN_DIR}` ({', '.join(facts)}), nvcc sm_{self.arch}"
 
 
 def _commands(nvcc: Path, copy: Path, arch: str, output: Path) -> tuple[list[list[str]], list[str]]:

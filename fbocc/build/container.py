@@ -12,12 +12,14 @@ import contextlib
 import io
 import os
 import signal
+import socket
 import tarfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
@@ -25,6 +27,10 @@ from typing import Any
 from fbocc.errors import BuildError, EnvironmentCheckError, Interrupted
 
 LABEL = "org.fbocc.cross-build"
+# Who made a build container, so that a later run can tell a crashed run's leftover from a live build.
+OWNER_PID, OWNER_START, OWNER_HOST = "org.fbocc.owner-pid", "org.fbocc.owner-start", "org.fbocc.owner-host"
+STARTED_AT, KEPT = "org.fbocc.started-at", "org.fbocc.keep"
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DOCKER_FIX = ("start a Docker daemon (`make setup`, or `sudo systemctl start docker`), "
               "or point DOCKER_HOST at one")
 
@@ -41,9 +47,57 @@ def _client(timeout: int = 600) -> Any:
         client.ping()
     # ssh:// daemons fail through paramiko/socket errors, not only DockerException.
     except (DockerException, OSError, ValueError, ImportError) as exc:
-        where = os.environ.get("DOCKER_HOST") or "the default Docker socket"
-        raise EnvironmentCheckError(f"no Docker daemon answers at {where}: {_short(exc)}", fix=DOCKER_FIX) from None
+        raise EnvironmentCheckError(f"no Docker daemon answers at {daemon_address()}: {_short(exc)}",
+                                    fix=DOCKER_FIX) from None
     return client
+
+
+def daemon_address() -> str:
+    """Where the Docker daemon is expected: DOCKER_HOST, else the default socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+def _daemon_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)  # type: ignore[attr-defined]
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # any failure to reach it means: it does not answer
+        return False
+
+
+def daemon_lost(what: str, exc: BaseException, container: str | None = None) -> EnvironmentCheckError:
+    """The error for a daemon that stopped answering in the middle of an operation."""
+    left = (f"; the build container {container} may be left behind: the next cross-build removes it"
+            if container else "")
+    return EnvironmentCheckError(
+        f"lost the connection to the Docker daemon at {daemon_address()} while {what} ({_short(exc)}){left}",
+        fix="start the Docker daemon again (`sudo systemctl start docker`, or `make setup`) and run the same "
+            "command again")
+
+
+# Errors a call into the SDK raises when the daemon goes away: requests' errors are OSErrors, urllib3's
+# protocol errors (a stream cut mid-read) are not.
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    from docker.errors import DockerException
+    from urllib3.exceptions import HTTPError
+
+    return (OSError, DockerException, HTTPError)
+
+
+@contextlib.contextmanager
+def _daemon_guard(what: str, container: str | None = None) -> Iterator[None]:
+    """Turn a failure into `daemon_lost` when the daemon no longer answers; other failures pass unchanged."""
+    try:
+        yield
+    except _connection_errors() as exc:
+        if _daemon_answers():
+            raise
+        raise daemon_lost(what, exc, container) from None
 
 
 def _short(exc: BaseException) -> str:
@@ -103,17 +157,18 @@ def build_image(context_dir: Path, dockerfile: str, tag: str, *, buildargs: Mapp
     """Build `tag` from `context_dir` with networking off, streaming the build output; return its id."""
     client = _client(timeout=3600)
     try:
-        stream = client.api.build(path=str(context_dir), dockerfile=dockerfile, tag=tag,
-                                  buildargs=dict(buildargs), labels=dict(labels), network_mode="none",
-                                  rm=True, forcerm=True, decode=True, pull=False)
         last_error: str | None = None
-        for chunk in stream:
-            if "stream" in chunk:
-                for line in str(chunk["stream"]).splitlines():
-                    if line.strip():
-                        on_line(line)
-            if "error" in chunk:
-                last_error = str(chunk.get("error", "")).strip()
+        with _daemon_guard(f"building image {tag}"):
+            stream = client.api.build(path=str(context_dir), dockerfile=dockerfile, tag=tag,
+                                      buildargs=dict(buildargs), labels=dict(labels), network_mode="none",
+                                      rm=True, forcerm=True, decode=True, pull=False)
+            for chunk in stream:
+                if "stream" in chunk:
+                    for line in str(chunk["stream"]).splitlines():
+                        if line.strip():
+                            on_line(line)
+                if "error" in chunk:
+                    last_error = str(chunk.get("error", "")).strip()
         if last_error is not None:
             raise BuildError(f"building image {tag} from {context_dir / dockerfile} failed: {last_error}",
                              fix="read the build output above; the step that failed is named there")
@@ -128,7 +183,8 @@ def import_rootfs(tarball: Path, repository: str, tag: str, *, labels: Mapping[s
     client = _client(timeout=3600)
     try:
         changes = [f'LABEL {k}="{v}"' for k, v in (labels or {}).items()]
-        client.api.import_image_from_file(str(tarball), repository=repository, tag=tag, changes=changes)
+        with _daemon_guard(f"importing {tarball.name} as {repository}:{tag}"):
+            client.api.import_image_from_file(str(tarball), repository=repository, tag=tag, changes=changes)
         return str(client.images.get(f"{repository}:{tag}").id)
     finally:
         client.close()
@@ -178,41 +234,47 @@ class BuildContainer:
             for m in spec.mounts
         }
         try:
-            self._container = self._client.containers.create(
-                spec.image,
-                command=["sleep", "infinity"],
-                name=self.name,
-                user=spec.user,
-                environment=spec.environment,
-                working_dir=spec.workdir,
-                labels={LABEL: "1", **spec.labels},
-                network_disabled=True,
-                network_mode="none",
-                volumes=volumes,
-                init=True,
-                detach=True,
-            )
-            self._container.start()
-            if spec.use_archive:
-                self._seed_mount_points()
+            with _daemon_guard("starting the build container", self.name):
+                self._start(volumes)
         except BaseException:
-            self._remove()
+            self._remove(quiet=True)
             self._restore_term_handler()
             self._client.close()
             raise
         return self
 
+    def _start(self, volumes: dict[str, dict[str, str]]) -> None:
+        spec = self.spec
+        self._container = self._client.containers.create(
+            spec.image,
+            command=["sleep", "infinity"],
+            name=self.name,
+            user=spec.user,
+            environment=spec.environment,
+            working_dir=spec.workdir,
+            labels={LABEL: "1", **owner_labels(keep=spec.keep), **spec.labels},
+            network_disabled=True,
+            network_mode="none",
+            volumes=volumes,
+            init=True,
+            detach=True,
+        )
+        self._container.start()
+        if spec.use_archive:
+            self._seed_mount_points()
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
             if not self.spec.keep:
-                self._remove()
+                # With an error already on its way, a dead daemon must not replace it with a second one.
+                self._remove(quiet=exc is not None)
         finally:
             self._restore_term_handler()
             if self._client is not None:
                 self._client.close()
 
-    def _remove(self) -> None:
+    def _remove(self, *, quiet: bool = False) -> None:
         if self._container is None:
             return
         # A second Ctrl-C must not abort the cleanup that the first one started.
@@ -220,9 +282,12 @@ class BuildContainer:
         try:
             from docker.errors import NotFound
 
-            with contextlib.suppress(NotFound):
+            with contextlib.suppress(NotFound), _daemon_guard("removing the build container", self.name):
                 self._container.remove(force=True, v=True)
             self._container = None
+        except EnvironmentCheckError:
+            if not quiet:
+                raise
         finally:
             _restore_sigint(previous)
 
@@ -249,6 +314,11 @@ class BuildContainer:
     def call(self, argv: list[str], *, on_line: LineSink, environment: Mapping[str, str] | None = None,
              user: str | None = None) -> int:
         """Run argv in the container, stream its output line by line, return its exit code."""
+        with _daemon_guard(f"running `{' '.join(argv)}` in the build container", self.name):
+            return self._call(argv, on_line=on_line, environment=environment, user=user)
+
+    def _call(self, argv: list[str], *, on_line: LineSink, environment: Mapping[str, str] | None,
+              user: str | None) -> int:
         api = self._client.api
         exec_id = api.exec_create(self._container.id, argv, stdout=True, stderr=True, tty=False,
                                   environment=dict(environment or {}), user=user or self.spec.user,
@@ -332,9 +402,87 @@ class BuildContainer:
         """In archive mode, bring every writable mount's content back to its host directory."""
         if not self.spec.use_archive:
             return
-        for mount in self.spec.mounts:
-            if not mount.read_only:
-                self.copy_out(mount.container, mount.host)
+        with _daemon_guard("copying the results out of the build container", self.name):
+            for mount in self.spec.mounts:
+                if not mount.read_only:
+                    self.copy_out(mount.container, mount.host)
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (clock ticks since boot), or None when it does not exist.
+
+    A pid plus its start time names one process for good: a recycled pid has another start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_labels(*, keep: bool = False) -> dict[str, str]:
+    """Labels naming the fbocc process that owns a new build container (pid + start time + host)."""
+    labels = {OWNER_PID: str(os.getpid()), OWNER_START: _process_start(os.getpid()) or "",
+              OWNER_HOST: socket.gethostname(),
+              STARTED_AT: datetime.now(UTC).isoformat(timespec="seconds")}
+    if keep:
+        labels[KEPT] = "1"
+    return labels
+
+
+def _owner_gone(labels: Mapping[str, str]) -> bool:
+    """True only when the owner ran on this host and that very process no longer exists."""
+    if labels.get(OWNER_HOST) != socket.gethostname() or labels.get(KEPT) == "1":
+        return False
+    try:
+        pid = int(labels.get(OWNER_PID, ""))
+    except ValueError:
+        return False  # made by an fbocc that did not record its owner: never ours to judge
+    start = _process_start(pid)
+    if start is None:  # no such process, or no /proc to read: ask the kernel directly
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    recorded = labels.get(OWNER_START)
+    return bool(recorded) and start != recorded
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A build container removed because the run that started it ended without removing it."""
+
+    name: str
+    owner_pid: str
+    started_at: str
+    state: str
+
+
+def remove_orphaned_containers() -> list[Leftover]:
+    """Remove this host's build containers whose owning fbocc process is gone; kept ones stay.
+
+    Builds running concurrently (other processes, other users of this daemon) are never touched.
+    """
+    from docker.errors import NotFound
+
+    client = _client(timeout=60)
+    removed: list[Leftover] = []
+    try:
+        with _daemon_guard("looking for build containers left behind by earlier runs"):
+            for box in client.containers.list(all=True, filters={"label": LABEL}):
+                labels = box.labels or {}
+                if not _owner_gone(labels):
+                    continue
+                with contextlib.suppress(NotFound):
+                    box.remove(force=True, v=True)
+                removed.append(Leftover(box.name, labels.get(OWNER_PID, "?"), labels.get(STARTED_AT, "?"),
+                                        str(box.status)))
+    finally:
+        client.close()
+    return removed
 
 
 def _parents(path: PurePosixPath) -> Iterator[PurePosixPath]:

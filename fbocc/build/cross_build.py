@@ -1,17 +1,15 @@
-"""`fbocc cross-build`: plan the build image, run the recipe in a build container, verify, cache.
+"""`fbocc cross-build`: run the recipe in the profile's build container, verify, cache.
 
 The flow for one build profile:
 
-1. plan the image `fbocc/build:<profile>-<content hash>` (Dockerfile, build arguments, base image id,
-   the TensorRT .deb's name and size, pinned wheel lists) and build it when absent — for the `sim`
-   profile first make its Debian base with debootstrap and `docker import`;
+1. get the profile's build image (`profile_image`: planned by content, made when absent);
 2. compute the cache key (sources, profile, image id, recipe); a hit copies the cached artefacts and
    starts no container;
 3. otherwise run `cross/build-in-container.sh` in a `BuildContainer` (network off, invoking uid:gid,
    sources read-only), verify every `.so` with `elf_check`, and move the artefacts and the build
    manifest `fbocc-build.json` into the output directory only when everything passed.
 
-Only `build_container` talks to Docker; this module plans, hashes and files results.
+Only `container` talks to Docker; this module hashes, runs the recipe and files results.
 """
 
 from __future__ import annotations
@@ -22,42 +20,30 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fbocc import config
 from fbocc.assets import asset_dir
 from fbocc.build import container as bc
-from fbocc.build.elf_check import CREATOR_SYMBOLS, LOGGER_SYMBOL, verify_library
-from fbocc.config import BuildProfile, Config
-from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError
+from fbocc.build.container import LineSink
+from fbocc.build.elf_check import verify_library
+from fbocc.build.profile_image import ensure_image
+from fbocc.config import BuildProfile
+from fbocc.errors import BuildError, ConfigError
 from fbocc.export.samples import sha256_file
 
 MANIFEST_NAME = "fbocc-build.json"
 MANIFEST_SCHEMA = "fbocc.cross-build/1"
-IMAGE_REPO = "fbocc/build"
 SRC_MOUNT, OUT_MOUNT, RECIPE_MOUNT = "/fbocc/src", "/fbocc/out", "/fbocc/recipe"
 RECIPE = "build-in-container.sh"
+TRT_VERSION_SCRIPT = "tensorrt-version.sh"  # the recipe's reader of the headers' TensorRT version
 SKIP_NAMES = {"__pycache__", "build", "out"}
 SKIP_SUFFIXES = (".o", ".so", ".a", ".d", ".pyc")
-
-StepSink = Callable[[str], None]
-
-
-def cache_root() -> Path:
-    """Where fbocc keeps content-keyed downloads, base tarballs and build results."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fbocc"
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def source_tree_hash(root: Path) -> str:
@@ -77,311 +63,6 @@ def source_tree_hash(root: Path) -> str:
         digest.update(sha256_file(path).encode() + b"\n")
     return digest.hexdigest()
 
-
-# --- image planning ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImagePlan:
-    """How the build image for a profile is made, and the content-keyed tag it gets."""
-
-    profile: str
-    tag: str
-    dockerfile: Path
-    base_image: str
-    base_recipe: Path | None
-    buildargs: dict[str, str]
-    trt_deb: Path | None
-    wheel_lists: dict[str, Path]
-    content_key: str
-
-
-def sim_base_tag(recipe: Path) -> str:
-    """`fbocc/sim-base:<hash of the debootstrap recipe>`."""
-    return f"fbocc/sim-base:{_sha256_bytes(recipe.read_bytes())[:16]}"
-
-
-def plan_image(profile: BuildProfile, trt_deb: Path | None, *, base_id: str | None = None) -> ImagePlan:
-    """The image tag and recipe for a profile; pure, except that `base_id` names the base's content."""
-    docker_dir = asset_dir("docker")
-    dockerfile = docker_dir / profile.dockerfile
-    if not dockerfile.is_file():
-        raise ConfigError(f"profile {profile.name}: dockerfile {profile.dockerfile} not found in {docker_dir}",
-                          fix="set dockerfile to one of: " + ", ".join(p.name for p in docker_dir.glob("*.Dockerfile")))
-    recipe = docker_dir / profile.base_recipe if profile.base_recipe else None
-    base = sim_base_tag(recipe) if recipe is not None else profile.base_image
-    buildargs = {"BASE_IMAGE": base}
-    wheel_lists: dict[str, Path] = {}
-    key_parts: list[str] = [dockerfile.read_text(), base, base_id or ""]
-    if recipe is not None:
-        for arch in ("x86_64", "aarch64"):
-            lst = docker_dir / "sim" / f"wheels-{arch}.txt"
-            wheel_lists[arch] = lst
-            key_parts.append(lst.read_text())
-        key_parts.append((docker_dir / "sim" / "cuda-layout.sh").read_text())
-        buildargs["CUDA_VERSION"] = profile.cuda_version
-    deb_path: Path | None = None
-    if profile.trt_deb or trt_deb is not None:
-        deb_path = trt_deb
-        name = trt_deb.name if trt_deb is not None else str(profile.trt_deb)
-        buildargs["TRT_DEB"] = name
-        if profile.trt_packages:
-            buildargs["TRT_PACKAGES"] = profile.trt_packages
-        # The .deb's name carries its version; name + size keep the key stable without hashing 1 GB.
-        size = trt_deb.stat().st_size if trt_deb is not None and trt_deb.is_file() else -1
-        key_parts.append(f"{name}:{size}")
-    key_parts.append(json.dumps(buildargs, sort_keys=True))
-    key = _sha256_bytes("\0".join(key_parts).encode())[:16]
-    return ImagePlan(profile=profile.name, tag=f"{IMAGE_REPO}:{profile.name}-{key}", dockerfile=dockerfile,
-                     base_image=base, base_recipe=recipe, buildargs=buildargs, trt_deb=deb_path,
-                     wheel_lists=wheel_lists, content_key=key)
-
-
-def _plan_with_daemon(profile: BuildProfile, trt_deb: Path | None) -> ImagePlan:
-    base_id = None if profile.base_recipe else bc.image_id(profile.base_image)
-    return plan_image(profile, trt_deb, base_id=base_id)
-
-
-@dataclass
-class ImageStatus:
-    """What `fbocc doctor` shows for a profile's build image."""
-
-    profile: str
-    state: str  # present | buildable | missing-base | missing-deb | no-docker
-    image: str
-    detail: str
-    fix: str | None = None
-
-
-def resolve_trt_deb(given: Path | None, profile: BuildProfile) -> Path | None:
-    """The TensorRT .deb to use: the given file, or the profile's file name inside a given directory."""
-    if given is None:
-        return None
-    if given.is_dir() and profile.trt_deb:
-        return given / profile.trt_deb
-    return given
-
-
-def image_status(cfg: Config, profile: BuildProfile | None = None) -> ImageStatus:
-    """Whether the profile's build image is present, can be built here, or what is missing (with the fix)."""
-    profile = profile or cfg.profile()
-    trt_deb = resolve_trt_deb(cfg.build.trt_deb, profile)
-    ok, reason = bc.docker_status()
-    if not ok:
-        return ImageStatus(profile.name, "no-docker", "", reason, bc.DOCKER_FIX)
-    plan = _plan_with_daemon(profile, trt_deb)
-    if bc.image_id(plan.tag) is not None:
-        return ImageStatus(profile.name, "present", plan.tag, "build image present")
-    if plan.base_recipe is None and bc.image_id(plan.base_image) is None:
-        err = _missing_base_error(profile)
-        return ImageStatus(profile.name, "missing-base", plan.tag, err.message, err.fix)
-    if profile.trt_deb and (trt_deb is None or not trt_deb.is_file()):
-        err = _missing_deb_error(profile, trt_deb)
-        return ImageStatus(profile.name, "missing-deb", plan.tag, err.message, err.fix)
-    how = "debootstrap base + CUDA wheels" if plan.base_recipe else f"FROM {plan.base_image}"
-    return ImageStatus(profile.name, "buildable", plan.tag, f"not built yet; fbocc builds it on first use ({how})")
-
-
-def _missing_base_error(profile: BuildProfile) -> EnvironmentCheckError:
-    login = (f"docker login {profile.needs_login} (user $oauthtoken, your NGC API key), then "
-             if profile.needs_login else "")
-    return EnvironmentCheckError(
-        f"base image {profile.base_image} of build profile {profile.name} is not on this Docker daemon",
-        fix=f"{login}docker pull {profile.base_image}; the DRIVE OS SDK image needs an NGC account with "
-            "DRIVE access (or set [profiles.NAME] base_image in fbocc.toml to an image you have)")
-
-
-def _missing_deb_error(profile: BuildProfile, trt_deb: Path | None) -> EnvironmentCheckError:
-    shown = str(trt_deb) if trt_deb is not None else "(not given)"
-    return EnvironmentCheckError(
-        f"TensorRT cross package {profile.trt_deb} for profile {profile.name} not found: {shown}",
-        fix=f"download {profile.trt_deb} from NVIDIA's Product Information Delivery (NVONLINE) and pass "
-            "--trt-deb PATH (or set [build] trt_deb in fbocc.toml)")
-
-
-# --- making images ----------------------------------------------------------------------------
-
-
-def ensure_image(profile: BuildProfile, trt_deb: Path | None, *, on_step: StepSink,
-                 on_line: StepSink) -> tuple[str, str]:
-    """(tag, id) of the profile's build image, building it (and its base) when absent."""
-    plan = _plan_with_daemon(profile, trt_deb)
-    found = bc.image_id(plan.tag)
-    if found is not None:
-        return plan.tag, found
-    if plan.base_recipe is not None:
-        ensure_sim_base(plan.base_recipe, on_step=on_step, on_line=on_line)
-    else:
-        if profile.trt_deb and (trt_deb is None or not trt_deb.is_file()):
-            raise _missing_deb_error(profile, trt_deb)
-        if bc.image_id(plan.base_image) is None:
-            raise _missing_base_error(profile)
-    on_step(f"building image {plan.tag}")
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="fbocc-context-", dir=_mkdir(cache_root())) as tmp:
-        context = Path(tmp)
-        shutil.copy2(plan.dockerfile, context / "Dockerfile")
-        if plan.base_recipe is not None:
-            for arch, lst in plan.wheel_lists.items():
-                wheels = ensure_wheels(lst, arch, on_step=on_step)
-                _link_tree(wheels, context / "wheels" / arch)
-            shutil.copy2(plan.dockerfile.parent / "sim" / "cuda-layout.sh", context / "cuda-layout.sh")
-        if plan.trt_deb is not None:
-            _link_or_copy(plan.trt_deb, context / plan.trt_deb.name)
-        image = bc.build_image(context, "Dockerfile", plan.tag, buildargs=plan.buildargs,
-                               labels={"org.fbocc.profile": profile.name, "org.fbocc.content-key": plan.content_key},
-                               on_line=on_line)
-    on_step(f"built image {plan.tag} in {time.monotonic() - started:.1f}s")
-    return plan.tag, image
-
-
-def ensure_sim_base(recipe: Path, *, on_step: StepSink, on_line: StepSink) -> str:
-    """Make `fbocc/sim-base:<hash>`: debootstrap (tarball cached by recipe hash) + docker import."""
-    tag = sim_base_tag(recipe)
-    found = bc.image_id(tag)
-    if found is not None:
-        return found
-    settings = _read_recipe(recipe)
-    key = tag.split(":", 1)[1]
-    tarball = _mkdir(cache_root() / "sim-base") / f"{key}.tar"
-    if not tarball.is_file():
-        on_step(f"debootstrap {settings['suite']} root filesystem for {tag}")
-        _debootstrap(settings, tarball, on_line=on_line)
-    on_step(f"docker import {tarball.name} as {tag}")
-    repo, _, version = tag.partition(":")
-    return bc.import_rootfs(tarball, repo, version, labels={"org.fbocc.recipe": recipe.name})
-
-
-def _read_recipe(recipe: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for raw in recipe.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    for needed in ("suite", "variant", "packages"):
-        if needed not in values:
-            raise ConfigError(f"{recipe}: missing '{needed} = ...'", fix="restore the shipped docker/sim/base.txt")
-    return values
-
-
-def host_debian_mirror(suite: str) -> str:
-    """The Debian mirror the host's apt uses for `suite` (FBOCC_DEBIAN_MIRROR overrides)."""
-    override = os.environ.get("FBOCC_DEBIAN_MIRROR")
-    if override:
-        return override
-    candidates: list[tuple[str, list[str]]] = []
-    apt = Path("/etc/apt")
-    for src in sorted(apt.glob("sources.list.d/*.sources")):
-        uris: list[str] = []
-        suites: list[str] = []
-        for line in [*src.read_text(errors="replace").splitlines(), ""]:
-            if not line.strip():
-                candidates += [(u, suites) for u in uris]
-                uris, suites = [], []
-            elif line.lower().startswith("uris:"):
-                uris = line.split(":", 1)[1].split()
-            elif line.lower().startswith("suites:"):
-                suites = line.split(":", 1)[1].split()
-    for lst in [apt / "sources.list", *sorted(apt.glob("sources.list.d/*.list"))]:
-        if lst.is_file():
-            for line in lst.read_text(errors="replace").splitlines():
-                m = re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
-                if m:
-                    candidates.append((m.group(1), [m.group(2)]))
-    for uri, suites in candidates:
-        if suite in suites and uri.startswith(("http://", "https://")):
-            return uri
-    raise EnvironmentCheckError(f"no Debian mirror for {suite!r} in this host's apt sources (/etc/apt)",
-                                fix="set FBOCC_DEBIAN_MIRROR to a Debian mirror URL")
-
-
-def _debootstrap(settings: dict[str, str], tarball: Path, *, on_line: StepSink) -> None:
-    debootstrap = shutil.which("debootstrap")
-    if debootstrap is None:
-        raise EnvironmentCheckError("debootstrap is not installed (needed once, to make the sim base image)",
-                                    fix="apt-get install debootstrap (or run `make setup` as root)")
-    if os.geteuid() != 0:
-        raise EnvironmentCheckError("making the sim base image with debootstrap needs root (once per machine)",
-                                    fix="run `sudo make setup`, or this command once as root; later runs reuse it")
-    mirror = host_debian_mirror(settings["suite"])
-    work = Path(tempfile.mkdtemp(prefix="debootstrap-", dir=tarball.parent))
-    try:
-        rootfs = work / "rootfs"
-        cmd = [debootstrap, f"--variant={settings['variant']}",
-               "--include=" + ",".join(settings["packages"].split()), settings["suite"], str(rootfs), mirror]
-        _run_logged(cmd, on_line, what="debootstrap")
-        shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
-        shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
-        partial = work / "rootfs.tar"
-        _run_logged(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], on_line, what="tar")
-        os.replace(partial, tarball)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _run_logged(cmd: list[str], on_line: StepSink, *, what: str) -> None:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            on_line(line.rstrip())
-            tail = [*tail[-5:], line.rstrip()]
-        code = proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    if code != 0:
-        raise EnvironmentCheckError(f"{what} failed (exit {code}): {' / '.join(tail[-3:])}",
-                                    fix="check network access to the Debian mirror / PyPI, then run again")
-
-
-def ensure_wheels(wheel_list: Path, arch: str, *, on_step: StepSink) -> Path:
-    """Download a pinned, hash-checked wheel list for `arch` once; cached by the list's content."""
-    key = _sha256_bytes(wheel_list.read_bytes())[:16]
-    final = cache_root() / "wheels" / f"{arch}-{key}"
-    if (final / ".complete").is_file():
-        return final
-    on_step(f"downloading CUDA wheels for {arch} ({wheel_list.name})")
-    tmp = Path(tempfile.mkdtemp(prefix=f"wheels-{arch}-", dir=_mkdir(final.parent)))
-    try:
-        platforms = [f"manylinux2014_{arch}", f"manylinux_2_17_{arch}", f"manylinux_2_12_{arch}",
-                     f"manylinux2010_{arch}"]
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--require-hashes", "--dest", str(tmp), "-r", str(wheel_list)]
-        for plat in platforms:
-            cmd += ["--platform", plat]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise EnvironmentCheckError(f"downloading the CUDA wheels in {wheel_list} failed: {last}",
-                                        fix="check that PyPI is reachable (pip config, proxy), then run again")
-        (tmp / ".complete").write_text(wheel_list.read_text())
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
-def _link_tree(src: Path, dest: Path) -> None:
-    for path in src.glob("*.whl"):
-        _link_or_copy(path, dest / path.name)
 
 
 # --- the build --------------------------------------------------------------------------------
@@ -474,7 +155,7 @@ def cache_key(profile: BuildProfile, image_id: str, source_hash: str, recipe_has
     """Same sources + profile + image + recipe -> same key -> no rebuild."""
     payload = json.dumps({"profile": dataclasses.asdict(profile), "image_id": image_id,
                           "sources": source_hash, "recipe": recipe_hash}, sort_keys=True, default=str)
-    return _sha256_bytes(payload.encode())
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -488,7 +169,7 @@ def check_out_dir(out_dir: Path) -> None:
                           fix="choose another --out directory, or fix its permissions") from None
 
 
-def cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink) -> CrossBuildResult:
+def cross_build(req: CrossBuildRequest, *, on_step: LineSink, on_line: LineSink) -> CrossBuildResult:
     """Build (or fetch from the cache) the plugin library for `req.profile` into `req.out_dir`.
 
     Ctrl-C (or SIGTERM while the container runs) ends in `Interrupted` naming the step; the build
@@ -506,7 +187,7 @@ def cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink)
         raise bc.interrupted(current[0]) from None
 
 
-def _cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink) -> CrossBuildResult:
+def _cross_build(req: CrossBuildRequest, *, on_step: LineSink, on_line: LineSink) -> CrossBuildResult:
     started = time.monotonic()
     profile = req.profile
     sources = (req.sources or default_sources()).resolve()
@@ -517,11 +198,15 @@ def _cross_build(req: CrossBuildRequest, *, on_step: StepSink, on_line: StepSink
     on_step(f"hashing sources in {sources}")
     src_hash = source_tree_hash(sources)
     recipe_dir = asset_dir("cross")
-    recipe_hash = sha256_file(recipe_dir / RECIPE)
+    recipe_parts = "".join(sha256_file(recipe_dir / f) for f in (RECIPE, TRT_VERSION_SCRIPT))
+    recipe_hash = hashlib.sha256(recipe_parts.encode()).hexdigest()
 
     tag, img_id = ensure_image(profile, req.trt_deb, on_step=on_step, on_line=on_line)
+    for left in bc.remove_orphaned_containers():
+        on_step(f"removed build container {left.name} ({left.state}), left behind by cross-build pid "
+                f"{left.owner_pid} started {left.started_at}, which ended without removing it")
     key = cache_key(profile, img_id, src_hash, recipe_hash)
-    store = cache_root() / "cross-build" / key
+    store = config.cache_dir() / "cross-build" / key
     if not req.force:
         hit = _from_cache(store, out_dir, started)
         if hit is not None:
@@ -649,10 +334,9 @@ def _verify(lib: Path, profile: BuildProfile, tensorrt: bool) -> Artefact:
     wants_trt = tensorrt and "kernels" not in lib.name
     report = verify_library(lib, target_arch=profile.target_arch, cuda_archs=list(profile.cuda_archs),
                             tensorrt=wants_trt)
-    regs = [s for s in (*CREATOR_SYMBOLS, LOGGER_SYMBOL) if s in report.exported]
     return Artefact(file=lib.name, sha256=sha256_file(lib), size=lib.stat().st_size, machine=report.machine,
                     cubin_archs=report.cubin_archs, ptx_archs=report.ptx_archs, needed=report.needed,
-                    registration_symbols=regs)
+                    registration_symbols=report.registration_symbols)
 
 
 def _publish(staging: Path, out_dir: Path, libs: list[Path], manifest: BuildManifest) -> list[Path]:
@@ -669,7 +353,8 @@ def _publish(staging: Path, out_dir: Path, libs: list[Path], manifest: BuildMani
 
 
 def _store(store: Path, libs: list[Path], manifest: BuildManifest) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=_mkdir(store.parent)))
+    store.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=store.parent))
     try:
         for lib in libs:
             shutil.copy2(lib, tmp / lib.name)

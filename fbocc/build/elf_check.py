@@ -49,6 +49,11 @@ class ElfReport:
         """SM versions present as PTX only."""
         return sorted({str(img.sm) for img in self.cuda_images if img.kind == "ptx"})
 
+    @property
+    def registration_symbols(self) -> list[str]:
+        """The TensorRT registration entry points the library exports, in CREATOR_SYMBOLS + LOGGER_SYMBOL order."""
+        return [s for s in (*CREATOR_SYMBOLS, LOGGER_SYMBOL) if s in self.exported]
+
 
 def inspect_library(path: Path) -> ElfReport:
     """Read machine, NEEDED, CUDA fatbin entries and exported dynamic symbols of a shared library."""

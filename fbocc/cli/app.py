@@ -26,6 +26,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+DEFAULT_EXPORT_DIR = Path("fbocc-export")  # where `fbocc export` writes <model>.onnx and samples/
+
 # Results go to stdout, progress and diagnostics to stderr, so `--json` output stays machine-readable.
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)

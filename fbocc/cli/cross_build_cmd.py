@@ -27,7 +27,8 @@ def cross_build_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the build manifest as JSON.")] = False,
 ) -> None:
     """Cross-compile the plugin library in the profile's build container and verify the ELF."""
-    from fbocc.build.cross_build import CrossBuildRequest, cross_build, resolve_trt_deb
+    from fbocc.build.cross_build import CrossBuildRequest, cross_build
+    from fbocc.build.profile_image import resolve_trt_deb
 
     cfg = load_config(**{"build.profile": profile, "build.out_dir": out_dir, "build.trt_deb": trt_deb,
                          "build.jobs": jobs, "build.keep_container": keep_container})

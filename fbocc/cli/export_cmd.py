@@ -43,6 +43,12 @@ def export_cmd(
     fbbev_python: Annotated[str | None, typer.Option(
         "--fbbev-python", help="With --fbbev: python of the environment that imports it (mmcv 1.7.0).",
         envvar="FBOCC_FBBEV_PYTHON")] = None,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="Graphs to write, comma-separated: fp32 (always), fp16 (typed, fp32 islands by "
+        "measured sensitivity), int8 (Q/DQ by NVIDIA Model Optimizer).")] = "fp32",
+    calib_frames: Annotated[int | None, typer.Option(
+        "--calib-frames", help="Frames (in sequence order) for INT8 calibration and the sensitivity "
+        "measurements (default: every sample).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export FB-OCC to ONNX with the plugin ops, sample .dat inputs and reference outputs."""
@@ -51,8 +57,9 @@ def export_cmd(
     options = ExportOptions(out=out_dir, preset=preset, config_file=config, checkpoint=checkpoint,
                             random_weights=random_weights, seed=seed, samples=samples, dataroot=dataroot,
                             scene=scene, start=start, info_file=info_file, occ_root=occ_root,
-                            index_dtype=index_dtype, profile_margin=profile_margin, fbbev=fbbev,
-                            fbbev_python=fbbev_python)
+                            index_dtype=index_dtype, profile_margin=profile_margin,
+                            precisions=tuple(precision.split(",")), calib_frames=calib_frames,
+                            fbbev=fbbev, fbbev_python=fbbev_python)
     result = export(options, progress=lambda msg: err.print(f"export: {msg}"))
     if as_json:
         data = asdict(result)
@@ -61,6 +68,17 @@ def export_cmd(
     out.print(f"ONNX     {result.onnx_path}")
     out.print(f"samples  {result.samples_dir} ({options.samples} frames, source: {result.source})")
     out.print("plugin ops " + ", ".join(f"{k} x{v}" for k, v in result.custom_ops.items()))
+    for graph in result.graphs[1:]:
+        made = graph["made_by"]
+        how = (f"fp32 islands: {', '.join(made['fp32_islands']) or 'none'}" if graph["precision"] == "fp16" else
+               f"{made['quantized_layers']} layers INT8, {len(made['excluded_layers'])} left fp32, calibrated on "
+               f"{len(made['calibration']['frames'])} frame(s)")
+        out.print(f"{graph['precision']:<8} {result.out / graph['file'][3:]} ({how})")
+        check = graph.get("host_check")
+        if check:
+            out.print(check["markdown"])
+            if check.get("note"):
+                out.print(f"note: {check['note']}")
     out.print(f"took {result.seconds.get('total', 0.0):.0f} s")
 
 
@@ -83,15 +101,17 @@ def check_onnx_cmd(
         if report.ok:
             from fbocc.export.onnx_run import run_onnx
 
-            ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"))
+            ran = run_onnx(model, samples, progress=lambda msg: err.print(f"check-onnx --run: {msg}"),
+                           precision=report.precision)
     if as_json:
         emit_json({"onnx": str(report.onnx_path), "ok": report.ok, "problems": report.problems,
+                   "precision": report.precision,
                    "custom_ops": report.custom_ops, "tensorrt_ops": report.tensorrt_ops,
                    "inputs": [asdict(v) for v in report.inputs], "outputs": [asdict(v) for v in report.outputs]}
                   | ({"run": ran.as_dict()} if ran else {}))
     else:
         ops = ", ".join(f"{k} x{v}" for k, v in report.custom_ops.items())
-        out.print(f"{report.onnx_path}: plugin ops {ops}")
+        out.print(f"{report.onnx_path} ({report.precision} graph): plugin ops {ops}")
         if report.tensorrt_ops:
             out.print("TensorRT's own plugins " + ", ".join(f"{k} x{v}" for k, v in report.tensorrt_ops.items()))
         for title, values in (("inputs", report.inputs), ("outputs", report.outputs)):

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fbocc.cli.app import app, emit_json, err, load_config, out
+from fbocc.cli.app import DEFAULT_EXPORT_DIR, app, emit_json, err, load_config, out
 from fbocc.errors import ConfigError, FboccError, TransferError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-DEFAULT_EXPORT_DIR = Path("fbocc-export")  # where `fbocc export` writes <model>.onnx and samples/
 
 
 class RichPushProgress:
@@ -82,11 +81,15 @@ def push_to_target(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Files in flight per target.")] = 4,
     retries: Annotated[int, typer.Option(help="Reconnects allowed per target before giving up.")] = 5,
     verify: Annotated[bool, typer.Option("--verify", help="Re-hash every file already on the target.")] = False,
+    wait_lock: Annotated[float, typer.Option("--wait-lock", metavar="SECONDS",
+                                             help="When another fbocc works in the target's workdir, wait up to "
+                                             "this long for it instead of failing.")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results on stdout.")] = False,
 ) -> None:
     """Push the ONNX model, plugin, samples and deploy/ scripts to targets: verified, resumable, incremental."""
-    from fbocc.target.push import collect_artefacts, list_sets, prune_sets, push_to_targets
-    from fbocc.target.transport import connect_all
+    from fbocc.target.artefacts import artefact_paths, collect_artefacts
+    from fbocc.target.push import push_to_targets
+    from fbocc.target.store import manage_sets
 
     cfg = load_config()
     names = [*(targets or []), *(target or [])]
@@ -95,38 +98,30 @@ def push_to_target(
     resolved = cfg.resolve_targets(names)
     known_hosts = cfg.project.known_hosts
     if list_ or prune:
-        if prune and keep < 1:
-            raise ConfigError("--keep must be at least 1", fix="pass --keep N with N >= 1")
-        fn: Any = (lambda s: prune_sets(s, keep)) if prune else list_sets
-        outcomes = connect_all(resolved, fn, known_hosts=known_hosts, accept_new=accept_new)
+        outcomes = manage_sets(resolved, keep=keep if prune else None, known_hosts=known_hosts, accept_new=accept_new,
+                               wait_lock_s=wait_lock)
         _render_manage(outcomes, prune, as_json)
         _raise_failures(outcomes)
         return
-
-    onnx_path = onnx or _exported_onnx(export_dir)
-    if not onnx_path.is_file():
-        raise ConfigError(f"ONNX model {onnx_path} does not exist", where="--onnx",
-                          fix="run `fbocc export` first or pass --onnx PATH")
-    plugin_path = None if no_plugin else (plugin or cfg.build.out_dir)
-    if plugin_path is not None and not plugin_path.exists():
-        raise ConfigError(f"plugin {plugin_path} does not exist", where="--plugin",
-                          fix="run `fbocc cross-build`, pass --plugin PATH (a .so or the build output dir), "
-                          "or --no-plugin to push without it")
-    samples_path = None if no_samples else (samples or export_dir / "samples")
-    if samples_path is not None and not samples_path.is_dir():
-        raise ConfigError(f"samples directory {samples_path} does not exist", where="--samples",
-                          fix="run `fbocc export` first, pass --samples DIR, or --no-samples to push without them")
+    paths = artefact_paths(export_dir, onnx=onnx, plugin=plugin, samples=samples, build_out=cfg.build.out_dir,
+                           no_plugin=no_plugin, no_samples=no_samples)
 
     import rich.progress as rp
 
     err.print(f"push: hashing artefacts for {len(resolved)} target(s)")
-    aset = collect_artefacts(onnx=onnx_path, plugin=plugin_path, samples=samples_path)
+    aset = collect_artefacts(onnx=paths.onnx, plugin=paths.plugin, samples=paths.samples)
     err.print(f"push: set {aset.set_hash}: {len(aset.files)} files, {_mb(aset.total_bytes)}")
     columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.DownloadColumn(),
                rp.TransferSpeedColumn(), rp.TimeRemainingColumn())
     with rp.Progress(*columns, console=err, transient=True) as bar:
         outcomes = push_to_targets(resolved, aset, known_hosts=known_hosts, accept_new=accept_new,
-                                   progress=RichPushProgress(bar), parallel=jobs, retries=retries, verify=verify)
+                                   progress=RichPushProgress(bar), parallel=jobs, retries=retries, verify=verify,
+                                   wait_lock_s=wait_lock, on_note=lambda line: err.print(f"push: {line}"))
+    _render_push(aset, outcomes, as_json)
+    _raise_failures(outcomes)
+
+
+def _render_push(aset: Any, outcomes: list[Any], as_json: bool) -> None:
     if as_json:
         emit_json({"set": aset.set_hash, "files": len(aset.files), "bytes": aset.total_bytes,
                    "targets": [{"target": o.target.name, "ok": o.ok,
@@ -150,18 +145,6 @@ def push_to_target(
             table.add_row(o.target.name, note, str(r.files_sent), str(r.files_skipped), _mb(r.bytes_sent),
                           f"{r.mb_per_s:.1f}", f"{r.seconds:.2f}", r.remote_set_dir)
         out.print(table)
-    _raise_failures(outcomes)
-
-
-def _exported_onnx(export_dir: Path) -> Path:
-    models = sorted(export_dir.glob("*.onnx"))
-    if len(models) == 1:
-        return models[0]
-    if not models:
-        raise ConfigError(f"no ONNX model in {export_dir}", where="--onnx",
-                          fix="run `fbocc export` first, or pass --onnx PATH (or --export-dir DIR)")
-    raise ConfigError(f"{export_dir} holds several ONNX models: {', '.join(m.name for m in models)}",
-                      where="--onnx", fix="pass --onnx PATH to choose one")
 
 
 def _render_manage(outcomes: list[Any], prune: bool, as_json: bool) -> None:

@@ -11,9 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fbocc.cli.app import app, emit_json, err, load_config, out
-
-BACKENDS = ("tensorrt", "onnxruntime")
+from fbocc.cli.app import DEFAULT_EXPORT_DIR, app, emit_json, err, load_config, out
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -62,40 +60,43 @@ def render_report(report: Any) -> None:
 @app.command("validate")
 def validate_cmd(
     target: Annotated[str, typer.Argument(help="Target from [targets] (or an ssh_config host).")],
-    precision: Annotated[str | None, typer.Option("--precision", help="Comma list: fp32,fp16 "
+    precision: Annotated[str | None, typer.Option("--precision", help="Comma list: fp32,fp16,int8 "
                                                   "(default: [bench] precisions; fp32 for onnxruntime).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="tensorrt or onnxruntime.")] = "tensorrt",
-    samples: Annotated[Path | None, typer.Option("--samples", help="Local export samples dir with the reference "
-                                                 "outputs (default: pull them from the target).")] = None,
+    builder: Annotated[str, typer.Option("--builder", help="Engine builder, as for remote-bench: trtexec or "
+                                                           "python; the engine is the one remote-bench times.")]
+    = "trtexec",
+    export_dir: Annotated[Path, typer.Option("--export-dir", help="Output of `fbocc export`: its samples/ hold "
+                                                                   "the reference outputs.")] = DEFAULT_EXPORT_DIR,
+    samples: Annotated[Path | None, typer.Option("--samples", help="Samples dir with the reference outputs "
+                                                 "[default: --export-dir/samples; pulled from the target when "
+                                                 "that is not the pushed export].")] = None,
     accept_new: Annotated[bool, typer.Option("--accept-new", help="Record an unknown target host key.")] = False,
+    wait_lock: Annotated[float, typer.Option("--wait-lock", metavar="SECONDS",
+                                             help="When another fbocc works in the target's workdir, wait up to "
+                                             "this long for it instead of failing.")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Run the pushed sequence on the target and compare its outputs with PyTorch (errors, labels, mIoU)."""
-    from fbocc.errors import ConfigError, ValidationError
+    from fbocc.errors import ValidationError
     from fbocc.target.transport import TargetSession
-    from fbocc.target.validate import validate_target
+    from fbocc.target.validate import ValidateOptions, validate_target
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}",
-                          fix="use --backend tensorrt (on the car) or --backend onnxruntime (no TensorRT)")
     cfg = load_config()
     if precision:
-        precisions = [p.strip() for p in precision.split(",") if p.strip()]
+        precisions = tuple(p.strip() for p in precision.split(",") if p.strip())
     else:
-        precisions = ["fp32"] if backend == "onnxruntime" else [p for p in cfg.bench.precisions if p != "best"]
-    bad = [p for p in precisions if p not in ("fp32", "fp16")]
-    if bad or not precisions:
-        raise ConfigError(f"--precision {precision!r}: validate runs fp32 and/or fp16",
-                          fix="e.g. --precision fp32,fp16")
-    if backend == "onnxruntime" and "fp16" in precisions:
-        raise ConfigError("the onnxruntime backend runs fp32 only", fix="use --precision fp32, or --backend tensorrt")
+        precisions = ("fp32",) if backend == "onnxruntime" else tuple(p for p in cfg.bench.precisions if p != "best")
+    ValidateOptions(backend=backend, precisions=precisions, builder=builder).check()
     tgt = cfg.target(target)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     local_dir = Path(cfg.project.results_dir) / "validation" / f"{stamp}-{tgt.name}"
     started = time.monotonic()
     with TargetSession(tgt, known_hosts=cfg.project.known_hosts, accept_new=accept_new) as session:
-        report = validate_target(session, backend=backend, precisions=precisions, local_dir=local_dir,
-                                 samples_dir=samples, python=tgt.python, results_dir=Path(cfg.project.results_dir),
+        report = validate_target(session, backend=backend, precisions=list(precisions), builder=builder,
+                                 local_dir=local_dir, samples_dir=samples or export_dir / "samples",
+                                 results_dir=Path(cfg.project.results_dir), timeout_s=cfg.bench.timeout_s,
+                                 wait_lock_s=wait_lock,
                                  progress=lambda text: err.print(f"[bold cyan]▸[/] {escape(text)} "
                                                                  f"[dim](+{time.monotonic() - started:.1f}s)[/]"))
     if as_json:

@@ -1,4 +1,5 @@
-"""The one module that owns ONNX graphs: loading, custom-node inspection and the `check-onnx` logic.
+"""The one module that owns ONNX graphs: loading, external-data discovery, custom-node inspection and
+the `check-onnx` logic.
 
 Custom nodes are checked against `fbocc.ops.contract` (op_type, domain, attributes, input ranks and
 dtypes); graph inputs/outputs against a samples manifest; the rest of the graph with onnx.checker (on a
@@ -32,6 +33,38 @@ def load_graph(path: Path) -> Any:
                               fix="re-run `fbocc export`; the file may be truncated") from exc
 
 
+def external_data_files(path: Path) -> list[str]:
+    """Relative locations of the external-data files an ONNX model's tensors name, sorted, each once.
+
+    The model is read without its external data (`load_external_data=False`), so a multi-GB model is
+    scanned without loading its weights; initializers and tensor attributes of every subgraph count.
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    if not path.is_file():
+        raise ValidationError(f"ONNX model {path} does not exist", fix="run `fbocc export` or pass --onnx PATH")
+    if path.stat().st_size == 0:
+        raise ValidationError(f"{path} is empty, not an ONNX model", fix="re-run `fbocc export`")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError / OSError variants
+        raise ValidationError(f"{path} is not a readable ONNX model ({exc})",
+                              fix="point --onnx at the .onnx written by `fbocc export`") from exc
+    return sorted({ExternalDataInfo(t).location for t in _tensors(model.graph) if uses_external_data(t)})
+
+
+def _tensors(graph: Any) -> list[Any]:
+    found = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            found += [attr.t] if attr.HasField("t") else []
+            found += list(attr.tensors)
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found += _tensors(sub)
+    return found
+
+
 def custom_op_counts(model: Any) -> dict[str, int]:
     """How many nodes of each contract op the graph holds (all three keys, zero when absent)."""
     counts = {op: 0 for op in CUSTOM_OPS}
@@ -59,6 +92,7 @@ class CheckReport:
     inputs: list[ValueInfo] = field(default_factory=list)
     outputs: list[ValueInfo] = field(default_factory=list)
     samples_dir: Path | None = None
+    precision: str = "fp32"  # what a strongly typed build of it runs in: fp32, fp16 (typed) or int8 (Q/DQ)
 
     @property
     def ok(self) -> bool:
@@ -158,6 +192,30 @@ def check_custom_nodes(model: Any, report: CheckReport, light: Any | None = None
             if info.shape is not None and len(info.shape) != tspec.rank:
                 report.problems.append(f"{label}: {node.op_type} input {tspec.name} ({tensor}) has rank "
                                        f"{len(info.shape)}, expected {tspec.rank} ({tspec.layout})")
+        check_dtype_pairing(contract, node, known, label, report)
+
+
+def check_dtype_pairing(contract: Any, node: Any, known: dict[str, ValueInfo], label: str,
+                        report: CheckReport) -> None:
+    """Typed graphs: inputs the plugin takes in one type agree (fp16 features with fp16 features; coordinates
+    fp32 or the features' type), and the output has the type the plugin gives it."""
+    def dtype_of(tensor: str) -> str | None:
+        info = known.get(tensor)
+        return None if info is None else info.dtype
+
+    dtypes = {spec.name: dtype_of(t) for spec, t in zip(contract.inputs, node.input, strict=False)}
+    for spec, tensor in [*zip(contract.inputs, node.input, strict=False),
+                         *zip(contract.outputs, node.output, strict=False)]:
+        have = dtype_of(tensor)
+        ref = dtypes.get(spec.same_as) if spec.same_as else None
+        if spec.same_as is None or have is None or ref is None or have == ref:
+            continue
+        if spec.or_float32 and have == "float32":
+            continue
+        kind = "input" if spec in contract.inputs else "output"
+        report.problems.append(f"{label}: {node.op_type} {kind} {spec.name} ({tensor}) is {have} but "
+                               f"{spec.same_as} is {ref}: the plugin takes them in one type"
+                               + (" (or float32)" if spec.or_float32 else ""))
 
 
 def run_onnx_checker(model: Any, report: CheckReport) -> None:
@@ -239,6 +297,17 @@ def graph_io(onnx_path: Path) -> tuple[list[ValueInfo], list[ValueInfo]]:
             [_value_info(v) for v in model.graph.output])
 
 
+def graph_precision(model: Any) -> str:
+    """int8 when the graph holds QuantizeLinear, fp16 when it has fp16 tensors or weights, else fp32."""
+    if any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        return "int8"
+    fp16 = 10
+    if any(i.data_type == fp16 for i in model.graph.initializer) or any(
+            vi.type.tensor_type.elem_type == fp16 for vi in model.graph.value_info):
+        return "fp16"
+    return "fp32"
+
+
 def check_onnx(onnx_path: Path, samples_dir: Path | None = None) -> CheckReport:
     """All checks of `fbocc check-onnx`; problems are collected, not raised, so the report is complete."""
     model = load_graph(onnx_path)
@@ -249,6 +318,7 @@ def check_onnx(onnx_path: Path, samples_dir: Path | None = None) -> CheckReport:
     report.custom_ops = custom_op_counts(model)
     report.tensorrt_ops = {op: n for op in TENSORRT_OPS
                            if (n := sum(1 for node in model.graph.node if node.op_type == op))}
+    report.precision = graph_precision(model)
     if not any(report.custom_ops.values()):
         report.problems.append("the graph contains none of the plugin ops "
                                f"({', '.join(CUSTOM_OPS)}): it was not exported for the TensorRT plugins")

@@ -1,9 +1,9 @@
 """Run an exported ONNX graph in ONNX Runtime on the host, over a samples directory, against its references.
 
 The check a user makes before spending ten minutes building an engine on the car (`fbocc check-onnx
---run`), and the host side of `fbocc validate`. It runs the very same runner the target runs
-(deploy/run_sequence.py, onnxruntime backend: frames in order, history carried by name, our ops as
-numpy custom ops), then compares with `fbocc.target.validate.compare_runs`.
+--run`). It runs the very same runner the target runs (deploy.run_sequence, onnxruntime backend:
+frames in order, history carried by name, our ops as numpy custom ops), then compares with
+fbocc.results.comparison, the comparison `fbocc validate` makes.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy import run_sequence as runner
 from fbocc.errors import EnvironmentCheckError, ValidationError
 from fbocc.export.samples import load_manifest
-from fbocc.target.validate import Comparison, compare_runs, load_runner
+from fbocc.results.comparison import Comparison, compare_runs
 
 
 @dataclass
@@ -46,14 +47,14 @@ class OnnxRunResult:
 
 
 def run_onnx(onnx_path: Path, samples_dir: Path, out_dir: Path | None = None,
-             progress: Callable[[str], None] | None = None) -> OnnxRunResult:
-    """Run every frame of `samples_dir` through `onnx_path` in ONNX Runtime and compare with its references."""
+             progress: Callable[[str], None] | None = None, precision: str = "fp32") -> OnnxRunResult:
+    """Run every frame of `samples_dir` through `onnx_path` in ONNX Runtime and compare with its references
+    (with the tolerances of `precision`: the fp16 and int8 graphs are held to fp16's)."""
     samples_dir = Path(samples_dir)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ValidationError(f"ONNX file {onnx_path} does not exist", fix="pass the file `fbocc export` wrote")
     manifest = load_manifest(samples_dir)
-    runner = load_runner()
     started = time.monotonic()
     try:
         backend = runner.OnnxRuntimeBackend(str(onnx_path), "fp32")
@@ -72,7 +73,7 @@ def run_onnx(onnx_path: Path, samples_dir: Path, out_dir: Path | None = None,
         finally:
             backend.close()
         has_reference = any(frame.get("outputs") for frame in manifest["frames"])
-        comparison = compare_runs(samples_dir, Path(out_dir), "fp32") if has_reference else None
+        comparison = compare_runs(samples_dir, Path(out_dir), precision) if has_reference else None
     finally:
         if tmp is not None:
             tmp.cleanup()

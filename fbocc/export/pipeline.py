@@ -57,6 +57,8 @@ class ExportOptions:
     onnx_name: str | None = None
     fbbev: Path | None = None  # export through this FB-BEV tree's own code (fbocc/export/fbbev_export.py)
     fbbev_python: str | None = None  # the interpreter of that tree's environment (default: this one)
+    precisions: tuple[str, ...] = ("fp32",)  # graphs to write: fp32 always, fp16 and int8 beside it
+    calib_frames: int | None = None  # int8 calibration / sensitivity frames (default: every sample)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class ExportResult:
     inputs: list[str]
     outputs: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+    graphs: list[dict[str, Any]] = field(default_factory=list)  # the manifest's `graphs` (docs/precision.md)
 
 
 def resolve_model_config(options: ExportOptions) -> Any:
@@ -137,6 +140,15 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
                                      or options.occ_root is not None):
         raise ConfigError("--scene, --start, --info-file and --occ-root choose samples of a dataset",
                           fix="add --dataroot NUSCENES")
+    from fbocc.export.graphs import check_calib_frames
+    from fbocc.export.precision import parse_precisions
+
+    precisions = parse_precisions(options.precisions)
+    check_calib_frames(options.calib_frames, options.samples)
+    if "int8" in precisions:  # before minutes of export, not after
+        from fbocc.export.quantize import require_modelopt
+
+        require_modelopt()
     cfg = resolve_model_config(options)
     sequence = None
     if options.dataroot is not None:  # read (and check) the dataset before spending minutes on the model
@@ -270,6 +282,12 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
                 "prediction_to_ground_truth": "fbbev-occ3d" if sequence.has_ground_truth else None,
             }
         save_manifest(samples_dir, manifest)
+        from fbocc.export.graphs import make_graphs
+
+        graphs = make_graphs(model, staging, onnx_name, samples_dir, manifest_frames, precisions,
+                             options.calib_frames, weights["kind"], torch.__version__, ONNX_OPSET, progress, timings)
+        manifest["graphs"] = graphs
+        save_manifest(samples_dir, manifest)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             out.rename(old / out.name)
@@ -283,4 +301,5 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
     timings["total"] = time.monotonic() - t0
     return ExportResult(out=out, onnx_path=out / onnx_name, samples_dir=out / "samples",
                         source="synthetic" if sequence is None else "nuscenes",
-                        custom_ops=counts, inputs=list(INPUT_NAMES), outputs=list(OUTPUT_NAMES), seconds=timings)
+                        custom_ops=counts, inputs=list(INPUT_NAMES), outputs=list(OUTPUT_NAMES), seconds=timings,
+                        graphs=graphs)

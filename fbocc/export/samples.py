@@ -1,37 +1,35 @@
-"""Sample inputs (`.dat` + `manifest.json`): the host's view of the contract in `deploy/manifest.py`.
+"""Sample inputs (`.dat` + `manifest.json`): the host's view of the contract in `deploy.manifest`.
 
-The target runs the very same file, so host and target agree byte for byte on what a valid samples
-directory is. This module loads it and turns its `ManifestError` into our `ValidationError`.
+The target runs the very same module, so host and target agree byte for byte on what a valid samples
+directory is. This module wraps it and turns its `ManifestError` into our `ValidationError`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from fbocc.assets import asset_dir
+from deploy import manifest as manifest_format
+from deploy.manifest import MANIFEST_NAME, ManifestError
 from fbocc.errors import ValidationError
 
-
-def _load_deploy_manifest() -> ModuleType:
-    path = asset_dir("deploy") / "manifest.py"
-    spec = importlib.util.spec_from_file_location("fbocc_deploy_manifest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-manifest_format: Any = _load_deploy_manifest()
-MANIFEST_NAME: str = manifest_format.MANIFEST_NAME
-ManifestError: Any = manifest_format.ManifestError
+__all__ = ["MANIFEST_NAME", "ManifestError", "check_manifest_document", "load_manifest", "manifest_format",
+           "read_tensor", "save_manifest", "sha256_file", "write_tensor"]
 
 
 def sha256_file(path: Path) -> str:
-    """sha256 of a file's content (the hash every manifest in fbocc records)."""
+    """sha256 of a file's content (the hash every manifest in fbocc records: deploy.manifest's)."""
     return str(manifest_format.sha256_file(str(path)))
+
+
+def check_manifest_document(manifest: Any, where: str) -> dict[str, Any]:
+    """Check a manifest document whose files are not here (format, fields, sizes); ValidationError naming
+    `where` when it is off."""
+    try:
+        manifest_format.check_structure(manifest, where)
+    except ManifestError as exc:
+        raise ValidationError(exc.message, fix=exc.fix) from exc
+    return dict(manifest)
 
 
 def load_manifest(samples_dir: Path, *, verify_hashes: bool = False) -> dict[str, Any]:

@@ -65,4 +65,11 @@ class ModelConfig:
         return self.embed_dims * self.history_cat_num
 
 
-PRESETS: dict[str, ModelConfig] = {"fbocc-r50-16f": ModelConfig()}
+# "fbocc-tiny": FB-OCC's structure (ResNet-50, depth net, three plugin ops, history, 3D encoder, head) at small
+# sizes, for tests that need a whole export in seconds; random weights only (no checkpoint has its shapes).
+TINY = ModelConfig(
+    name="fbocc-tiny", input_size=(64, 176), grid_x=(-40.0, 40.0, 3.2), grid_y=(-40.0, 40.0, 3.2),
+    grid_z=(-1.0, 5.4, 3.2), depth_bound=(2.0, 42.0, 2.0), bev_h=25, bev_w=25, bev_z=2, img_channels=32,
+    depth_mid_channels=32, embed_dims=16, pos_dim=8, ffn_dim=32, history_cat_num=2, voxel_channels=(16, 32, 64),
+    voxel_out_channels=32, occ_size=(50, 50, 4))
+PRESETS: dict[str, ModelConfig] = {"fbocc-r50-16f": ModelConfig(), "fbocc-tiny": TINY}

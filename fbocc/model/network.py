@@ -58,6 +58,28 @@ class LSSViewTransformerFunction3D(nn.Module):
         self.nx = nn.Parameter(nx, requires_grad=False)
 
 
+class BEVPool(nn.Module):
+    """The `BEVPoolV2TRT` plugin as a stage of its own (no parameters, so checkpoints are unaffected): its nodes
+    are named `/bev_pool/...` in the graph, and precision tools can hook and type it like any stage."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.out_shape = (cfg.bev_h, cfg.bev_w, cfg.bev_z)
+
+    def forward(self, depth: torch.Tensor, feat: torch.Tensor, ranks_depth: torch.Tensor, ranks_feat: torch.Tensor,
+                ranks_bev: torch.Tensor, interval_starts: torch.Tensor, interval_lengths: torch.Tensor) -> torch.Tensor:
+        h, w, z = self.out_shape
+        return trt_ops.bev_pool_v2(depth, feat, ranks_depth, ranks_feat, ranks_bev, interval_starts,
+                                   interval_lengths, h, w, z)
+
+
+class HistorySampler(nn.Module):
+    """The `GridSampler3DTRT` plugin that aligns the stored history to the current frame, as a stage."""
+
+    def forward(self, history: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return trt_ops.grid_sampler3d(history, grid, "bilinear", "zeros", align_corners=True)
+
+
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(cin, cout, 1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
 
@@ -79,7 +101,9 @@ class FBOCC(nn.Module):
         self.img_neck = CustomFPN((1024, 2048), cfg.img_channels, out_ids=(0,))
         self.depth_net = CM_DepthNet(cfg.img_channels, c, cfg.depth_channels, cfg.depth_mid_channels)
         self.forward_projection = LSSViewTransformerFunction3D(cfg)
+        self.bev_pool = BEVPool(cfg)
         self.backward_projection = BackwardProjection(cfg)
+        self.history_sampler = HistorySampler()
         self.history_keyframe_time_conv = _conv_bn_relu(c + 1, c)
         self.history_keyframe_cat_conv = _conv_bn_relu(c * (cfg.history_cat_num + 1), c)
         self.img_bev_encoder_backbone = CustomResNet3D(c, cfg.voxel_channels, cfg.voxel_strides)
@@ -100,8 +124,7 @@ class FBOCC(nn.Module):
         n, _, z, h, w = curr_bev.shape
         start = start_of_sequence.reshape(-1, 1, 1, 1, 1).to(curr_bev.dtype)
         history = start * curr_bev.repeat(1, t, 1, 1, 1) + (1.0 - start) * history_bev.to(curr_bev.dtype)
-        sampled = trt_ops.grid_sampler3d(history, 10.0 * grid.to(curr_bev.dtype).permute(0, 4, 3, 1, 2),
-                                         "bilinear", "zeros", align_corners=True)
+        sampled = self.history_sampler(history, 10.0 * grid.to(curr_bev.dtype).permute(0, 4, 3, 1, 2))
         if self.history_age == "training":
             # FB-OCC's fuse_history: every stored frame ages by one step; a new sequence restarts at 0.
             start_i = start_of_sequence.reshape(-1, 1).to(history_sweep_time.dtype)
@@ -125,10 +148,9 @@ class FBOCC(nn.Module):
                 bev_query_depth_rebatch: torch.Tensor, start_of_sequence: torch.Tensor, grid: torch.Tensor,
                 history_bev: torch.Tensor, history_seq_ids: torch.Tensor, history_sweep_time: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        cfg = self.cfg
         feat, depth = self.depth_net(self.image_encoder(imgs), mlp_input)
-        bev_feat = trt_ops.bev_pool_v2(depth, feat.permute(0, 1, 3, 4, 2), ranks_depth, ranks_feat, ranks_bev,
-                                       interval_starts, interval_lengths, cfg.bev_h, cfg.bev_w, cfg.bev_z)
+        bev_feat = self.bev_pool(depth, feat.permute(0, 1, 3, 4, 2), ranks_depth, ranks_feat, ranks_bev,
+                                 interval_starts, interval_lengths)
         bev_feat = bev_feat.permute(0, 4, 2, 3, 1)  # [B, C, H, W, Z]
         bev = {
             "ref_2d": ref_2d, "bev_query_depth": bev_query_depth, "reference_points_cam": reference_points_cam,

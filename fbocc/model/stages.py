@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from fbocc.model import trt_ops
 from fbocc.model.network import FBOCC
 
 STAGES = ("image_features", "context", "depth", "bev_pool", "backward_projection", "fused_bev",
@@ -30,17 +29,11 @@ def record_stages(model: FBOCC) -> Iterator[dict[str, Any]]:
         model.img_neck.register_forward_hook(keep("image_features", _first)),
         model.depth_net.register_forward_hook(keep("context", lambda o: o[0])),
         model.depth_net.register_forward_hook(keep("depth", lambda o: o[1])),
+        model.bev_pool.register_forward_hook(keep("bev_pool")),
         model.backward_projection.register_forward_hook(keep("backward_projection")),
         model.img_bev_encoder_neck.register_forward_hook(keep("voxel_features")),
     ]
-    bev_pool = trt_ops.bev_pool_v2
     fuse = model.fuse_history
-
-    @functools.wraps(bev_pool)
-    def pool(*a: Any, **k: Any) -> torch.Tensor:
-        out = bev_pool(*a, **k)
-        stages["bev_pool"] = out.detach().clone()
-        return out
 
     @functools.wraps(fuse)
     def fuse_history(*a: Any, **k: Any) -> Any:
@@ -48,12 +41,10 @@ def record_stages(model: FBOCC) -> Iterator[dict[str, Any]]:
         stages["fused_bev"] = out[0].detach().clone()
         return out
 
-    trt_ops.bev_pool_v2 = pool
     model.fuse_history = fuse_history  # type: ignore[method-assign]
     try:
         yield stages
     finally:
-        trt_ops.bev_pool_v2 = bev_pool
         del model.fuse_history
         for h in handles:
             h.remove()

@@ -21,6 +21,10 @@ class TensorSpec:
     rank: int
     dtypes: tuple[str, ...]
     layout: str  # human-readable dimension names, e.g. "N,C,D,H,W"
+    # Typed graphs (fp16): this tensor's dtype must equal input `same_as`'s, or be float32 when `or_float32`
+    # (the plugins' supportsFormatCombination: fp32 coordinates beside fp16 features).
+    same_as: str | None = None
+    or_float32: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,14 +61,14 @@ GRID_SAMPLER_3D = OpContract(
     plugin_namespace="",
     inputs=(
         TensorSpec("input", 5, FLOAT_TYPES, "N,C,D,H,W"),
-        TensorSpec("grid", 5, FLOAT_TYPES, "N,3,Do,Ho,Wo (x,y,z normalized coordinates x 10)"),
+        TensorSpec("grid", 5, FLOAT_TYPES, "N,3,Do,Ho,Wo (x,y,z normalized coordinates x 10)", "input", True),
     ),
     attributes=(
         AttributeSpec("interpolation_mode", "int", 0, (0, 1)),  # 0 bilinear, 1 nearest
         AttributeSpec("padding_mode", "int", 0, (0, 1, 2)),  # 0 zeros, 1 border, 2 reflection
         AttributeSpec("align_corners", "int", 0, (0, 1)),
     ),
-    outputs=(TensorSpec("output", 5, FLOAT_TYPES, "N,C,Do,Ho,Wo"),),
+    outputs=(TensorSpec("output", 5, FLOAT_TYPES, "N,C,Do,Ho,Wo", "input"),),
 )
 
 BEV_POOL_V2 = OpContract(
@@ -74,19 +78,19 @@ BEV_POOL_V2 = OpContract(
     plugin_namespace="",
     inputs=(
         TensorSpec("depth", 5, FLOAT_TYPES, "B,N,D,H,W"),
-        TensorSpec("feat", 5, FLOAT_TYPES, "B,N,H,W,C"),
+        TensorSpec("feat", 5, FLOAT_TYPES, "B,N,H,W,C", "depth"),
         TensorSpec("ranks_depth", 1, INDEX_TYPES, "Np"),
-        TensorSpec("ranks_feat", 1, INDEX_TYPES, "Np"),
-        TensorSpec("ranks_bev", 1, INDEX_TYPES, "Np"),
-        TensorSpec("interval_starts", 1, INDEX_TYPES, "Ni"),
-        TensorSpec("interval_lengths", 1, INDEX_TYPES, "Ni"),
+        TensorSpec("ranks_feat", 1, INDEX_TYPES, "Np", "ranks_depth"),
+        TensorSpec("ranks_bev", 1, INDEX_TYPES, "Np", "ranks_depth"),
+        TensorSpec("interval_starts", 1, INDEX_TYPES, "Ni", "ranks_depth"),
+        TensorSpec("interval_lengths", 1, INDEX_TYPES, "Ni", "ranks_depth"),
     ),
     attributes=(
         AttributeSpec("out_height", "int", None),
         AttributeSpec("out_width", "int", None),
         AttributeSpec("out_depth", "int", 8),  # absent in the public ONNX files: they always mean 8
     ),
-    outputs=(TensorSpec("output", 5, FLOAT_TYPES, "B,out_depth,out_height,out_width,C"),),
+    outputs=(TensorSpec("output", 5, FLOAT_TYPES, "B,out_depth,out_height,out_width,C", "depth"),),
 )
 
 MULTI_SCALE_DEFORMABLE_ATTN = OpContract(
@@ -97,12 +101,12 @@ MULTI_SCALE_DEFORMABLE_ATTN = OpContract(
     inputs=(
         TensorSpec("value", 4, FLOAT_TYPES, "N,S,M,D"),
         TensorSpec("spatial_shapes", 2, INDEX_TYPES, "L,2"),
-        TensorSpec("level_start_index", 1, INDEX_TYPES, "L"),
-        TensorSpec("sampling_locations", 6, FLOAT_TYPES, "N,Lq,M,L,P,2"),
-        TensorSpec("attention_weights", 5, FLOAT_TYPES, "N,Lq,M,L,P"),
+        TensorSpec("level_start_index", 1, INDEX_TYPES, "L", "spatial_shapes"),
+        TensorSpec("sampling_locations", 6, FLOAT_TYPES, "N,Lq,M,L,P,2", "value", True),
+        TensorSpec("attention_weights", 5, FLOAT_TYPES, "N,Lq,M,L,P", "sampling_locations"),
     ),
     attributes=(),
-    outputs=(TensorSpec("output", 3, FLOAT_TYPES, "N,Lq,M*D"),),
+    outputs=(TensorSpec("output", 3, FLOAT_TYPES, "N,Lq,M*D", "value"),),
 )
 
 CUSTOM_OPS: dict[str, OpContract] = {

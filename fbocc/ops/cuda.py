@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from fbocc.assets import asset_dir
+from fbocc.config import cache_dir
 from fbocc.errors import BuildError, EnvironmentCheckError
 
 _BINDING = Path(__file__).with_name("csrc") / "binding.cpp"
@@ -38,7 +39,8 @@ def _build_key(files: list[Path], arch: str) -> str:
 
 def load_extension(name: str, sources: list[Path], headers: list[Path], include_paths: list[Path]) -> Any:
     """Compile `sources` for the current device's architecture into `$FBOCC_TORCH_EXT_DIR/<content key>` (default
-    ~/.cache/fbocc/torch-ext) and import the module, named `<name>_<key>`; a rebuild only when a file changed."""
+    `fbocc.config.cache_dir()/torch-ext`) and import the module, named `<name>_<key>`; a rebuild only when a file
+    changed."""
     if not torch.cuda.is_available():
         raise EnvironmentCheckError("no CUDA device: the fbocc kernels need one", fix="run on a machine with a GPU")
     from torch.utils.cpp_extension import load
@@ -46,7 +48,7 @@ def load_extension(name: str, sources: list[Path], headers: list[Path], include_
     major, minor = torch.cuda.get_device_capability()
     arch = f"{major}.{minor}"
     key = _build_key([*sources, *headers], arch)
-    build_dir = Path(os.environ.get("FBOCC_TORCH_EXT_DIR", Path.home() / ".cache" / "fbocc" / "torch-ext")) / key
+    build_dir = Path(os.environ.get("FBOCC_TORCH_EXT_DIR") or cache_dir() / "torch-ext") / key
     build_dir.mkdir(parents=True, exist_ok=True)
     os.environ["TORCH_CUDA_ARCH_LIST"] = arch  # one architecture: the device's own, compiled once
     try:

@@ -152,15 +152,27 @@ class ValidationRecord:
     target: str | None = None
     run_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
+
+
+def same_engine(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two result documents' `engine` fields name the same engine file: equal sha256 when both
+    have one, else equal cache key and path."""
+    if not a or not b:
+        return False
+    if a.get("sha256") and b.get("sha256"):
+        return bool(a["sha256"] == b["sha256"])
+    return bool(a.get("key")) and a.get("key") == b.get("key") and a.get("path") == b.get("path")
 
 
 def record_validation(results_dir: Path, *, backend: str, precision: str, miou: float,
                       target: str | None = None, run_id: str | None = None,
-                      details: dict[str, Any] | None = None) -> Path:
+                      details: dict[str, Any] | None = None, engine: dict[str, Any] | None = None) -> Path:
     """The slot for `fbocc validate`: store an mIoU (percent) for `fbocc report`'s mIoU column.
 
-    `run_id` may name the bench run whose engine was validated; `details` holds anything else (per-class
-    IoU, frames, max abs error). Returns the written `validation-*.json` path.
+    `engine` names the engine the outputs came from (TensorRT: fbocc.target.contract.EngineRecord);
+    `run_id` may name a bench run; `details` holds anything else (per-class IoU, frames, max abs error).
+    Returns the written `validation-*.json` path.
     """
     if backend not in BACKENDS:
         raise ValidationError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -168,7 +180,8 @@ def record_validation(results_dir: Path, *, backend: str, precision: str, miou: 
         raise ValidationError(f"mIoU {miou} is outside 0..100", fix="pass mIoU in percent (FB-OCC reports 38.90)")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     doc = {"schema": VALIDATION_SCHEMA, "created": _now(), "backend": backend, "precision": precision,
-           "miou": float(miou), "target": target, "run_id": run_id, "details": details or {}}
+           "miou": float(miou), "target": target, "run_id": run_id, "engine": engine or {},
+           "details": details or {}}
     return _write_json(Path(results_dir) / f"validation-{stamp}-{backend}-{precision}-{secrets.token_hex(3)}.json",
                        doc)
 
@@ -187,6 +200,7 @@ def load_validations(results_dir: Path) -> list[ValidationRecord]:
         if doc.get("schema") != VALIDATION_SCHEMA:
             continue
         out.append(ValidationRecord(doc["backend"], doc["precision"], float(doc["miou"]), doc["created"],
-                                    doc.get("target"), doc.get("run_id"), doc.get("details", {})))
+                                    doc.get("target"), doc.get("run_id"), doc.get("details", {}),
+                                    doc.get("engine") or {}))
     out.sort(key=lambda v: v.created)
     return out

@@ -1,55 +1,58 @@
-"""`fbocc remote-bench`: build (or reuse) engines on the target from the pushed artefact set, benchmark
-them with trtexec on one frame's real inputs, and keep one result document per run.
+"""`fbocc remote-bench`: get the engine of each precision on the target (fbocc.target.contract's one
+engine function: cached or built), benchmark it with trtexec on one frame's real inputs, and keep one
+result document per run, naming the engine it timed.
 
-Remote layout (written by `fbocc push-to-target`), under the target's workdir:
-
-    current/            the active artefact set: one *.onnx, the plugin *.so, samples/, deploy/
-    engines/            engine cache: <precision>-<key>.engine, key = (ONNX, plugin, precision,
-                        TensorRT version, profile, builder); timing-<TensorRT version>.cache
-    runs/<run_id>/      one benchmark's exports (times, profile, tegrastats), removed once fetched
-
-Every remote command runs through `TargetSession.run` (own process group, killed on timeout or Ctrl-C);
-every remote path is shell-quoted. The target side is deploy/bench.py (environment, cache key,
-tegrastats) and trtexec; command lines come from fbocc.target.trtexec for the target's TensorRT version.
+The remote layout and every target-side step are fbocc.target.contract's; trtexec command lines come
+from fbocc.target.trtexec for the target's TensorRT version. Every remote command runs through
+`TargetSession.run` (own process group, killed on timeout or Ctrl-C); every remote path is quoted.
+The sample manifest is the host's own copy when it is the one pushed (same sha256), else the pushed
+one, checked either way.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import secrets
-import shlex
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from deploy import protocol
 from fbocc.config import Target
 from fbocc.errors import ConfigError, FboccError, Interrupted, RemoteError
-from fbocc.results.history import BenchResult, new_run_id, save_result
+from fbocc.results.history import BACKENDS, BenchResult, new_run_id, save_result
+from fbocc.target.contract import (
+    BUILDERS,
+    RUNS,
+    EngineRecord,
+    PushedSet,
+    engine_plan,
+    ensure_engine,
+    locate_pushed_set,
+    pid_file_for,
+    probe_target,
+    pushed_samples_manifest,
+    require_tensorrt,
+    run_dir,
+    supervised,
+    tagged,
+)
+from fbocc.target.supervision import MARKER_SUFFIX, clean_leftovers, workdir_lock
 from fbocc.target.transport import TargetOutcome, TargetSession, quote
 from fbocc.target.trtexec import (
-    PRECISIONS,
-    BenchSpec,
-    BuildSpec,
     TrtVersion,
-    bench_command,
-    build_command,
     diagnose_failure,
     parse_export_profile,
     parse_export_times,
     parse_summary,
     query_stats,
-    supported,
 )
+from fbocc.target.trtexec_commands import GONE, PRECISIONS, TYPINGS, BenchSpec, TimingMode, bench_command
 
 LineSink = Callable[[str], None]
-BACKENDS = ("tensorrt", "onnxruntime")
-BUILDERS = ("trtexec", "python")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class BenchOptions:
     iterations: int = 0
     duration_s: float = 10.0
     warmup_ms: int = 500
-    cuda_graph: bool = False
+    timing: TimingMode = field(default_factory=TimingMode)  # set explicitly on every TensorRT version
+    typing: str | None = None  # None: strongly typed where the target's TensorRT has it
     rebuild: bool = False
     timeout_s: float = 3600.0
     backend: str = "tensorrt"
@@ -68,6 +72,7 @@ class BenchOptions:
     frame: int = 0
     tegrastats_interval_ms: int = 500
     keep_remote_run: bool = False
+    wait_lock_s: float = 0.0  # another fbocc in the workdir: wait this long for it, else fail
 
     def check(self) -> None:
         """Raise ConfigError naming the option that is wrong."""
@@ -75,28 +80,19 @@ class BenchOptions:
             raise ConfigError(f"--backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.builder not in BUILDERS:
             raise ConfigError(f"--builder {self.builder!r} is not one of {', '.join(BUILDERS)}")
+        gone = [p for p in self.precisions if p in GONE]
+        if gone:
+            raise ConfigError(f"--precision {gone[0]}: {GONE[gone[0]]}")
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
             raise ConfigError(f"--precision {','.join(bad) or '(empty)'}: use a comma list of {', '.join(PRECISIONS)}",
                               fix="e.g. --precision fp32,fp16")
+        if self.typing is not None and self.typing not in TYPINGS:
+            raise ConfigError(f"--typing {self.typing!r} is not one of auto, {', '.join(TYPINGS)}")
         if self.iterations < 0 or (self.duration_s <= 0 and self.iterations == 0):
             raise ConfigError("give --iterations N (N > 0) or --duration S (S > 0)")
         if self.warmup_ms < 0 or self.timeout_s <= 0 or self.frame < 0:
             raise ConfigError("--warmup, --timeout and --frame must not be negative")
-
-
-@dataclass(frozen=True)
-class RemoteArtifacts:
-    """Where the pushed artefact set lies on the target."""
-
-    root: str
-    onnx: str
-    plugin: str | None
-    samples: str
-    deploy: str
-    set_hash: str | None = None
-    manifest: dict[str, Any] = field(default_factory=dict, compare=False)
-    pid_file: str | None = None  # where deploy/bench.py run keeps the running step's process group id
 
 
 @dataclass
@@ -106,82 +102,6 @@ class TargetBench:
     target: str
     results: list[BenchResult] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
-
-
-def _argv(words: Sequence[str]) -> str:
-    return " ".join(quote(w) for w in words)
-
-
-def _tagged(stdout: str, tag: str) -> dict[str, Any] | None:
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(tag + " "):
-            return json.loads(line[len(tag) + 1:])
-    return None
-
-
-def locate_artifacts(session: TargetSession) -> RemoteArtifacts:
-    """The pushed set under `<workdir>/current`: from its `fbocc-set.json` (push-to-target writes it), else
-    by listing; a missing or incomplete set is one error naming what is missing."""
-    root = str(PurePosixPath(session.workdir()) / "current")
-    listing = session.run(
-        f"cd {quote(root)} 2>/dev/null || exit 3; for f in *.onnx *.so; do [ -f \"$f\" ] && echo \"$f\"; done; "
-        "[ -f samples/manifest.json ] && echo samples/manifest.json; [ -f deploy/bench.py ] && echo deploy/bench.py;"
-        " [ -f fbocc-set.json ] && { echo FBOCC_SET; cat fbocc-set.json; };"
-        " [ -f samples/manifest.json ] && { echo; echo FBOCC_MANIFEST; cat samples/manifest.json; }; exit 0",
-        timeout=60, check=False)
-    if listing.exit_code == 3:
-        raise RemoteError(f"nothing has been pushed to {session.label}:{root}", where=session.label,
-                          fix=f"run `fbocc push-to-target {session.label}` first")
-    listed, _, manifest_json = listing.stdout.partition("\nFBOCC_MANIFEST\n")
-    head, _, set_json = listed.partition("FBOCC_SET\n")
-    names = head.split()
-    set_doc: dict[str, Any] = {}
-    if set_json.strip():
-        try:
-            set_doc = json.loads(set_json)
-        except ValueError:
-            set_doc = {}
-    onnx = [set_doc["onnx"]] if set_doc.get("onnx") else [n for n in names if n.endswith(".onnx")]
-    plugins = [set_doc["plugin"]] if set_doc.get("plugin") else [n for n in names if n.endswith(".so")]
-    if len(onnx) != 1:
-        raise RemoteError(f"{session.label}:{root} holds {len(onnx)} ONNX files ({', '.join(onnx) or 'none'}), "
-                          "expected exactly one", where=session.label, fix="re-run `fbocc push-to-target`")
-    if len(plugins) > 1:
-        raise RemoteError(f"{session.label}:{root} holds several plugin libraries: {', '.join(plugins)}",
-                          where=session.label, fix="re-run `fbocc push-to-target` with one plugin library")
-    for needed in ("samples/manifest.json", "deploy/bench.py"):
-        if needed not in names:
-            raise RemoteError(f"{session.label}:{root}/{needed} is missing", where=session.label,
-                              fix="re-run `fbocc push-to-target` (with samples): the artefact set is incomplete")
-    try:
-        manifest = json.loads(manifest_json)
-    except ValueError as exc:
-        raise RemoteError(f"{session.label}:{root}/samples/manifest.json is not valid JSON: {exc}",
-                          where=session.label, fix="re-run `fbocc push-to-target`") from exc
-    return RemoteArtifacts(root=root, onnx=f"{root}/{onnx[0]}", plugin=f"{root}/{plugins[0]}" if plugins else None,
-                           samples=f"{root}/samples", deploy=f"{root}/deploy", set_hash=set_doc.get("set"),
-                           manifest=manifest)
-
-
-def capture_environment(session: TargetSession, arts: RemoteArtifacts,
-                        options: BenchOptions | None = None) -> dict[str, Any]:
-    """deploy/bench.py env: versions, release, power mode, clocks, tegrastats as found on the target;
-    with `options` (TensorRT backend) also the engine cache keys (`engine_keys`), in the same round trip."""
-    t = session.target
-    argv = [t.python, arts.deploy + "/bench.py", "env", "--trtexec", t.trtexec]
-    if options is not None:
-        argv += ["--onnx", arts.onnx, "--samples", arts.samples, "--precisions", ",".join(options.precisions),
-                 "--builder", options.builder, "--engine-dir", f"{session.workdir()}/engines"]
-        if arts.plugin:
-            argv += ["--plugin", arts.plugin]
-    res = session.run(_argv(argv), timeout=600, check=False)
-    env = _tagged(res.stdout, "FBOCC_ENV")
-    if res.exit_code != 0 or env is None:
-        tail = "\n".join((res.stderr or res.stdout).strip().splitlines()[-5:])
-        raise RemoteError(f"environment check on {session.label} failed (exit {res.exit_code}):\n{tail}",
-                          where=session.label,
-                          fix=f"check that `{t.python}` is Python >= 3.8 on the target ([targets.{t.name}] python)")
-    return env
 
 
 def frame_inputs(manifest: dict[str, Any], samples_dir: str, frame: int) -> tuple[str, dict[str, str],
@@ -204,154 +124,74 @@ def _prefixed(on_line: LineSink | None, label: str) -> LineSink | None:
     return lambda line: on_line(f"[{label}] {line}")
 
 
-def pid_file_for(session: TargetSession) -> str:
-    """A fresh path on the target for the running step's process group id (see `stop_remote_run`)."""
-    return f"{session.workdir()}/runs/.fbocc-{secrets.token_hex(6)}.pgid"
-
-
-def stop_remote_run(session: TargetSession, pid_file: str) -> None:
-    """Stop the step running under `pid_file` on the target (TERM, then KILL its process group)."""
-    g = '"-$g"'
-    session.run(f"[ -f {quote(pid_file)} ] || exit 0; g=$(cat {quote(pid_file)}); kill -TERM -- {g} 2>/dev/null; "
-                f"i=0; while [ $i -lt 30 ] && kill -0 -- {g} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; "
-                f"kill -KILL -- {g} 2>/dev/null; rm -f {quote(pid_file)}; exit 0", timeout=20, check=False)
-
-
-def _wrapped(session: TargetSession, arts: RemoteArtifacts, argv: Sequence[str]) -> str:
-    """`argv` under deploy/bench.py run, which records its process group id in the pid file."""
-    head = [session.target.python, arts.deploy + "/bench.py", "run"]
-    if arts.pid_file:
-        head += ["--pid-file", arts.pid_file]
-    return _argv([*head, "--", *argv])
-
-
 def bench_target(session: TargetSession, options: BenchOptions, results_dir: Path, *,
-                 on_line: LineSink | None = None, pid_file: str | None = None) -> TargetBench:
-    """Every requested precision on one target: engine (cached or built), benchmark, result saved."""
+                 on_line: LineSink | None = None, pid_file: str | None = None,
+                 samples_dir: Path | None = None) -> TargetBench:
+    """Every requested precision on one target: engine (cached or built), benchmark, result saved.
+
+    `samples_dir`: the host's export of the pushed samples; its manifest is used when it is the pushed one.
+    """
     options.check()
+    sink = _prefixed(on_line, session.label)
+    with session.doing("benchmarking"), workdir_lock(session, "benchmarking", options.wait_lock_s, sink):
+        clean_leftovers(session, str(PurePosixPath(session.workdir()) / RUNS), sink)
+        return _bench_target(session, options, results_dir, sink, pid_file or pid_file_for(session), samples_dir)
+
+
+def _bench_target(session: TargetSession, options: BenchOptions, results_dir: Path, sink: LineSink | None,
+                  pid_file: str, samples_dir: Path | None) -> TargetBench:
     label = session.label
-    sink = _prefixed(on_line, label)
-    arts = replace(locate_artifacts(session), pid_file=pid_file or pid_file_for(session))
-    env = capture_environment(session, arts, options if options.backend == "tensorrt" else None)
-    keys = env.pop("engine_keys", None)
-    keys_error = env.pop("engine_keys_error", None)
-    manifest = arts.manifest
+    pushed = locate_pushed_set(session)
+    probe = probe_target(session, pushed, precisions=options.precisions,
+                         builder=options.builder if options.backend == "tensorrt" else None)
+    env = probe.environment
     outcome = TargetBench(target=label)
     if options.backend == "onnxruntime":
-        result = _bench_onnxruntime(session, arts, env, options, sink)
+        result = _bench_onnxruntime(session, pushed, env, options, sink, pid_file)
         outcome.results.append(result)
         outcome.paths.append(save_result(results_dir, result))
         return outcome
-    trt = env.get("tensorrt", {})
-    if not trt.get("trtexec_available"):
-        raise RemoteError(f"trtexec is not usable on {label}: {trt.get('reason', 'not found')}", where=label,
-                          fix=f"set [targets.{session.target.name}] trtexec to its path "
-                          "(default /usr/src/tensorrt/bin/trtexec) or install TensorRT")
-    if not trt.get("version"):
-        raise RemoteError(f"cannot tell the TensorRT version on {label}", where=label,
-                          fix="check that `trtexec --help` prints its '&&&& RUNNING TensorRT.trtexec [TensorRT vNNNN]' "
-                          "line")
-    version = TrtVersion.parse(trt["version"])
-    if not supported(version):
-        raise RemoteError(f"TensorRT {version} on {label} is not supported (8.6, 10.x, 11.x are)", where=label,
-                          fix="use a DRIVE OS 6.0.10+ / JetPack 6 image")
-    if not keys:
-        raise RemoteError(f"cannot compute the engine cache keys on {label}: {keys_error or 'no answer'}",
-                          where=label,
-                          fix="re-run `fbocc push-to-target` (the samples or ONNX on the target are damaged)")
-    frame_id, inputs, shapes = frame_inputs(manifest, arts.samples, options.frame)
+    version = require_tensorrt(session, probe, pushed=pushed)  # stops a plugin built for another major
+    manifest = pushed_samples_manifest(session, pushed, samples_dir)
+    frame_id, inputs, shapes = frame_inputs(manifest, pushed.samples, options.frame)
     profile = manifest.get("profile") or {}
+    for precision in options.precisions:  # every precision buildable here, before the first build
+        engine_plan(session, pushed, probe, version, precision, options.typing)
     for precision in options.precisions:
-        result = _bench_precision(session, arts, env, version, precision, options, frame_id, inputs, shapes,
-                                  profile, keys[precision], sink)
+        engine = ensure_engine(session, pushed, probe, precision, rebuild=options.rebuild,
+                               timeout_s=options.timeout_s, on_line=sink, pid_file=pid_file, typing=options.typing)
+        result = _bench_precision(session, pushed, env, version, engine, options, frame_id, inputs, shapes,
+                                  profile, sink, pid_file)
         outcome.results.append(result)
         outcome.paths.append(save_result(results_dir, result))
     return outcome
 
 
-def _engine(session: TargetSession, arts: RemoteArtifacts, version: TrtVersion, precision: str,
-            options: BenchOptions, profile: dict[str, Any], key: dict[str, Any],
-            sink: LineSink | None) -> dict[str, Any]:
+def _bench_precision(session: TargetSession, pushed: PushedSet, env: dict[str, Any], version: TrtVersion,
+                     engine: EngineRecord, options: BenchOptions, frame_id: str, inputs: dict[str, str],
+                     shapes: dict[str, list[int]], profile: dict[str, Any], sink: LineSink | None,
+                     pid_file: str) -> BenchResult:
     t = session.target
-    engines = str(PurePosixPath(session.workdir()) / "engines")
-    engine = str(key["engine"])
-    exists = bool(key["exists"])
-    info = {"key": key["key"], "path": engine, "cached": exists and not options.rebuild,
-            "onnx_sha256": key["onnx_sha256"], "plugin_sha256": key["plugin_sha256"], "build_seconds": None,
-            "command": None}
-    if info["cached"]:
-        if sink:
-            sink(f"engine {precision}: cached {engine}")
-        return info
-    if options.builder == "python":
-        cmd = [t.python, arts.deploy + "/create_engine.py", "--onnx", arts.onnx, "--samples", arts.samples,
-               "--precision", precision, "--engine-dir", engines, "--timing-cache",
-               f"{engines}/timing-{version}.cache", "--rebuild"]
-        if arts.plugin:
-            cmd += ["--plugin", arts.plugin]
-        shell = f"mkdir -p {quote(engines)} && {_wrapped(session, arts, cmd)}"
-    else:
-        part = engine + ".part"
-        cmd = build_command(t.trtexec, version, BuildSpec(
-            onnx=arts.onnx, engine=part, plugin=arts.plugin, precision=precision, profile=profile,
-            timing_cache=f"{engines}/timing-{version}.cache"))
-        # the engine appears at its final path only when trtexec succeeded
-        build = (f"{_argv(cmd)}; rc=$?; if [ $rc -eq 0 ] && [ -s {quote(part)} ]; "
-                 f"then mv -f {quote(part)} {quote(engine)}; else rm -f {quote(part)}; exit $((rc ? rc : 1)); fi")
-        shell = f"mkdir -p {quote(engines)} && {_wrapped(session, arts, ['/bin/sh', '-c', build])}"
-    if sink:
-        sink(f"engine {precision}: building with {options.builder} -> {engine}")
-    info["command"] = cmd
-
-
-    started = time.monotonic()
-    res = session.run(shell, timeout=options.timeout_s, check=False, on_line=sink)
-    info["build_seconds"] = round(time.monotonic() - started, 3)
-    if res.exit_code != 0:
-        text = res.stdout + "\n" + res.stderr
-        d = diagnose_failure(text, plugin=arts.plugin)
-        hint = d.hint
-        if options.builder == "python" and "tensorrt Python module is not importable" in text:
-            d.lines = [ln for ln in text.splitlines() if "create_engine:" in ln] or d.lines
-            hint = ("this target has no TensorRT Python bindings: use --builder trtexec (the default), "
-                    "or install python3-libnvinfer")
-        raise RemoteError(f"the {precision} engine build failed on {session.label} (exit {res.exit_code}):\n  "
-                          + "\n  ".join(d.lines), where=session.label,
-                          fix=hint or "read the decisive lines above; the whole log was streamed")
-    if options.builder == "python":
-        built = _tagged(res.stdout, "FBOCC_ENGINE")
-        if built:
-            info["path"] = built["engine"]
-    return info
-
-
-def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[str, Any], version: TrtVersion,
-                     precision: str, options: BenchOptions, frame_id: str, inputs: dict[str, str],
-                     shapes: dict[str, list[int]], profile: dict[str, Any], key: dict[str, Any],
-                     sink: LineSink | None) -> BenchResult:
-    t = session.target
-    engine = _engine(session, arts, version, precision, options, profile, key, sink)
+    precision = engine.precision
     run_id = new_run_id(session.label, precision)
-    run_dir = str(PurePosixPath(session.workdir()) / "runs" / run_id)
-    spec = BenchSpec(engine=engine["path"], plugin=arts.plugin, inputs=inputs, shapes=shapes,
+    remote_run = run_dir(session, run_id)
+    spec = BenchSpec(engine=engine.path, plugin=pushed.plugin, inputs=inputs, shapes=shapes,
                      iterations=options.iterations, duration_s=options.duration_s, warmup_ms=options.warmup_ms,
-                     cuda_graph=options.cuda_graph, export_times=f"{run_dir}/times.json",
-                     export_profile=f"{run_dir}/profile.json")
+                     timing=options.timing, export_times=f"{remote_run}/times.json",
+                     export_profile=f"{remote_run}/profile.json")
     cmd = bench_command(t.trtexec, version, spec)
-    wrapper = [t.python, arts.deploy + "/bench.py", "run", "--tegrastats-log", f"{run_dir}/tegrastats.log",
-               "--interval-ms", str(options.tegrastats_interval_ms)]
-    if arts.pid_file:
-        wrapper += ["--pid-file", arts.pid_file]
-    wrapper += ["--", *cmd]
+    step = supervised(session, pushed, cmd, pid_file=pid_file, tegrastats_log=f"{remote_run}/tegrastats.log",
+                      interval_ms=options.tegrastats_interval_ms)
     if sink:
         sink(f"benchmark {precision}: frame {frame_id}, "
              + (f"{options.iterations} iterations" if options.iterations else f"{options.duration_s:g} s"))
     try:
-        res = session.run(f"mkdir -p {quote(run_dir)} && {_argv(wrapper)}", timeout=options.timeout_s,
-                          check=False, on_line=sink)
+        res = session.run(f"mkdir -p {quote(remote_run)} && {step}", timeout=options.timeout_s,
+                          check=False, on_line=sink, marker=remote_run + MARKER_SUFFIX, remove=(remote_run,))
         summary = parse_summary(res.stdout)
         if res.exit_code != 0 or not summary.complete:
-            d = diagnose_failure(res.stdout + "\n" + res.stderr, plugin=arts.plugin, profile=profile, shapes=shapes)
+            d = diagnose_failure(res.stdout + "\n" + res.stderr, plugin=pushed.plugin, profile=profile,
+                                 shapes=shapes)
             raise RemoteError(f"the {precision} benchmark failed on {session.label} (exit {res.exit_code}):\n  "
                               + "\n  ".join(d.lines), where=session.label,
                               fix=d.hint or "read the decisive lines above; the whole log was streamed")
@@ -359,67 +199,58 @@ def _bench_precision(session: TargetSession, arts: RemoteArtifacts, env: dict[st
         layers: list[dict[str, Any]] = []
         with tempfile.TemporaryDirectory(prefix="fbocc-bench-") as tmp:
             local = Path(tmp)
-            session.get(f"{run_dir}/times.json", local / "times.json")
+            session.get(f"{remote_run}/times.json", local / "times.json")
             queries = parse_export_times((local / "times.json").read_text())
             per_query = {"compute": [q["computeMs"] for q in queries if "computeMs" in q],
                          "latency": [q["latencyMs"] for q in queries if "latencyMs" in q]}
             try:
-                session.get(f"{run_dir}/profile.json", local / "profile.json")
+                session.get(f"{remote_run}/profile.json", local / "profile.json")
                 _, layer_times = parse_export_profile((local / "profile.json").read_text())
                 layers = [{"name": lt.name, "average_ms": lt.average_ms, "median_ms": lt.median_ms,
-                           "percentage": lt.percentage} for lt in layer_times[:30]]
-            except Exception as exc:  # a missing profile costs the per-layer table, not the run
+                           "percentage": lt.percentage} for lt in layer_times]
+            except (FboccError, ValueError) as exc:  # a missing profile costs the per-layer table, not the run
                 layers = [{"unavailable": f"exportProfile not readable: {exc}"}]
-        run_info = _tagged(res.stdout, "FBOCC_RUN") or {}
+        run_info = tagged(res.stdout, protocol.RUN) or {}
     finally:
-        if not options.keep_remote_run:
-            _remove_run_dir(session, run_dir)
+        # After a lost link the target's supervisor removes the folder itself (and the error stays the cause).
+        if not options.keep_remote_run and session.connected and not session.stalled:
+            session.remove_tree(remote_run)
     return BenchResult(
         run_id=run_id, target=session.label, backend="tensorrt", precision=precision, summary=summary.as_dict(),
-        address=session.address, builder=options.builder, engine=engine,
-        samples={"frame": frame_id, "inputs": sorted(inputs), "shapes": shapes, "set": arts.set_hash},
+        address=session.address, builder=options.builder, engine=engine.as_dict(),
+        samples={"frame": frame_id, "inputs": sorted(inputs), "shapes": shapes, "set": pushed.set_hash},
         options={"iterations": options.iterations, "duration_s": options.duration_s,
-                 "warmup_ms": options.warmup_ms, "cuda_graph": options.cuda_graph, "rebuild": options.rebuild},
+                 "warmup_ms": options.warmup_ms, "rebuild": options.rebuild, "timing": options.timing.as_dict()},
         command=cmd, per_query_ms=per_query, layers=layers, environment=env,
         tegrastats=run_info.get("tegrastats", {"available": False, "reason": "runner reported nothing"}))
 
 
-def _remove_run_dir(session: TargetSession, run_dir: str) -> None:
-    # over SFTP: no remote process to start for a cleanup (the exports are flat files)
-    try:
-        sftp = session.sftp()
-        for name in sftp.listdir(run_dir):
-            sftp.remove(f"{run_dir}/{name}")
-        sftp.rmdir(run_dir)
-    except OSError:
-        session.run(f"rm -rf {quote(run_dir)}", timeout=60, check=False)
-
-
-def _bench_onnxruntime(session: TargetSession, arts: RemoteArtifacts, env: dict[str, Any],
-                       options: BenchOptions, sink: LineSink | None) -> BenchResult:
-    """deploy/run_sequence.py --backend onnxruntime: per-frame latencies, labelled as ONNX Runtime."""
+def _bench_onnxruntime(session: TargetSession, pushed: PushedSet, env: dict[str, Any],
+                       options: BenchOptions, sink: LineSink | None, pid_file: str) -> BenchResult:
+    """deploy.run_sequence --backend onnxruntime: per-frame latencies, labelled as ONNX Runtime."""
     t = session.target
     run_id = new_run_id(session.label, "fp32", "onnxruntime")
-    run_dir = str(PurePosixPath(session.workdir()) / "runs" / run_id)
-    script = arts.deploy + "/run_sequence.py"
+    remote_run = run_dir(session, run_id)
+    script = pushed.deploy + "/run_sequence.py"
     repeat = max(1, options.iterations)
-    cmd = [t.python, script, "--backend", "onnxruntime", "--set-dir", arts.samples, "--onnx", arts.onnx,
-           "--out", f"{run_dir}/out", "--repeat", str(repeat)]
+    cmd = [t.python, "-m", "deploy.run_sequence", "--backend", "onnxruntime", "--set-dir", pushed.samples,
+           "--onnx", pushed.onnx, "--out", f"{remote_run}/out", "--repeat", str(repeat)]
     if sink:
         sink(f"onnxruntime: every frame x{repeat} (CPU, not a TensorRT number)")
     try:
         res = session.run(f"test -f {quote(script)} || {{ echo FBOCC_NO_SCRIPT; exit 2; }}; "
-                          f"mkdir -p {quote(run_dir)} && {_wrapped(session, arts, cmd)}",
-                          timeout=options.timeout_s, check=False, on_line=sink)
+                          f"mkdir -p {quote(remote_run)} && {supervised(session, pushed, cmd, pid_file=pid_file)}",
+                          timeout=options.timeout_s, check=False, on_line=sink, marker=remote_run + MARKER_SUFFIX,
+                          remove=(remote_run,))
     finally:
-        if not options.keep_remote_run:
-            session.run(f"rm -rf {quote(run_dir)}", timeout=60, check=False)
+        if not options.keep_remote_run and session.connected and not session.stalled:
+            session.remove_tree(remote_run)
     if "FBOCC_NO_SCRIPT" in res.stdout.splitlines():
         raise RemoteError(f"{session.label}:{script} is missing: the pushed deploy/ has no ONNX Runtime runner",
                           where=session.label, fix="update fbocc and re-run `fbocc push-to-target`")
-    doc = _tagged(res.stdout, "FBOCC_RESULT")
+    doc = tagged(res.stdout, protocol.RESULT)
     if res.exit_code != 0 or doc is None:
-        error = _tagged(res.stdout, "FBOCC_ERROR") or {}
+        error = tagged(res.stdout, protocol.ERROR) or {}
         raise RemoteError(f"the ONNX Runtime run failed on {session.label} (exit {res.exit_code}): "
                           f"{error.get('message') or (res.stderr or res.stdout).strip()[-400:]}",
                           where=session.label, fix=error.get("fix") or "re-run `fbocc push-to-target` and retry")
@@ -429,38 +260,38 @@ def _bench_onnxruntime(session: TargetSession, arts: RemoteArtifacts, env: dict[
     stats = query_stats([{"latencyMs": v} for v in latencies], key="latencyMs")
     if stats is None:
         raise RemoteError(f"the ONNX Runtime run on {session.label} reported no latencies", where=session.label,
-                          fix="check deploy/run_sequence.py's FBOCC_RESULT line")
+                          fix="check deploy.run_sequence's FBOCC_RESULT line")
     summary = {"tensorrt_version": None, "status": "PASSED", "command": " ".join(cmd), "throughput_qps":
                1000.0 * len(latencies) / sum(latencies) if sum(latencies) > 0 else None,
                "metrics_ms": {"Latency": stats.as_dict()}, "total_host_walltime_s": sum(latencies) / 1000.0,
                "total_gpu_compute_s": None, "gpu_compute_cv_percent": None, "warnings": [],
                "backend_versions": doc.get("versions", {}),
-               "note": "ONNX Runtime on the target's CPU via deploy/run_sequence.py: not a TensorRT number"}
+               "note": "ONNX Runtime on the target's CPU via deploy.run_sequence: not a TensorRT number"}
     return BenchResult(
         run_id=run_id, target=session.label, backend="onnxruntime", precision=str(doc.get("precision", "fp32")),
         summary=summary, address=session.address, builder=None, engine={},
-        samples={"frames": doc.get("frames"), "history": doc.get("history", []), "set": arts.set_hash},
+        samples={"frames": doc.get("frames"), "history": doc.get("history", []), "set": pushed.set_hash},
         options={"repeat": repeat}, command=cmd, per_query_ms={"latency": latencies}, environment=env,
         tegrastats={"available": False, "reason": "not sampled for ONNX Runtime runs"})
 
 
 def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: Path, *,
-                 known_hosts: Path | None = None, accept_new: bool = False,
-                 on_line: LineSink | None = None) -> list[TargetOutcome[TargetBench]]:
+                 known_hosts: Path | None = None, accept_new: bool = False, on_line: LineSink | None = None,
+                 samples_dir: Path | None = None) -> list[TargetOutcome[TargetBench]]:
     """Benchmark on every target (in parallel when several); one outcome per target, in order.
 
     One target runs in this thread (Ctrl-C reaches TargetSession.run, which kills the remote group) and
-    its failure is raised. Several run in worker threads; Ctrl-C here stops each target's running step
-    through its pid file, waits for the workers, and raises Interrupted.
+    its failure is raised. Several run in worker threads; Ctrl-C here closes every connection (each
+    target's supervisor then stops its running step) and raises Interrupted at once.
     """
     options.check()
     if len(targets) == 1:
         started = time.monotonic()
         with TargetSession(targets[0], known_hosts=known_hosts, accept_new=accept_new) as session:
-            value = bench_target(session, options, results_dir, on_line=on_line)
+            value = bench_target(session, options, results_dir, on_line=on_line, samples_dir=samples_dir)
         return [TargetOutcome(targets[0], value=value, seconds=time.monotonic() - started)]
 
-    live: dict[str, tuple[TargetSession, str]] = {}
+    live: dict[str, TargetSession] = {}
     lock = threading.Lock()
     cancelled = threading.Event()
 
@@ -470,11 +301,12 @@ def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: 
             with TargetSession(target, known_hosts=known_hosts, accept_new=accept_new) as session:
                 pid_file = pid_file_for(session)
                 with lock:
-                    live[target.name] = (session, pid_file)
+                    live[target.name] = session
                 try:
                     if cancelled.is_set():
                         raise Interrupted(f"interrupted before {target.name} started")
-                    value = bench_target(session, options, results_dir, on_line=on_line, pid_file=pid_file)
+                    value = bench_target(session, options, results_dir, on_line=on_line, pid_file=pid_file,
+                                         samples_dir=samples_dir)
                 finally:
                     with lock:
                         live.pop(target.name, None)
@@ -491,17 +323,10 @@ def remote_bench(targets: Sequence[Target], options: BenchOptions, results_dir: 
         cancelled.set()
         with lock:
             running = list(live.values())
-        for session, pid_file in running:
-            with contextlib.suppress(FboccError):  # a lost connection: sshd ends its session's processes
-                stop_remote_run(session, pid_file)
-        wait(futures, timeout=60)
+        for session in running:
+            session.abort()  # the target's supervisor sees its session end and stops the running step
         pool.shutdown(wait=False, cancel_futures=True)
         raise Interrupted(f"interrupted; the running remote steps on {', '.join(t.name for t in targets)} "
                           "were stopped") from None
     pool.shutdown(wait=True)
     return [f.result() for f in futures]
-
-
-def shell_words(argv: Sequence[str]) -> str:
-    """The command as a user would paste it (for messages and the result document)."""
-    return shlex.join(argv)

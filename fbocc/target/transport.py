@@ -3,8 +3,15 @@
 What a caller gets:
 
 - `TargetSession(target, known_hosts=..., accept_new=...)`: a context manager holding one connection
-  (through the ProxyJump chain, if any). Verbs: `run`, `put`, `get`, `sftp`, `workdir`, `quote`.
+  (through the ProxyJump chain, if any). Verbs: `run`, `put`, `get`, `remove_tree`, `workdir`, `quote`;
+  `files()` (the session's SFTP channel) and `open_files()` (one more, for a worker thread) hand out a
+  `FileChannel` (fbocc.target.sftp: upload with offset and pipelining, download with read-ahead, ...).
 - `connect_all(targets, fn, ...)`: `fn(session)` for every target in parallel, one `TargetOutcome` each.
+- `ssh_stack()`: the SSH library's version and our cipher preference (for benchmark reports).
+
+This module, `host_keys.py` and `sftp.py` are the only ones that import paramiko or fabric; their
+exceptions leave them as ours (fbocc.errors): `ConnectionLost` when the link is gone, `RemoteError`
+for a failed command or login, `TransferError` (`TargetDiskFull`) for files.
 
 Host names, ports, users, identity files and ProxyJump chains come from the `Target` first and from
 `~/.ssh/config` (aliases work as in `ssh`) for anything the target leaves unset.
@@ -24,15 +31,13 @@ Commands run in the remote user's login shell (`$SHELL -c`); quote every path wi
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import os
+import logging
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
@@ -42,14 +47,19 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 
 from fbocc.config import ProjectSettings, Target
-from fbocc.errors import ConfigError, FboccError, Interrupted, RemoteError, TransferError
+from fbocc.errors import ConfigError, ConnectionLost, FboccError, Interrupted, RemoteError
+from fbocc.target.host_keys import StrictHostKeyPolicy, changed_key_error, split_paths
+from fbocc.target.link import PGID_MARK, HeldCommand, LineBuffer, LinkWatch
+from fbocc.target.sftp import FileChannel
+from fbocc.target.supervision import LinkTimes, supervised_command
 
 DEFAULT_KNOWN_HOSTS = ProjectSettings().known_hosts
 # Big SSH channel windows keep the pipe full on long links; paramiko's 2 MiB default stalls SFTP.
 WINDOW_SIZE = 64 * 1024 * 1024
 MAX_PACKET = 32768
-_PGID_MARK = b"fbocc-pgid "
-_known_hosts_lock = threading.Lock()
+# paramiko logs the failures of its transport thread ("Socket exception: ...") through `logging`; with no
+# handler Python's last-resort handler prints them raw on stderr. fbocc reports those failures itself, once.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 
@@ -87,46 +97,6 @@ def quote(path: str | PurePosixPath) -> str:
     return shlex.quote(str(path))
 
 
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH-style SHA256 fingerprint of a public key (`SHA256:...`)."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    """The name OpenSSH writes in known_hosts: `host` on port 22, `[host]:port` otherwise."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def _name_matches(pattern: str, name: str) -> bool:
-    if pattern.startswith("|1|"):
-        salt = pattern.split("|")[2]
-        return paramiko.HostKeys.hash_host(name, salt) == pattern
-    return pattern == name
-
-
-def find_known_host_lines(files: Iterable[Path], name: str) -> list[tuple[Path, int, paramiko.PKey]]:
-    """(file, line number, key) of every known_hosts line naming `name` (hashed names included)."""
-    found: list[tuple[Path, int, paramiko.PKey]] = []
-    for path in files:
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip() or line.lstrip().startswith(("#", "@")):
-                continue
-            try:
-                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
-            except Exception:  # unparsable lines are skipped, as OpenSSH does
-                continue
-            if entry is None or entry.key is None:
-                continue
-            if any(_name_matches(pattern, name) for pattern in entry.hostnames):
-                found.append((path, lineno, entry.key))
-    return found
-
-
 class _AeadFirstTransport(paramiko.Transport):
     """paramiko's Transport preferring AES-GCM: one AEAD pass instead of AES-CTR + a separate HMAC.
 
@@ -140,55 +110,9 @@ class _AeadFirstTransport(paramiko.Transport):
     )
 
 
-class _StrictHostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Unknown host: refuse, or with accept_new record it in the project known_hosts and go on."""
-
-    def __init__(self, files: list[Path], project_file: Path, accept_new: bool, label: str) -> None:
-        self.files = files
-        self.project_file = project_file
-        self.accept_new = accept_new
-        self.label = label
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        others = find_known_host_lines(self.files, hostname)
-        if others:
-            # Keys of another type are known for this host: a server that suddenly offers a different
-            # key type is treated like a changed key, never as a new host.
-            listed = "; ".join(f"{k.get_name()} {fingerprint(k)} ({p}:{n})" for p, n, k in others)
-            raise RemoteError(
-                f"host key for {hostname} does not match: the server offers {key.get_name()} "
-                f"{fingerprint(key)}, known_hosts has {listed}",
-                where=self.label,
-                fix="if the target was re-installed, remove the old lines "
-                f"(ssh-keygen -R {quote(hostname)} -f FILE) and re-run with --accept-new",
-            )
-        if not self.accept_new:
-            raise RemoteError(
-                f"unknown SSH host {hostname}: its {key.get_name()} key fingerprint is {fingerprint(key)}; "
-                f"it is in none of {', '.join(str(f) for f in self.files)}",
-                where=self.label,
-                fix="check the fingerprint on the target (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and "
-                f"re-run with --accept-new to trust it (recorded in {self.project_file})",
-            )
-        record_host_key(self.project_file, hostname, key)
-        client.get_host_keys().add(hostname, key.get_name(), key)
-
-
-def record_host_key(path: Path, hostname: str, key: paramiko.PKey) -> None:
-    """Append `hostname keytype base64` to a known_hosts file (plain, as OpenSSH's accept-new does)."""
-    with _known_hosts_lock:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-def _split_paths(value: Any) -> list[Path]:
-    if not value:
-        return []
-    words: list[str] = []
-    for item in value if isinstance(value, list) else [value]:
-        words.extend(shlex.split(str(item)))
-    return [Path(os.path.expanduser(w)) for w in words if w.lower() != "none"]
+def ssh_stack() -> str:
+    """The SSH library and the cipher we ask for first, as benchmark reports name them."""
+    return f"paramiko {paramiko.__version__}; fbocc cipher preference {_AeadFirstTransport._preferred_ciphers[0]}"
 
 
 def _parse_jump(spec: str) -> list[str]:
@@ -202,13 +126,19 @@ class TargetSession:
     """An open SSH connection to one target; use as a context manager."""
 
     def __init__(self, target: Target, *, known_hosts: Path | None = None, accept_new: bool = False,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float | None = None) -> None:
         self.target = target
         self.project_known_hosts = known_hosts if known_hosts is not None else DEFAULT_KNOWN_HOSTS
         self.accept_new = accept_new
-        self.connect_timeout = connect_timeout
+        self.times = LinkTimes(connect_timeout if connect_timeout is not None else target.connect_timeout_s,
+                               target.stall_timeout_s)
+        self.connect_timeout = self.times.connect_timeout_s
+        self.activity = "running a command"
+        self.on_open: list[Callable[[], None]] = []  # run after every (re)connect, e.g. to retake a lock
+        self._aborted = False
+        self._watch: LinkWatch | None = None
         self._conn: Connection | None = None
-        self._sftp: paramiko.SFTPClient | None = None
+        self._files: FileChannel | None = None
         self._workdir: str | None = None
 
     # --- connection -------------------------------------------------------------------------------
@@ -250,9 +180,9 @@ class TargetSession:
         if t.proxy_jump:
             for hop in _parse_jump(t.proxy_jump):
                 gateway = Connection(hop, config=cfg.clone(), gateway=gateway,
-                                     connect_timeout=int(self.connect_timeout))
+                                     connect_timeout=self.connect_timeout)
         kwargs: dict[str, Any] = {"config": cfg, "connect_kwargs": connect_kwargs,
-                                  "connect_timeout": int(self.connect_timeout)}
+                                  "connect_timeout": self.connect_timeout}
         if t.port is not None:
             kwargs["port"] = t.port
         if t.user is not None:
@@ -270,8 +200,8 @@ class TargetSession:
 
     def _known_host_files(self, conn: Connection) -> list[Path]:
         files = [Path.home() / ".ssh" / "known_hosts"]
-        files += _split_paths(conn.ssh_config.get("userknownhostsfile"))
-        files += _split_paths(conn.ssh_config.get("globalknownhostsfile")) or [Path("/etc/ssh/ssh_known_hosts")]
+        files += split_paths(conn.ssh_config.get("userknownhostsfile"))
+        files += split_paths(conn.ssh_config.get("globalknownhostsfile")) or [Path("/etc/ssh/ssh_known_hosts")]
         files.append(self.project_known_hosts)
         unique: list[Path] = []
         for f in files:
@@ -281,6 +211,8 @@ class TargetSession:
 
     def open(self) -> None:
         """Connect (every hop checked against known_hosts); raise RemoteError naming the failing hop."""
+        if self._aborted:
+            raise Interrupted(f"interrupted; the connection to {self.label} was closed")
         if self._conn is not None and self._conn.is_connected:
             return
         self.close()
@@ -291,75 +223,77 @@ class TargetSession:
                 files = self._known_host_files(hop)
                 label = self.label if hop is conn else f"{self.label} (jump host {hop.host}:{hop.port})"
                 hop.client.set_missing_host_key_policy(
-                    _StrictHostKeyPolicy(files, self.project_known_hosts, self.accept_new, label))
+                    StrictHostKeyPolicy(files, self.project_known_hosts, self.accept_new, label))
                 for f in files:
                     if f.is_file():
                         hop.client.load_system_host_keys(str(f))
                 hop.connect_kwargs.setdefault("transport_factory", _AeadFirstTransport)
                 self._open_hop(hop, files, label)
-                hop.transport.set_keepalive(15)
         except BaseException:
             for hop in reversed(chain):
                 hop.close()
             raise
         self._conn = conn
+        self._watch = LinkWatch(conn.transport, self.times)
+        for hook in list(self.on_open):
+            hook()
 
     def _open_hop(self, hop: Connection, files: list[Path], label: str) -> None:
         where = f"{hop.user}@{hop.host}:{hop.port}"
+        started = time.monotonic()
         try:
             hop.open()
         except FboccError:
             raise
-        except paramiko.BadHostKeyException as exc:
-            name = known_hosts_name(hop.host, int(hop.port))
-            lines = [f"{p}:{n}" for p, n, k in find_known_host_lines(files, name) if k == exc.expected_key]
-            raise RemoteError(
-                f"host key for {name} has CHANGED: the server offers {exc.key.get_name()} "
-                f"{fingerprint(exc.key)}, known_hosts has {fingerprint(exc.expected_key)}"
-                f" ({', '.join(lines) or 'loaded known_hosts'}). Someone may be intercepting the "
-                "connection, or the target was re-installed",
-                where=label,
-                fix="verify the new fingerprint on the target; if it is right, remove the old line "
-                f"(ssh-keygen -R {quote(name)} -f FILE) and re-run with --accept-new",
-            ) from exc
-        except paramiko.AuthenticationException as exc:
-            raise RemoteError(
-                f"authentication failed for {where}: {exc}", where=label,
-                fix="check identity_file / IdentityFile and that its public key is in the target's "
-                "~/.ssh/authorized_keys (and the user name)",
-            ) from exc
-        except paramiko.ChannelException as exc:
-            raise RemoteError(
-                f"the jump host could not open a connection to {hop.host}:{hop.port}: {exc}", where=label,
-                fix="check the target's host/port as seen from the jump host and that it is up",
-            ) from exc
-        except TimeoutError as exc:
-            raise RemoteError(
-                f"connecting to {where} timed out after {self.connect_timeout:g} s", where=label,
-                fix="check that the target is powered and reachable (network, VPN, ProxyJump)",
-            ) from exc
-        except (OSError, EOFError) as exc:
-            raise RemoteError(
-                f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}", where=label,
-                fix="check host, port and that sshd runs on the target (ssh_config alias, [targets] entry)",
-            ) from exc
-        except paramiko.SSHException as exc:
-            raise RemoteError(
-                f"SSH handshake with {where} failed: {exc}", where=label,
-                fix="check that the port speaks SSH and that a usable key is configured",
-            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            timed_out = time.monotonic() - started >= self.connect_timeout - 0.1
+            raise self._hop_error(exc, hop, files, label, where, timed_out) from exc
+
+    def _hop_error(self, exc: BaseException, hop: Connection, files: list[Path], label: str, where: str,
+                   timed_out: bool) -> FboccError:
+        """One error naming the failing hop and the fix."""
+        reach = "check that the target is powered and reachable (network, VPN, ProxyJump)"
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return changed_key_error(exc, files, hop.host, int(hop.port), label)
+        if isinstance(exc, paramiko.AuthenticationException):
+            return RemoteError(f"authentication failed for {where}: {exc}", where=label,
+                               fix="check identity_file / IdentityFile and that its public key is in the target's "
+                               "~/.ssh/authorized_keys (and the user name)")
+        if isinstance(exc, paramiko.ChannelException):
+            return RemoteError(f"the jump host could not open a connection to {hop.host}:{hop.port}: {exc}",
+                               where=label, fix="check the target's host/port as seen from the jump host and that "
+                               "it is up")
+        if isinstance(exc, TimeoutError) or timed_out:
+            # paramiko words a handshake that ran out of time in many ways ("No existing session", ...)
+            return RemoteError(f"connecting to {where} timed out after {self.connect_timeout:g} s", where=label,
+                               fix=reach)
+        if isinstance(exc, (OSError, EOFError)):
+            return RemoteError(f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}", where=label,
+                               fix="check host, port and that sshd runs on the target (ssh_config alias, [targets] "
+                               "entry)")
+        return RemoteError(f"SSH handshake with {where} failed: {exc}", where=label,
+                           fix="check that the port speaks SSH and that a usable key is configured")
 
     def close(self) -> None:
         """Close the SFTP session, the connection and every jump-host connection."""
-        if self._sftp is not None:
-            with contextlib.suppress(Exception):  # closing a dead channel may fail; nothing to do then
-                self._sftp.close()
-            self._sftp = None
+        if self._watch is not None:
+            self._watch.stop()
+        if self._files is not None:
+            self._files.close()
+            self._files = None
         if self._conn is not None:
             for hop in reversed(self._chain(self._conn)):
                 with contextlib.suppress(Exception):
                     hop.close()
             self._conn = None
+
+    def abort(self) -> None:
+        """Close the connection for good (Ctrl-C from another thread): blocked calls fail now, none reconnects.
+
+        The target's supervisors see their sessions end and stop the remote work.
+        """
+        self._aborted = True
+        self.close()
 
     def reconnect(self) -> None:
         """Drop the connection (if any) and open a fresh one."""
@@ -371,7 +305,28 @@ class TargetSession:
         return self._conn is not None and self._conn.is_connected
 
     @property
-    def transport(self) -> paramiko.Transport:
+    def stalled(self) -> str | None:
+        """Why the link was given up as stalled (None when it was not)."""
+        return self._watch.stalled if self._watch is not None else None
+
+    @contextlib.contextmanager
+    def doing(self, activity: str) -> Iterator[None]:
+        """Name what this session is doing, for the message when the connection is lost meanwhile."""
+        previous, self.activity = self.activity, activity
+        try:
+            yield
+        finally:
+            self.activity = previous
+
+    def lost(self, exc: BaseException | None = None, *, activity: str | None = None) -> ConnectionLost:
+        """The error for a connection that went away (or stalled) while this session was doing something."""
+        cause = self.stalled or (str(exc).strip() if exc is not None and str(exc).strip() else "the connection closed")
+        return ConnectionLost(f"connection to {self.label} lost while {activity or self.activity}: {cause}",
+                              where=self.label,
+                              fix="check that the target is up and reachable, then run the same command again")
+
+    @property
+    def _transport(self) -> paramiko.Transport:
         if self._conn is None or self._conn.transport is None:
             self.open()
         assert self._conn is not None and self._conn.transport is not None
@@ -403,32 +358,36 @@ class TargetSession:
     def _remote_home(self) -> str:
         # SFTP's realpath(".") is the login directory and starts no shell (cheaper than `echo $HOME`).
         try:
-            return self.sftp().normalize(".")
-        except (RemoteError, OSError):
+            return self.files().home()
+        except FboccError:
             return self.run('printf "%s" "$HOME"', timeout=30).stdout.strip()
 
     def run(self, command: str, *, timeout: float | None = None, check: bool = True,
-            on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None) -> RemoteResult:
-        """Run `command` on the target in its own process group and wait for it.
+            on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
+            marker: str | None = None, remove: tuple[str, ...] = ()) -> RemoteResult:
+        """Run `command` on the target in its own process group, under deploy/supervise.py, and wait for it.
 
         `on_line` gets every line of stdout and stderr as it arrives. `check=True` raises RemoteError
         (naming host, command, exit code and the end of stderr) on a non-zero exit. On timeout or
-        KeyboardInterrupt the remote process group is killed before this returns.
+        KeyboardInterrupt the remote process group is killed before this returns (within about 2 s).
+        The supervisor kills the group by itself when this session ends or stops sending heartbeats;
+        `marker` records the run (for a later clean-up) and `remove` lists paths it deletes then.
+        A lost or stalled connection is `ConnectionLost`, naming `self.activity`.
         """
         inner = command
         if env:
             inner = "".join(f"export {k}={quote(v)}; " for k, v in env.items()) + command
-        script = f'echo "{_PGID_MARK.decode()}$$" >&2; exec "${{SHELL:-/bin/sh}}" -c "$1"'
-        wrapped = (f"if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c {quote(script)} fbocc "
-                   f"{quote(inner)}; else exec /bin/sh -c {quote(script)} fbocc {quote(inner)}; fi")
+        wrapped = supervised_command(self.target.python, inner, self.times, marker=marker, remove=remove,
+                                     operation=self.activity)
         try:
-            chan = self.transport.open_session()
+            chan = self._open_channel()
             chan.exec_command(wrapped)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise RemoteError(f"cannot start a command on {self.address}: {exc}", where=self.label,
-                              fix="check the connection to the target and re-run") from exc
-        out = _LineBuffer(on_line)
-        errb = _LineBuffer(on_line, pgid_mark=True)
+            raise self.lost(exc) from exc
+        if self._watch is not None:
+            self._watch.add(chan)
+        out = LineBuffer(on_line)
+        errb = LineBuffer(on_line, pgid_mark=True)
         started = time.monotonic()
         try:
             while True:
@@ -446,70 +405,112 @@ class TargetSession:
                         break
                     if timeout is not None and time.monotonic() - started > timeout:
                         self._kill_group(errb.pgid, chan)
-                        raise RemoteError(f"{command!r} on {self.label} did not finish within {timeout:g} s; "
-                                          "its remote process group was killed", where=self.label,
+                        raise RemoteError(f"{self._step(command)} on {self.label} did not finish within "
+                                          f"{timeout:g} s; its remote process group was killed", where=self.label,
                                           fix="raise the timeout or check why the command hangs")
                     time.sleep(0.01)
+            status = chan.recv_exit_status()
         except KeyboardInterrupt:
             self._kill_group(errb.pgid, chan)
-            raise Interrupted(f"interrupted while running {command!r} on {self.label}; "
+            raise Interrupted(f"interrupted while {self.activity} on {self.label}; "
                               "the remote process group was killed") from None
-        status = chan.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.lost(exc) from exc
+        finally:
+            if self._watch is not None:
+                self._watch.discard(chan)
+        transport = chan.get_transport()
+        if status == -1 and (self.stalled or transport is None or not transport.is_active()):
+            raise self.lost()
         chan.close()
         result = RemoteResult(command, status, out.finish(), errb.finish())
         if check and status != 0:
-            tail = "\n".join(result.stderr.strip().splitlines()[-10:])
-            raise RemoteError(f"{command!r} failed on {self.address} with exit code {status}"
-                              + (f":\n{tail}" if tail else ""), where=self.label,
-                              fix="see the remote output above")
+            said = [line.strip() for line in result.stderr.splitlines() if line.strip()][-2:]
+            raise RemoteError(f"{self._step(command)} failed on {self.label} (exit {status})"
+                              + (": " + " / ".join(said) if said else ""), where=self.label,
+                              fix="see the remote output above" if on_line else
+                              "check the target (free space, permissions, the tools named above) and run the "
+                              "same command again")
         return result
 
+    def _step(self, command: str) -> str:
+        """How a message names a remote command: itself when short, else what the session was doing."""
+        if "\n" not in command and len(command) <= 100:
+            return f"`{command}`"
+        return f"a remote step ({self.activity})"
+
+    def hold(self, command: str) -> HeldCommand:
+        """Start `command` and keep it running, heartbeats fed, until `release()` or the session ends."""
+        try:
+            chan = self._open_channel()
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self.lost(exc) from exc
+        if self._watch is not None:
+            self._watch.add(chan)
+        return HeldCommand(chan, self._watch)
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A session channel, or an error within the stall deadline (paramiko's own default is an hour)."""
+        return self._transport.open_session(timeout=self.times.stall_timeout_s)
+
     def _kill_group(self, pgid: int | None, chan: paramiko.Channel) -> None:
-        deadline = time.monotonic() + 2.0
+        """Stop a running command's process group, in at most about 2 s whatever the link does.
+
+        Closing the channel is enough for a supervised command (its supervisor sees EOF and stops the
+        group); the explicit kill covers targets without Python, on a short deadline in the background.
+        """
+        deadline = time.monotonic() + 0.3
         while pgid is None and time.monotonic() < deadline and not chan.closed:
             if chan.recv_stderr_ready():
                 line = chan.recv_stderr(256)
-                if line.startswith(_PGID_MARK):
-                    pgid = int(line[len(_PGID_MARK):].split(b"\n")[0])
+                if line.startswith(PGID_MARK):
+                    pgid = int(line[len(PGID_MARK):].split(b"\n")[0])
             else:
                 time.sleep(0.02)
-        chan.close()
-        if pgid is None:
+        with contextlib.suppress(Exception):
+            chan.close()
+        if pgid is None or not self.connected or self.stalled:
             return
         g = f"-{pgid}"
-        killer = (f"kill -TERM -- {g} 2>/dev/null || exit 0; i=0; while [ $i -lt 30 ]; do "
+        killer = (f"kill -TERM -- {g} 2>/dev/null || exit 0; i=0; while [ $i -lt 10 ]; do "
                   f"kill -0 -- {g} 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; kill -KILL -- {g} 2>/dev/null;"
                   " exit 0")
-        for _ in range(2):
-            try:
-                if not self.connected:
-                    self.reconnect()
-                kill_chan = self.transport.open_session()
+
+        def kill() -> None:
+            with contextlib.suppress(Exception):  # best effort: the supervisor is the guarantee
+                kill_chan = self._transport.open_session(timeout=1.0)
                 kill_chan.exec_command(killer)
-                kill_chan.recv_exit_status()
+                kill_chan.status_event.wait(1.2)
                 kill_chan.close()
-                return
-            except (paramiko.SSHException, OSError, EOFError, FboccError):
-                time.sleep(0.5)
 
-    def sftp(self) -> paramiko.SFTPClient:
-        """The session's SFTP client (opened once, with a large window); RemoteError when sshd has none."""
-        if self._sftp is None or self._sftp.sock.closed:
-            self._sftp = self.open_sftp()
-        return self._sftp
+        worker = threading.Thread(target=kill, name="fbocc-kill-group", daemon=True)
+        worker.start()
+        worker.join(1.2)
 
-    def open_sftp(self, *, timeout: float | None = 120.0) -> paramiko.SFTPClient:
-        """A new SFTP channel (one per thread for parallel transfers); RemoteError when sshd has none.
+    def files(self) -> FileChannel:
+        """The session's SFTP channel (opened once); RemoteError when the target's sshd has no SFTP."""
+        if self._files is None or self._files.closed:
+            self._files = self.open_files()
+        return self._files
 
-        `timeout`: seconds without progress before a read/write raises (a stalled link does not hang).
+    def open_files(self, *, timeout: float | None = None) -> FileChannel:
+        """A new SFTP channel (one per thread for parallel transfers); the caller closes it.
+
+        `timeout`: seconds without progress before a read or write raises (default: the stall deadline).
         """
-        transport = self.transport
+        transport = self._transport
         try:
-            client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE,
-                                                        max_packet_size=MAX_PACKET)
+            # SFTPClient.from_transport, with the stall deadline on opening the channel (paramiko's is an hour)
+            chan = transport.open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET,
+                                          timeout=self.times.stall_timeout_s)
+            chan.settimeout(timeout if timeout is not None else self.times.stall_timeout_s)
+            chan.invoke_subsystem("sftp")
+            client = paramiko.SFTPClient(chan)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not transport.is_active():
-                raise
+                raise ConnectionLost(f"the connection to {self.label} was lost opening SFTP: {exc}",
+                                     where=self.label, fix="check the link to the target and re-run") from exc
             raise RemoteError(f"the target {self.address} offers no SFTP subsystem ({exc})", where=self.label,
                               fix="enable it in the target's /etc/ssh/sshd_config: "
                               "`Subsystem sftp internal-sftp`, then restart sshd") from exc
@@ -517,101 +518,54 @@ class TargetSession:
             raise RemoteError(f"the target {self.address} offers no SFTP subsystem", where=self.label,
                               fix="enable `Subsystem sftp internal-sftp` in the target's sshd_config")
         channel = client.get_channel()
-        if channel is not None and timeout is not None:
-            channel.settimeout(timeout)
-        return client
+        if channel is not None:
+            channel.settimeout(timeout if timeout is not None else self.times.stall_timeout_s)
+        return FileChannel(client, self.label, lambda: self.connected)
 
     def put(self, local: Path, remote: str) -> None:
         """Copy one local file to `remote` (a temporary name first, renamed when complete)."""
         tmp = f"{remote}.fbocc-tmp"
-        sftp = self.sftp()
+        files = self.files()
         try:
-            sftp.put(str(local), tmp, confirm=True)
-            sftp.posix_rename(tmp, remote)
-        except FileNotFoundError as exc:
-            if not Path(local).exists():
-                raise TransferError(f"local file {local} does not exist", fix="check the path") from exc
-            raise TransferError(f"cannot write {remote} on {self.label}: its directory does not exist",
-                                where=self.label, fix="create the remote directory first") from exc
-        except OSError as exc:
-            _remove_quietly(sftp, tmp)
-            raise TransferError(f"copying {local} to {self.label}:{remote} failed: {exc}", where=self.label,
-                                fix="check free space and permissions on the target") from exc
+            files.upload(Path(local), tmp)
+            files.rename(tmp, remote)
+        except FboccError:
+            if self.connected:
+                with contextlib.suppress(FboccError):
+                    files.remove(tmp)
+            raise
 
     def get(self, remote: str, local: Path) -> None:
-        """Copy one remote file to `local` (via a temporary file; nothing half-written at `local`)."""
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.fbocc-tmp")
+        """Copy one remote file to `local` (read-ahead; via a temporary file, nothing half-written at `local`)."""
+        self.files().download(remote, Path(local))
+
+    def remove_tree(self, remote: str) -> None:
+        """Remove a remote directory tree over SFTP (no remote process); `rm -rf` when SFTP cannot."""
         try:
-            self.sftp().get(remote, str(tmp))
-            os.replace(tmp, local)
-        except FileNotFoundError as exc:
-            tmp.unlink(missing_ok=True)
-            raise TransferError(f"{remote} does not exist on {self.label}", where=self.label,
-                                fix="check the remote path (did the remote step produce it?)") from exc
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise TransferError(f"copying {self.label}:{remote} to {local} failed: {exc}", where=self.label,
-                                fix="check the connection and local free space") from exc
-
-
-def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
-    with contextlib.suppress(OSError):
-        sftp.remove(path)
-
-
-class _LineBuffer:
-    """Collects one output stream, calling `on_line` per complete line; strips our pgid marker line."""
-
-    def __init__(self, on_line: Callable[[str], None] | None, pgid_mark: bool = False) -> None:
-        self.on_line = on_line
-        self.chunks: list[bytes] = []
-        self.pending = b""
-        self.expect_mark = pgid_mark
-        self.pgid: int | None = None
-
-    def feed(self, data: bytes) -> None:
-        if self.expect_mark:
-            self.pending += data
-            if b"\n" not in self.pending:
-                return
-            first, _, rest = self.pending.partition(b"\n")
-            self.pending = b""
-            self.expect_mark = False
-            if first.startswith(_PGID_MARK):
-                self.pgid = int(first[len(_PGID_MARK):])
-                data = rest
-            else:
-                data = first + b"\n" + rest
-        self.chunks.append(data)
-        if self.on_line is not None:
-            self.pending += data
-            *lines, self.pending = self.pending.split(b"\n")
-            for line in lines:
-                self.on_line(line.decode(errors="replace"))
-
-    def finish(self) -> str:
-        if self.expect_mark and self.pending:
-            self.chunks.append(self.pending)
-        elif self.on_line is not None and self.pending:
-            self.on_line(self.pending.decode(errors="replace"))
-        return b"".join(self.chunks).decode(errors="replace")
+            self.files().remove_tree(remote)
+        except ConnectionLost:
+            raise
+        except FboccError:
+            self.run(f"rm -rf -- {quote(remote)}", timeout=60, check=False)
 
 
 def connect_all(targets: Sequence[Target], fn: Callable[[TargetSession], T], *,
-                known_hosts: Path | None = None, accept_new: bool = False, connect_timeout: float = 10.0,
+                known_hosts: Path | None = None, accept_new: bool = False, connect_timeout: float | None = None,
                 max_workers: int | None = None) -> list[TargetOutcome[T]]:
     """Run `fn(session)` for every target in parallel (one connection each); outcomes in target order.
 
-    A target that fails (FboccError) does not stop the others; its outcome carries the error.
+    A target that fails (FboccError) does not stop the others; its outcome carries the error. Ctrl-C
+    closes every connection (their remote supervisors stop the remote work) and raises Interrupted at once.
     """
+    sessions: list[TargetSession] = []
 
     def one(target: Target) -> TargetOutcome[T]:
         started = time.monotonic()
         try:
-            with TargetSession(target, known_hosts=known_hosts, accept_new=accept_new,
-                               connect_timeout=connect_timeout) as session:
+            session = TargetSession(target, known_hosts=known_hosts, accept_new=accept_new,
+                                    connect_timeout=connect_timeout)
+            sessions.append(session)
+            with session:
                 value = fn(session)
             return TargetOutcome(target, value=value, seconds=time.monotonic() - started)
         except FboccError as exc:
@@ -619,5 +573,16 @@ def connect_all(targets: Sequence[Target], fn: Callable[[TargetSession], T], *,
 
     if len(targets) == 1:
         return [one(targets[0])]
-    with ThreadPoolExecutor(max_workers=max_workers or len(targets), thread_name_prefix="fbocc-target") as pool:
-        return list(pool.map(one, targets))
+    pool = ThreadPoolExecutor(max_workers=max_workers or len(targets), thread_name_prefix="fbocc-target")
+    futures = [pool.submit(one, t) for t in targets]
+    try:
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.2)
+    except KeyboardInterrupt:
+        for session in list(sessions):
+            session.abort()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise Interrupted(f"interrupted; the connections to {', '.join(t.name for t in targets)} were closed "
+                          "and their remote work stopped", fix="run the same command again") from None
+    pool.shutdown()
+    return [f.result() for f in futures]

@@ -1,14 +1,15 @@
-"""trtexec, the target's TensorRT benchmark tool: command lines per TensorRT version, and its output parsed.
+"""trtexec, the target's TensorRT benchmark tool: its versions, and its output parsed.
 
 Pure functions only (no SSH, no files but what is passed in), so every rule here is tested without a
 target. Version differences handled here:
 
-- plugin library for the ONNX parser: 8.6 `--plugins=`; 10.x `--staticPlugins=` (`--plugins` is
-  deprecated there); 11.x `--staticPlugins=` (`--plugins` gone).
-- build without inference: `--skipInference` (8.6 and later; `--buildOnly` is the deprecated spelling).
-- workspace: `--memPoolSize=workspace:N` (`--workspace` deprecated since 8.4); `--explicitBatch` is a
-  no-op since 8.x and removed in 10: never emitted.
-- version tag in the `&&&&` lines: `v8603` = 8.6.3, `v100200` = 10.2.0, `v110000` = 11.0.0.
+- command lines (plugin library, precision per version, timing switches, build/bench argv) live in
+  fbocc/target/trtexec_commands.py, built on `TrtVersion` / `supported` from here.
+- version tag in the `&&&&` lines: `v8603` = 8.6.3, `v100200` = 10.2.0, `v110000` = 11.0.0 (7.x prints none).
+- performance summary: 8.0-8.2 add an `End-to-End Host Latency` line (kept); 8.4 and later drop it; 7.x
+  and older print another layout ("Host Latency" / "min: ... (end to end ...)", or "Average over N runs"),
+  reported as unsupported in words, never parsed as an empty result; 11.x runs with CUDA graph on and
+  without H2D/D2H transfers by default, flagged in the result.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-PRECISIONS = ("fp32", "fp16", "best")
-METRICS = ("Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
+from deploy.protocol import parse_trt_version
+
+METRICS = ("Latency", "End-to-End Host Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency")
 
 
 # --- versions -----------------------------------------------------------------------------------
@@ -38,18 +40,10 @@ class TrtVersion:
 
     @classmethod
     def parse(cls, text: str) -> TrtVersion:
-        """'8.6.13.3', '10.8', 'v8603' or 'v100200' (the tag trtexec prints) -> TrtVersion."""
-        text = text.strip()
-        tag = re.fullmatch(r"v?(\d{4}|\d{6})", text)
-        if tag and "." not in text:
-            digits = tag.group(1)
-            if len(digits) == 4:  # TensorRT < 10: M m pp
-                return cls(int(digits[0]), int(digits[1]), int(digits[2:]))
-            return cls(int(digits[:2]), int(digits[2:4]), int(digits[4:]))  # TensorRT >= 10: MM mm pp
-        dotted = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)*", text)
-        if dotted:
-            return cls(int(dotted.group(1)), int(dotted.group(2)), int(dotted.group(3) or 0))
-        raise ValueError(f"not a TensorRT version: {text!r}")
+        """'8.6.13.3', '10.8', 'v8603' or 'v100200' (the tag trtexec prints) -> TrtVersion.
+
+        The one version parser is deploy.protocol's: the target reads its TensorRT with it too."""
+        return cls(*parse_trt_version(text))
 
 
 def supported(version: TrtVersion) -> bool:
@@ -57,115 +51,11 @@ def supported(version: TrtVersion) -> bool:
     return version >= TrtVersion(8, 6) and version.major in (8, 10, 11)
 
 
-# --- command lines ------------------------------------------------------------------------------
-
-
 Shape = list[int]
-
-
-@dataclass(frozen=True)
-class BuildSpec:
-    """What one engine build needs: all paths are as seen on the target."""
-
-    onnx: str
-    engine: str
-    plugin: str | None
-    precision: str
-    profile: dict[str, dict[str, Shape]]  # input -> {"min","opt","max"}; dynamic inputs only
-    timing_cache: str | None = None
-    workspace_mib: int | None = None
-    profile_layers: bool = True
-
-
-@dataclass(frozen=True)
-class BenchSpec:
-    """What one benchmark run needs: engine, inputs of one frame, timing options, export paths."""
-
-    engine: str
-    plugin: str | None
-    inputs: dict[str, str]  # every network input -> its .dat file
-    shapes: dict[str, Shape]  # dynamic inputs -> the frame's shape
-    iterations: int = 0
-    duration_s: float = 10.0
-    warmup_ms: int = 500
-    cuda_graph: bool = False
-    export_times: str | None = None
-    export_profile: str | None = None
 
 
 def _dims(shape: Shape) -> str:
     return "x".join(str(int(d)) for d in shape) if shape else "scalar"
-
-
-def _tensor_name(name: str) -> str:
-    # trtexec splits specs at ',' and ':'; a name containing them must be single-quoted
-    return f"'{name}'" if re.search(r"[,:']", name) else name
-
-
-def _shape_spec(shapes: dict[str, Shape]) -> str:
-    return ",".join(f"{_tensor_name(n)}:{_dims(s)}" for n, s in shapes.items())
-
-
-def plugin_flags(version: TrtVersion, plugin: str | None) -> list[str]:
-    """How to load our plugin library so the ONNX parser and the runtime both find its creators."""
-    if plugin is None:
-        return []
-    if version.major >= 10:
-        return [f"--staticPlugins={plugin}"]
-    return [f"--plugins={plugin}"]
-
-
-def build_command(trtexec: str, version: TrtVersion, spec: BuildSpec) -> list[str]:
-    """trtexec argv that builds and saves an engine (no inference) from the ONNX and the samples' profile."""
-    if not supported(version):
-        raise ValueError(f"TensorRT {version} is not supported (8.6, 10.x, 11.x are)")
-    if spec.precision not in PRECISIONS:
-        raise ValueError(f"precision {spec.precision!r} is not one of {', '.join(PRECISIONS)}")
-    argv = [trtexec, f"--onnx={spec.onnx}", f"--saveEngine={spec.engine}", *plugin_flags(version, spec.plugin)]
-    if spec.profile:
-        for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
-            argv.append(f"{flag}={_shape_spec({n: p[key] for n, p in spec.profile.items()})}")
-    if spec.precision == "fp16":
-        argv.append("--fp16")
-    elif spec.precision == "best":
-        argv.append("--best")
-    if spec.timing_cache:
-        argv.append(f"--timingCacheFile={spec.timing_cache}")
-    if spec.workspace_mib:
-        argv.append(f"--memPoolSize=workspace:{int(spec.workspace_mib)}")
-    if spec.profile_layers:
-        argv.append("--profilingVerbosity=detailed")  # layer names in --exportProfile later
-    argv.append("--skipInference")
-    return argv
-
-
-def bench_command(trtexec: str, version: TrtVersion, spec: BenchSpec) -> list[str]:
-    """trtexec argv that loads an engine and times it on one frame's real inputs (every input loaded)."""
-    if not supported(version):
-        raise ValueError(f"TensorRT {version} is not supported (8.6, 10.x, 11.x are)")
-    if not spec.inputs:
-        raise ValueError("no network inputs to load: trtexec would feed random data")
-    argv = [trtexec, f"--loadEngine={spec.engine}", *plugin_flags(version, spec.plugin)]
-    if spec.shapes:
-        argv.append(f"--shapes={_shape_spec(spec.shapes)}")
-    argv.append("--loadInputs=" + ",".join(f"{_tensor_name(n)}:{f}" for n, f in spec.inputs.items()))
-    if spec.iterations > 0:
-        argv += [f"--iterations={int(spec.iterations)}", "--duration=0"]
-    else:
-        argv.append(f"--duration={_num(spec.duration_s)}")
-    argv.append(f"--warmUp={int(spec.warmup_ms)}")
-    if spec.cuda_graph:
-        argv.append("--useCudaGraph")
-    argv.append("--useSpinWait")  # steadier timings on Orin, as trtexec's own warning advises
-    if spec.export_times:
-        argv.append(f"--exportTimes={spec.export_times}")
-    if spec.export_profile:
-        argv += [f"--exportProfile={spec.export_profile}", "--separateProfileRun"]
-    return argv
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 # --- parsing the performance summary ------------------------------------------------------------
@@ -199,10 +89,24 @@ class TrtexecSummary:
     total_gpu_compute_s: float | None = None
     cv_percent: float | None = None  # "GPU compute time is unstable, with coefficient of variance = X%"
     warnings: list[str] = field(default_factory=list)
+    cuda_graph: bool | None = None  # timed through a CUDA graph (11.x default); None: not known
+    data_transfers: bool | None = None  # H2D/D2H copies timed (off by default in 11.x); None: not known
+    unsupported: str | None = None  # why this output is not parsed (trtexec older than 8.0)
 
     @property
     def complete(self) -> bool:
         return self.throughput_qps is not None and "GPU Compute Time" in self.metrics
+
+    @property
+    def notes(self) -> list[str]:
+        """What a reader of the numbers must know about how they were taken."""
+        notes = []
+        default = " (the TensorRT 11 default)" if self.version is not None and self.version.major >= 11 else ""
+        if self.cuda_graph:
+            notes.append(f"timed through a CUDA graph{default}: launch overhead is not in the latencies")
+        if self.data_transfers is False:
+            notes.append(f"no host<->device transfers{default}: Latency is GPU compute only, H2D/D2H not measured")
+        return notes
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -211,16 +115,23 @@ class TrtexecSummary:
             "metrics_ms": {k: v.as_dict() for k, v in self.metrics.items()},
             "total_host_walltime_s": self.total_host_walltime_s, "total_gpu_compute_s": self.total_gpu_compute_s,
             "gpu_compute_cv_percent": self.cv_percent, "warnings": list(self.warnings),
+            "cuda_graph": self.cuda_graph, "data_transfers": self.data_transfers, "notes": self.notes,
+            "unsupported": self.unsupported,
         }
 
 
 _PREFIX = re.compile(r"^\s*(?:\[\d\d/\d\d/\d{4}-\d\d:\d\d:\d\d\]\s*)?(?:\[([IWEVF])\]\s*)?")
-_STATUS = re.compile(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT (v\d+)\](?: \[b\d+\])?(?: # (.*))?")
+_STATUS = re.compile(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec(?: \[TensorRT (v\d+)\])?(?: \[b\d+\])?"
+                     r"(?: # (.*))?")
 _VERSION_LINE = re.compile(r"TensorRT version: (\d+\.\d+(?:\.\d+)*)")
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _METRIC = re.compile(r"^(" + "|".join(re.escape(m) for m in METRICS) + r"): (.*)$")
 _FIELD = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=?\s*" + _NUM + r" ms")
 _CV = re.compile(r"coefficient of variance = " + _NUM + "%")
+_OPTION = re.compile(r"^(CUDA Graph|Data transfers): (Enabled|Disabled)$")  # the "=== Inference Options ===" echo
+# The layout of trtexec 7.x and older: a "Host Latency" block of "min: X ms (end to end Y ms)" lines, or
+# "Average over N runs is X ms" (6.x and older).
+_PRE8 = re.compile(r"^(?:min: [-+\d.eE]+ ms \(end to end|Average over \d+ runs is )")
 
 
 def _line_body(line: str) -> tuple[str | None, str]:
@@ -236,7 +147,10 @@ def parse_summary(text: str) -> TrtexecSummary:
         level, body = _line_body(raw)
         status = _STATUS.search(raw)
         if status:
-            summary.version = TrtVersion.parse(status.group(2))
+            if status.group(2):
+                summary.version = TrtVersion.parse(status.group(2))
+            else:  # trtexec tags its "&&&&" lines with its version from 8.0 on
+                summary.unsupported = summary.unsupported or "pre-8"
             if status.group(1) != "RUNNING":
                 summary.status = status.group(1)
             summary.command = (status.group(3) or "").strip() or summary.command
@@ -270,12 +184,44 @@ def parse_summary(text: str) -> TrtexecSummary:
         if gpu:
             summary.total_gpu_compute_s = float(gpu.group(1))
             continue
+        option = _OPTION.match(body)
+        if option:
+            enabled = option.group(2) == "Enabled"
+            if option.group(1) == "CUDA Graph":
+                summary.cuda_graph = enabled
+            else:
+                summary.data_transfers = enabled
+            continue
+        if _PRE8.match(body):
+            summary.unsupported = summary.unsupported or "pre-8"
         cv = _CV.search(body)
         if cv:
             summary.cv_percent = float(cv.group(1))
         if level == "W" and body.startswith("* "):
             summary.warnings.append(body[2:].strip())
+    _infer_run_options(summary)
+    if summary.unsupported or (summary.version is not None and summary.version.major < 8):
+        seen = f"TensorRT {summary.version}" if summary.version else "a trtexec older than TensorRT 8.0"
+        summary.unsupported = (f"this is the output of {seen}, whose performance report has another layout; "
+                               "fbocc reads trtexec of TensorRT 8.0 and later (8.6, 10.x, 11.x on the targets)")
+        summary.metrics.clear()
+        summary.throughput_qps = None
     return summary
+
+
+def _infer_run_options(summary: TrtexecSummary) -> None:
+    """CUDA graph / transfers from the command line when trtexec did not echo its inference options."""
+    if summary.version is None or summary.command is None:
+        return
+    args = summary.command.split()
+    if summary.version.major >= 11:  # 11.0 made --useCudaGraph and --noDataTransfers the defaults
+        graph, transfers = "--noCudaGraph" not in args, "--includeDataTransfers" in args
+    else:
+        graph, transfers = "--useCudaGraph" in args, "--noDataTransfers" not in args
+    if summary.cuda_graph is None:
+        summary.cuda_graph = graph
+    if summary.data_transfers is None:
+        summary.data_transfers = transfers
 
 
 def _pct_key(text: str) -> str:
@@ -358,7 +304,19 @@ class FailureDiagnosis:
     hint: str | None
 
 
-_ERROR_MARKERS = ("[E]", "Error", "error:", "FAILED", "Assertion failed", "could not find plugin")
+# "Plugin not found" also catches the untagged second line of 10.x/11.x's parser error ('[6] creator && "Plugin not
+# found, ..."'), "fbocc plugins:" the ABI guard's refusal (plugins/common/loadedTensorRT.cpp).
+_ERROR_MARKERS = ("[E]", "Error", "error:", "FAILED", "Assertion failed", "could not find plugin", "Plugin not found",
+                  "fbocc plugins:")
+# Where each TensorRT generation names the op whose plugin is missing, most specific first.
+_MISSING_OP = (
+    re.compile(r"pluginName:\s*'?([\w.-]+)"),  # 10.x/11.x plugin registry wording
+    re.compile(r"[Cc]ould not find plugin:? ([\w.-]+),? version"),  # 8.x getPluginCreator
+    re.compile(r"Cannot find plugin: ([\w.-]+)"),
+    re.compile(r"operator: ([\w.-]+) \((?:check|import)FallbackPluginImporter\)"),  # 10.x/11.x parser summary
+    re.compile(r"While parsing node number \d+ \[([\w.-]+) ->"),
+)
+_ABI_REFUSAL = re.compile(r"fbocc plugins: built with TensorRT \S+ headers, (?:loaded into|but the loading).*")
 
 
 def diagnose_failure(text: str, *, plugin: str | None = None,
@@ -380,9 +338,12 @@ def diagnose_failure(text: str, *, plugin: str | None = None,
     if not unique:
         unique = raw_lines[-max_lines:]
     hint: str | None = None
-    missing = re.search(r"could not find plugin:? (\S+) version:? ?(\S+)", text)
-    if missing or "Plugin not found" in text:
-        op = missing.group(1) if missing else "a custom op"
+    refusal = _ABI_REFUSAL.search(text)
+    if refusal:
+        return FailureDiagnosis(unique, refusal.group(0).split("fbocc plugins: ", 1)[1])
+    missing_op = next((m.group(1) for pattern in _MISSING_OP for m in [pattern.search(text)] if m), None)
+    if missing_op or "Plugin not found" in text:
+        op = missing_op or "a custom op"
         loaded = re.findall(r"Loading (?:supplied |static |dynamic )?plugin library: (\S+)", text)
         library = loaded[-1] if loaded else plugin
         if library:

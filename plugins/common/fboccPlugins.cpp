@@ -1,9 +1,12 @@
 // The one registration file: every creator of the library, registered statically (trtexec --plugins /
 // --staticPlugins) and listed by the exported getCreators (TensorRT >= 10) / getPluginCreators (8.6) for
 // --dynamicPlugins and IPluginRegistry::loadLibrary, which register the creators themselves.
+// Every entry point first checks that the loading TensorRT has the major of our headers (loadedTensorRT.h):
+// in another major not one virtual method of TensorRT's objects is called, and the refusal is logged once.
 #include "../bevPoolV2/bevPoolV2Plugin.h"
 #include "../gridSampler3D/gridSampler3DPlugin.h"
 #include "../multiScaleDeformableAttn/multiScaleDeformableAttnPlugin.h"
+#include "loadedTensorRT.h"
 #include "pluginLegacy.h"
 #include "pluginV3.h"
 
@@ -18,6 +21,28 @@ namespace
 {
 
 std::atomic<nvinfer1::ILogger*> gLogger{nullptr};
+// How the refusal (another TensorRT major) was reported: not yet, on stderr only, or through TensorRT's logger.
+enum Reported : int32_t
+{
+    kNotYet,
+    kOnStderr,
+    kThroughLogger
+};
+std::atomic<int32_t> gRefusal{kNotYet};
+
+//! One line through TensorRT's logger (its own major's layout) when one is reachable, else on stderr.
+void reportRefusal(LoadedTensorRT const& trt, void* logger) noexcept
+{
+    char text[640];
+    refusalMessage(trt, text, sizeof(text));
+    if (trt.found && logErrorThrough(logger, trt.major, text))
+    {
+        gRefusal.store(kThroughLogger);
+        return;
+    }
+    std::fprintf(stderr, "%s\n", text);
+    gRefusal.store(kOnStderr);
+}
 
 #if FBOCC_TRT_PLUGIN_V3
 using CreatorBase = nvinfer1::IPluginCreatorInterface;
@@ -41,6 +66,13 @@ class StaticRegistration
 public:
     StaticRegistration()
     {
+        LoadedTensorRT const trt = loadedTensorRT();
+        if (!interfacesMatch(trt))
+        {
+            // Before any registry call: TensorRT's process-wide logger is the only one reachable at load time.
+            reportRefusal(trt, trt.found ? globalLogger() : nullptr);
+            return;
+        }
         nvinfer1::IPluginRegistry* registry = getPluginRegistry();
         for (int32_t i = 0; registry != nullptr && i < kNbCreators; ++i)
         {
@@ -52,6 +84,10 @@ public:
     //! same creators without a duplicate-name error.
     void release() noexcept
     {
+        if (gRefusal.load() != kNotYet)
+        {
+            return; // nothing was registered
+        }
         nvinfer1::IPluginRegistry* registry = getPluginRegistry();
         for (int32_t i = 0; registry != nullptr && i < kNbCreators; ++i)
         {
@@ -92,7 +128,19 @@ extern "C"
 {
     FBOCC_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
     {
-        fbocc::plugin::gLogger.store(finder == nullptr ? nullptr : finder->findLogger());
+        using namespace fbocc::plugin;
+        LoadedTensorRT const trt = loadedTensorRT();
+        if (!interfacesMatch(trt))
+        {
+            // The finder has the layout of the loading major. Report here only what went to stderr alone.
+            void* logger = trt.found ? findLoggerOf(finder, trt.major) : nullptr;
+            if (gRefusal.load() != kThroughLogger && logger != nullptr)
+            {
+                reportRefusal(trt, logger);
+            }
+            return;
+        }
+        gLogger.store(finder == nullptr ? nullptr : finder->findLogger());
     }
 
 #if FBOCC_TRT_PLUGIN_V3
@@ -102,7 +150,8 @@ extern "C"
 #endif
     {
         fbocc::plugin::gStaticRegistration.release();
-        nbCreators = fbocc::plugin::kNbCreators;
+        // Refused (another major): no creator, so the caller's registry is never handed objects it cannot use.
+        nbCreators = fbocc::plugin::gRefusal.load() == fbocc::plugin::kNotYet ? fbocc::plugin::kNbCreators : 0;
         return fbocc::plugin::gCreators;
     }
 }

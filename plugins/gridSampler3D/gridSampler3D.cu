@@ -218,10 +218,8 @@ __device__ __forceinline__ float2 halfPair(uint32_t bits)
     return __half22float2(h);
 }
 
-// 64 registers (4 blocks of 256 per SM) and one channel per iteration measured best on H100 (0.346 ms at the
-// FB-OCC shape against 0.352 ms unrolled by 2, 0.39 ms at 3 blocks, 0.50 ms at 5 blocks, which spill). A block
-// streams 128 channels through its points (32: 0.345 ms, 64: 0.335, 128: 0.329, 256: 0.39): the coordinate
-// work is spread over more channels. Warps mapped to single output rows were slower (0.41 ms).
+// 64 registers (4 blocks of 256 per SM), one channel per iteration, and 128 channels a block (the coordinate work
+// spread over more channels) measured best on H100; the timings are in docs/tuning/gridSampler3D.md.
 constexpr int kHalfPairChannelsPerBlock = 128;
 template <typename G>
 __global__ void __launch_bounds__(kThreads, 4) gridSampler3DHalfPairKernel(__half const* __restrict__ input,
@@ -332,33 +330,14 @@ bool launchHalfPair(void const* input, void const* grid, void* output, GridSampl
 // voxels its points' corners touch, with coordinates clamped into [-1, size] so that every corner lies in the volume
 // or in its one-voxel margin; the box is staged with the margin reading zeros, so no corner needs a validity test.
 // A box voxel holds its 8 channels as four half2 words (16 bytes): a thread reads each corner with one 16-byte
-// shared load and accumulates 8 channels in fp32, weights and corner order as in the kernels above (results are
-// bit-identical to the previous staged kernel's on every grid measured). Rows are padded to a multiple of 8 voxels,
-// so the 8 consecutive points of a quarter warp read 8 distinct bank groups wherever the grid's rotation moves them
-// across rows; staging stores keep a quarter warp on distinct bank groups too (each thread writes its unit's two
-// voxels in the order that does). The next 8 channels' loads are in flight while the current ones are sampled
-// (double buffer, one barrier per stage). A block whose box does not fit samples global memory.
-// Measured on H100 at the FB-OCC shape (ego-motion warp, fp32 grid), product build in one harness: 0.2274-0.2281
-// ms against 0.2793-0.2800 for the previous staged kernel (two channels interleaved per 32-bit word, two points a
-// thread; its tuning record is in git history before this kernel); `make bench-kernels`, seven runs: 0.2262-0.2283
-// ms, 59.8-60.6% of copy bandwidth (the bar is 60%). 2.3x zoom-out 0.314 against 0.367 ms; 36-wide
-// outputs 0.114 against 0.140 ms; a uniformly random grid (every block samples global memory) 2.60 against 2.45 ms.
-// Nsight Compute on the first version (0.235 ms): shared-load wavefronts 14.3 million against 27.4 (bank conflicts
-// 1.4 against 13.5 million), 136 against 173 million warp instructions; the L2 fabric is the busiest unit (80%),
-// then the L1 data pipe (67%) and issue (65%). Since then, prologue and loop instructions: evict-first output
-// stores (1%), float-reciprocal quotients for the staging units' rows and planes and for the block's tile (a 3D
-// grid; 0.8% and 0.7%; see quotient()), selectors and slot offsets kept per unit.
-// Tiles measured (threads, blocks per SM): 2x5x50 (500, 2) best; 2x4x50 0.242-0.247, 2x8x50 and 4x4x50 (800, 1)
-// 0.245-0.251, 4x5x50 (1000, 1) 0.257-0.264, 2x6x50 (spills) 0.29, 3 blocks of 2x4x50 (spills) 0.283; 25- and
-// 20-wide tiles 0.284-0.304 (a quarter warp then spans two rows and its corner reads conflict). 48-96 channels a
-// block within 1% (40: 0.244). Measured and left out: staging each box row from its own first voxel instead of the
-// box's (the rotated tile's rows need 40% fewer voxels on paper; L2 read sectors fell only from 24.3 to 20.6
-// million and the row setup cost more than it saved: 0.267 ms); persistent blocks walking (tile, channel) ranges
-// (0.59 ms: concurrent blocks no longer share box rows in L2); the box reduced with __reduce_min/max_sync and one
-// atomic per warp (0.2313 against 0.2294 ms); staging loads that skip L1 allocation (0.275 ms); the outputs staged
-// in shared memory and written a stage later as 32-bit point pairs, 128 contiguous bytes a warp (fewer, fuller L2
-// write sectors on paper; it spilled 48 bytes and measured 0.333 against 0.228 ms); the staging loads' pointer
-// advanced per stage instead of recomputed (0.2277 against 0.2275 ms: issue does not limit).
+// shared load and accumulates 8 channels in fp32, weights and corner order as in the kernels above. Rows are padded
+// to a multiple of 8 voxels, so the 8 consecutive points of a quarter warp read 8 distinct bank groups wherever the
+// grid's rotation moves them across rows; staging stores keep a quarter warp on distinct bank groups too (each
+// thread writes its unit's two voxels in the order that does). The next 8 channels' loads are in flight while the
+// current ones are sampled (double buffer, one barrier per stage). A block whose box does not fit samples global
+// memory. The 2 x 5 x 50 tile (500 threads, 2 blocks per SM) and 64 channels a block measured best on H100 at the
+// FB-OCC shape (narrower tiles put more quarter warps across two rows, whose corner reads conflict). Timings,
+// profiles and the variants measured and left out: docs/tuning/gridSampler3D.md.
 constexpr GridSampler3DTile kStagedTile{2, 5, 50}; // z, y, x
 constexpr int kStagedThreads = kStagedTile.z * kStagedTile.y * kStagedTile.x;
 constexpr int kStagedChannelsPerBlock = 64;
@@ -382,9 +361,8 @@ __device__ __forceinline__ Trilinear trilinear(float x, float y, float z)
 
 // Corner k (= dx + 2 dy + 4 dz) of q: its weight, zero where the corner lies outside the volume (PyTorch's zero
 // padding); `element` is its offset in a channel, or -1 outside. gridSampler3DKernel keeps its own inline copy of
-// this arithmetic on purpose: calling these helpers there changed its code and measured slower on H100 (fp32
-// 0.4380 -> 0.4394-0.4401 ms). The staged kernel computes the same weights from coordinates clamped into the
-// volume's one-voxel zero margin.
+// this arithmetic on purpose: calling these helpers there measured slower (docs/tuning/gridSampler3D.md). The
+// staged kernel computes the same weights from coordinates clamped into the volume's one-voxel zero margin.
 __device__ __forceinline__ float cornerWeight(Trilinear const& q, int k, int32_t inD, int32_t inH, int32_t inW,
     int32_t& element)
 {
@@ -412,7 +390,7 @@ __device__ __noinline__ void sampleGlobal(__half const* __restrict__ in, __half*
         weight[k] = cornerWeight(q, k, inD, inH, inW, element);
         offset[k] = max(element, 0); // outside: element 0, weight 0
     }
-#pragma unroll 2 // two channels' loads in flight: a uniformly random grid 2.95 -> 2.51 ms on H100
+#pragma unroll 2 // two channels' loads in flight: faster on a uniformly random grid
     for (int32_t c = 0; c < count; ++c)
     {
         float acc = 0.f;
@@ -555,8 +533,8 @@ __global__ void __launch_bounds__(kStagedThreads, 2) gridSampler3DHalfStagedKern
     // Staging unit u: one 32-bit word (two voxels) of a box row, for 8 channels. src: the word's index in a channel
     // (~0: outside the volume, zeros); dst, dst2: byte offsets of the slot written first and second (-1: no unit),
     // in the order that keeps a quarter warp's 16-byte stores on distinct bank groups; selA: the byte selector that
-    // picks the first slot's halves. Kept per unit rather than rederived from one flip bit each stage: 0.2278 against
-    // 0.2292 ms at the FB-OCC shape.
+    // picks the first slot's halves. Kept per unit rather than rederived from one flip bit each stage (measured
+    // faster).
     uint32_t const* in32 = reinterpret_cast<uint32_t const*>(input + n * channels * inVolume);
     int64_t const channelWords = inVolume / 2;
     float const invRowWords = 1.f / static_cast<float>(rowWords), invBoxH = 1.f / static_cast<float>(boxH);

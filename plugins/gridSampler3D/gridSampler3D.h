@@ -27,10 +27,11 @@ enum class GridSamplerPadding : int32_t
     kREFLECTION = 2,
 };
 
-//! Output points one thread block covers: x == 0 means 256 consecutive points (the default, measured best
-//! on H100; fp16 trilinear stages 2 x 6 x 50 point tiles' input in shared memory, two points per thread, where
-//! the widths are even and the buffers 4-byte aligned); otherwise a z * y * x tile (at most 256 points) whose
-//! corner reads overlap in L1.
+//! Output points one thread block covers: x == 0 is the default: 256 consecutive points a block, except fp16
+//! trilinear, which stages 2 x 5 x 50 point tiles' input in shared memory (one point per thread) where the input
+//! width is even and the input 4-byte aligned, else samples two adjacent points per thread where the volumes are
+//! even and the buffers 4-byte aligned. Otherwise a z * y * x tile (at most 256 points, one point per thread)
+//! whose corner reads overlap in L1.
 struct GridSampler3DTile
 {
     int32_t z = 0;
@@ -45,7 +46,7 @@ FBOCC_API cudaError_t gridSampler3DForward(void const* input, DType inputType, v
     GridSampler3DShape const& shape, GridSamplerInterpolation interpolation, GridSamplerPadding padding,
     bool alignCorners, cudaStream_t stream);
 
-//! As gridSampler3DForward with an explicit block tile (for tuning; the default is the measured best).
+//! As gridSampler3DForward with an explicit block tile (for tuning: a tile always takes the general kernel).
 FBOCC_API cudaError_t gridSampler3DForwardTiled(void const* input, DType inputType, void const* grid, DType gridType,
     void* output, GridSampler3DShape const& shape, GridSamplerInterpolation interpolation,
     GridSamplerPadding padding, bool alignCorners, GridSampler3DTile tile, cudaStream_t stream);

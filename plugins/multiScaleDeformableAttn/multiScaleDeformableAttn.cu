@@ -16,39 +16,11 @@ namespace
 
 // Gather kernel blocks: 512 threads for packets of up to 8 bytes (FB-OCC's 10-channel heads), 256 for wider ones.
 // Two-element packets, 32-bit indices and a compile-time point count (FB-OCC's case) also cap registers at 40 so
-// that 3 blocks stay resident per SM; there that spills nothing (other variants would). Measured on H100 (fp32,
-// points near their reference, same run): 512 x 3 with two points' loads in flight 0.0132-0.0138 ms at the BEV
-// site and 0.0319-0.0332 ms at the image cross-attention site, against 0.0143-0.0147 / 0.0369-0.0374 ms for
-// 512 threads uncapped with loads issued point by point; 512 x 4 (32 registers) spills, 256 x 4-8 and 384 x 3-4
-// were no better, and all four points' loads in flight needs 64 registers (fewer resident threads, slower).
-// Lane width, fp32 BEV site: 5 lanes x 8 bytes (this kernel) 0.0135 ms; 10 lanes x 4 bytes 0.0165 ms; 3 lanes x
-// 16 bytes (aligned loads shifted by the head's parity) 0.0145 ms.
-// Also measured at the fp32 BEV site with `make bench-kernels` and left out: 10 lanes x 4 bytes with all four
-// points' loads in flight (fits 40 registers) 0.0167-0.0170 against 0.0139-0.0140 ms for this kernel in the same
-// runs; the maximum-L1 shared-memory carveout 0.0140-0.0143 ms; tasks ordered head-major (a block's tasks are
-// consecutive queries of one head, for L1 reuse between neighbouring queries) 0.0163-0.0164 ms, and 0.041 against
-// 0.032 ms at the cross-attention site. Nsight Compute there: latency-bound (issue 49% active, L2 52% and L1 55% of
-// peak, L1 hit rate 57%, 67% of warp slots occupied). This kernel's time varies 0.0134-0.0140 ms between runs and
-// machines. TensorRT's own kernel, timed in the same runs (`make bench-kernels TRT_SRC=...`), takes 0.0216-0.0223 ms
-// there, not the 0.027 ms issue 3 quotes, so the 2x bar is 0.0111 ms and this kernel (1.63-1.65x) misses it. The
-// benchmark's floors (benchmarks/msda_floors.cu: this kernel's thread mapping doing nothing but the value gathers)
-// take 0.0112-0.0115 ms there in fp32 and 0.0105-0.0107 ms in fp16 against bars of 0.0108-0.0111 / 0.0106-0.0107 ms;
-// with points anywhere this kernel is within 3% of them (0.018 ms fp32, 0.016 ms fp16).
-// Also measured in a standalone harness (cold L2, alternating with this kernel) and left out: queries taken in
-// bands of 2-20 BEV rows, column by column, so that a block's queries form a 2D patch (fp32 within 1.5% of this
-// kernel, fp16 up to 4% slower); L2 prefetch of the value, locations and weights at kernel start
-// (cp.async.bulk.prefetch.L2 0.0174-0.0180 ms, per-line prefetch.global.L2 0.0155-0.0161 ms, against 0.0135-0.0141);
-// one wave of blocks (3 per SM) looping over tasks, each prefetching its next task's locations and weights into L1
-// (fp32 0.0133-0.0134 against 0.0135-0.0136 ms in the same slot; fp16 0.0124-0.0126 against 0.0116-0.0118 ms).
-// Nsight Compute with a cold L2: 64% of stall samples wait on L1TEX (long scoreboard), L1 68% busy, 19% of SM cycles
-// idle in the ramp and tail of the two waves, 2.8 M L1 sectors for global loads (59% hits, 19.8 of 32 bytes used).
-// The L1 data pipe moves 1.42 M wavefronts: 10.8 k cycles per SM, 68% of its active cycles. The gather needs about
-// one wavefront per (task, corner), since a head's 40-byte slice of a 320-byte row never shares a line with another
-// task's in one warp instruction. A shared-memory window, measured in that harness and left out: a block takes a
-// 6x6 to 12x6 patch of BEV queries (raster order assumed) for all heads, stages the patch's value pixels plus a 2-3
-// pixel margin with cp.async (37-79 KB), and reads the corners inside it from shared memory, the rest from global
-// (bit-identical results): 0.0206-0.0256 ms fp32 and 0.0211-0.0268 ms fp16 against 0.0137-0.0139 / 0.0118-0.0121 ms
-// for this kernel in the same runs; the staging is serial within a block, and 100x100 queries make 153-325 blocks.
+// that 3 blocks stay resident per SM; there that spills nothing (other variants would), and with two points' loads
+// in flight it measured best on H100 at both FB-OCC sites. At the BEV site the kernel is latency-bound on L1
+// (about one L1 wavefront per task and corner): it misses the 2x-TensorRT bar there, close to the data-movement
+// floor of benchmarks/msda_floors.cu. Timings, profiles and the variants measured and left out (lane widths, block
+// sizes, task orders, prefetching, a shared-memory window): docs/tuning/multiScaleDeformableAttn.md.
 template <typename T, int VEC>
 __host__ __device__ constexpr int gatherThreads()
 {
@@ -286,14 +258,11 @@ int compileTimePoints(void const* locations, void const* weights, int64_t points
 // Where hpb heads' whole value rows fit in shared memory (image cross-attention: 704 rows x 2 heads x 20 bytes =
 // 28 KB), a block (n, head group, chunk of tasks) copies them there with cp.async and reads corners from shared
 // memory; a thread owns one task's kStagedChannels channels (no lane redundancy in the corner math). Same
-// corners, weights and summation order as msdaKernel, so the results are bit-identical. Measured on H100 at
-// FB-OCC's cross-attention site: 0.0256-0.0261 ms against msdaKernel's 0.0332-0.0335 ms (fp16; before both
-// took forEachSample's vector loads: 0.0297 against 0.0378; staging 4 heads / 56 KB gave 0.0268 ms but needs an
-// opt-in shared-memory attribute call, which we keep out of enqueue). For fp32 the bank conflicts of random
-// 40-byte rows cost more than they save (0.044 ms against 0.037 then), and the BEV level (10000 rows) does not
-// fit, so both stay on msdaKernel; 8 lanes per task sharing corners by shuffles, 2-4 tasks per thread,
-// window-staging of BEV rows, head-major 2D query tiles (more L1 hits, 0.0174 against 0.0153 ms) and warps of
-// whole tasks (6 x 5 lanes, 2 idle; 0.0150 against 0.0136 ms) were all slower there.
+// corners, weights and summation order as msdaKernel, so the results are bit-identical. Faster than msdaKernel at
+// FB-OCC's cross-attention site in fp16. It stays within the default 48 KiB of shared memory: more needs an opt-in
+// attribute call, which we keep out of enqueue. fp32 (bank conflicts of random 40-byte rows) and the BEV level
+// (10000 rows do not fit) stay on msdaKernel. Timings and the variants left out:
+// docs/tuning/multiScaleDeformableAttn.md.
 constexpr int kStagedChannels = 10;
 constexpr int kStagedBytes = 48 * 1024;  // without cudaFuncSetAttribute
 constexpr int kStagedBlocksPerSm = 4;

@@ -3,17 +3,17 @@
 No reachable registry has CUDA 11.4. Debian has the two nearest, one each side (docker/old-cuda/):
 `cuda-11.2` (bullseye: non-free nvidia-cuda-toolkit 11.2 + g++-9 9.3.0, DRIVE OS 6's gcc; 11.2 cannot
 target sm_87, so sm_80/sm_86) and `cuda-11.8` (bookworm: 11.8 + g++-11 11.3.0, with sm_87). Each image
-`fbocc/old-cuda:<recipe>-<hash of the recipe>` is made once per machine like the sim base: debootstrap,
-`apt-get install` in the chroot (the one step with network), `docker import`. The compile then runs in a
-`BuildContainer` with networking off, sources and TensorRT headers mounted read-only.
+`fbocc/old-cuda:<recipe>-<hash of the recipe>` is made once per machine by `fbocc.build.debian_base`, like
+the sim base: debootstrap, `apt-get install` in the chroot (the one step with network), `docker import`. The
+compile then runs in a `BuildContainer` with networking off, sources and TensorRT headers mounted read-only.
+A development check (`make check-old-toolchain`), run from a checkout; not shipped in the fbocc wheel.
 
-    python -m fbocc.old_toolchain [--toolchain cuda-11.2|cuda-11.8] [--out DIR] [--trt-headers DIR]
+    python -m tools.old_toolchain [--toolchain cuda-11.2|cuda-11.8] [--out DIR] [--trt-headers DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -26,14 +26,15 @@ from pathlib import Path
 
 from fbocc.assets import asset_dir
 from fbocc.build import container as bc
-from fbocc.build.cross_build import StepSink, _read_recipe, _run_logged, cache_root, default_sources
+from fbocc.build.container import LineSink
+from fbocc.build.cross_build import default_sources
+from fbocc.build.debian_base import DebianRecipe, ensure_base_image, read_recipe
 from fbocc.build.elf_check import ElfReport, verify_library
-from fbocc.errors import BuildError, ConfigError, EnvironmentCheckError, FboccError
+from fbocc.errors import BuildError, ConfigError, FboccError
 
 IMAGE_REPO = "fbocc/old-cuda"
 SRC_MOUNT, TRT_MOUNT, OUT_MOUNT = "/fbocc/src", "/fbocc/trt", "/fbocc/out"
-_NEEDED_KEYS = ("suite", "variant", "components", "mirror", "packages", "apt_packages", "dpkg_exclude",
-                "cuda_home", "cxx", "cuda_archs")
+_NEEDED_KEYS = ("components", "mirror", "apt_packages", "dpkg_exclude", "cuda_home", "cxx", "cuda_archs")
 
 
 RECIPES = ("cuda-11.2", "cuda-11.8")
@@ -51,14 +52,18 @@ class OldToolchainRecipe:
     """What the image holds and how `make -C plugins` is called in it."""
 
     name: str
-    path: Path
+    debian: DebianRecipe
     tag: str
-    settings: dict[str, str]
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The recipe's `key = value` settings."""
+        return self.debian.settings
 
     @property
     def cuda_archs(self) -> list[str]:
         """SM versions the old nvcc compiles for."""
-        return self.settings["cuda_archs"].split()
+        return self.debian.words("cuda_archs")
 
     def make_args(self) -> list[str]:
         """The `make -C plugins` variables for this toolchain (TARGET=x86_64: Debian's toolkit is x86 only)."""
@@ -69,69 +74,13 @@ class OldToolchainRecipe:
 
 def load_recipe(name: str, path: Path | None = None) -> OldToolchainRecipe:
     """Parse a recipe (the shipped one for `name` unless `path` is given); the tag carries its bytes' hash."""
-    path = path or recipe_path(name)
-    settings = _read_recipe(path)
-    missing = [k for k in _NEEDED_KEYS if k not in settings]
-    if missing:
-        raise ConfigError(f"{path}: missing {', '.join(missing)}",
-                          fix=f"restore the shipped docker/old-cuda/{path.name}")
-    key = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return OldToolchainRecipe(name=name, path=path, tag=f"{IMAGE_REPO}:{name}-{key}", settings=settings)
+    debian = read_recipe(path or recipe_path(name), required=_NEEDED_KEYS)
+    return OldToolchainRecipe(name=name, debian=debian, tag=f"{IMAGE_REPO}:{name}-{debian.key}")
 
 
-def ensure_image(recipe: OldToolchainRecipe, *, on_step: StepSink, on_line: StepSink) -> str:
+def ensure_image(recipe: OldToolchainRecipe, *, on_step: LineSink, on_line: LineSink) -> str:
     """The id of the recipe's image, making it first when the daemon does not have it (needs root once)."""
-    found = bc.image_id(recipe.tag)
-    if found is not None:
-        return found
-    for tool in ("debootstrap", "chroot", "tar"):
-        if shutil.which(tool) is None:
-            raise EnvironmentCheckError(f"{tool} is not installed (needed once, to make {recipe.tag})",
-                                        fix="apt-get install debootstrap (or run `make setup` as root)")
-    if os.geteuid() != 0:
-        raise EnvironmentCheckError(f"making {recipe.tag} with debootstrap needs root (once per machine)",
-                                    fix="run `sudo make check-old-toolchain` once; later runs reuse the image")
-    work_parent = cache_root() / "old-cuda"
-    work_parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=work_parent))
-    try:
-        tarball = _make_rootfs_tarball(recipe.settings, work, on_step=on_step, on_line=on_line)
-        started = time.monotonic()
-        on_step(f"docker import as {recipe.tag} ({tarball.stat().st_size / 1e9:.2f} GB)")
-        repo, _, version = recipe.tag.partition(":")
-        image = bc.import_rootfs(tarball, repo, version, labels={"org.fbocc.recipe": f"old-cuda/{recipe.path.name}"})
-        on_step(f"imported in {time.monotonic() - started:.0f}s")
-        return image
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _make_rootfs_tarball(settings: dict[str, str], work: Path, *, on_step: StepSink, on_line: StepSink) -> Path:
-    mirror = os.environ.get("FBOCC_DEBIAN_MIRROR") or settings["mirror"]
-    rootfs = work / "rootfs"
-    started = time.monotonic()
-    on_step(f"debootstrap {settings['suite']} ({settings['packages']}) from {mirror}")
-    _run_logged(["debootstrap", f"--variant={settings['variant']}", f"--components={settings['components']}",
-                 "--include=" + ",".join(settings["packages"].split()), settings["suite"], str(rootfs), mirror],
-                on_line, what="debootstrap")
-    on_step(f"debootstrap done in {time.monotonic() - started:.0f}s")
-    excludes = "".join(f"path-exclude={p}\n" for p in settings["dpkg_exclude"].split())
-    (rootfs / "etc/dpkg/dpkg.cfg.d/fbocc-old-cuda").write_text(excludes)
-    shutil.copy2("/etc/resolv.conf", rootfs / "etc/resolv.conf")
-    started = time.monotonic()
-    on_step(f"apt-get install {settings['apt_packages']} in the chroot")
-    env = ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"]
-    _run_logged(["chroot", str(rootfs), *env, "apt-get", "update", "-q"], on_line, what="apt-get update")
-    _run_logged(["chroot", str(rootfs), *env, "apt-get", "install", "-y", "-q", "--no-install-recommends",
-                 *settings["apt_packages"].split()], on_line, what="apt-get install")
-    on_step(f"apt-get install done in {time.monotonic() - started:.0f}s")
-    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
-    shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
-    (rootfs / "etc/resolv.conf").unlink()
-    tarball = work / "rootfs.tar"
-    _run_logged(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], on_line, what="tar")
-    shutil.rmtree(rootfs)
-    return tarball
+    return ensure_base_image(recipe.debian, recipe.tag, on_step=on_step, on_line=on_line)
 
 
 @dataclass
@@ -163,7 +112,7 @@ def _first_error(lines: list[str]) -> str:
 
 
 def compile_plugins(recipe: OldToolchainRecipe, image: str, out_dir: Path, *, sources: Path | None = None,
-                    trt_headers: Path | None = None, on_step: StepSink, on_line: StepSink) -> OldToolchainBuild:
+                    trt_headers: Path | None = None, on_step: LineSink, on_line: LineSink) -> OldToolchainBuild:
     """`make -C plugins` in the image: the kernel-only library, then (with headers) the plugin library.
 
     The TensorRT headers are copied into a temporary directory mounted read-only: never into the image.
@@ -183,8 +132,8 @@ def compile_plugins(recipe: OldToolchainRecipe, image: str, out_dir: Path, *, so
 
 
 def _compile_in(recipe: OldToolchainRecipe, image: str, out_dir: Path, staging: Path, sources: Path,
-                trt_headers: Path | None, started: float, *, on_step: StepSink,
-                on_line: StepSink) -> OldToolchainBuild:
+                trt_headers: Path | None, started: float, *, on_step: LineSink,
+                on_line: LineSink) -> OldToolchainBuild:
     uid, gid = os.getuid(), os.getgid()
     make = ["make", "-C", SRC_MOUNT, f"-j{os.cpu_count() or 2}", *recipe.make_args(), f"OUT={OUT_MOUNT}"]
     log: list[str] = []
@@ -234,8 +183,8 @@ def _compile_in(recipe: OldToolchainRecipe, image: str, out_dir: Path, staging: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m fbocc.old_toolchain`: make the image if needed, compile, print what compiled what."""
-    parser = argparse.ArgumentParser(prog="python -m fbocc.old_toolchain", description=__doc__.splitlines()[0])
+    """`python -m tools.old_toolchain`: make the image if needed, compile, print what compiled what."""
+    parser = argparse.ArgumentParser(prog="python -m tools.old_toolchain", description=__doc__.splitlines()[0])
     parser.add_argument("--toolchain", choices=RECIPES, action="append",
                         help="which toolchain (repeatable; default: all)")
     parser.add_argument("--out", type=Path, default=Path("build/old-toolchain"),
@@ -265,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     return failed
 
 
-def _check(name: str, out: Path, trt_headers: Path | None, *, step: StepSink, line: StepSink) -> None:
+def _check(name: str, out: Path, trt_headers: Path | None, *, step: LineSink, line: LineSink) -> None:
     recipe = load_recipe(name)
     started = time.monotonic()
     image = ensure_image(recipe, on_step=step, on_line=line)
