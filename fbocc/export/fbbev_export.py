@@ -41,6 +41,9 @@ def export_fbbev(options: Any, progress: Callable[[str], None] = lambda _m: None
     if options.dataroot is not None:
         raise ConfigError("--fbbev exports synthetic frames prepared by FB-BEV's own code; --dataroot is not "
                           "supported with it", fix="drop --dataroot, or export with fbocc's model (no --fbbev)")
+    if tuple(getattr(options, "precisions", ("fp32",))) != ("fp32",):
+        raise ConfigError("--precision fp16/int8 graphs are made from fbocc's own model; with --fbbev only the "
+                          "fp32 graph is written", fix="drop --precision, or export without --fbbev")
     check_tree(options.fbbev)
     python = options.fbbev_python or os.environ.get("FBOCC_FBBEV_PYTHON")
     if python and os.path.abspath(python) != os.path.abspath(sys.executable):  # venvs differ by path, not target
