@@ -46,9 +46,8 @@ def test_doctor_names_what_an_unprepared_tree_and_environment_lack(tmp_path: Pat
 
 
 @needs_upstream
-@pytest.mark.slow
 def test_goldens_are_what_fbbev_computes_today(tmp_path: Path) -> None:
-    """~2 min on 2 cores: the committed goldens regenerate bit for bit from the given checkout."""
+    """14 s on 2 idle cores: the committed goldens regenerate bit for bit from the given checkout."""
     run = upstream_run("tools/fbbev_goldens.py", "--out", str(tmp_path), timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
     committed = np.load(REPO / "tests" / "data" / "fbbev_goldens" / "small.npz")
@@ -58,9 +57,8 @@ def test_goldens_are_what_fbbev_computes_today(tmp_path: Path) -> None:
 
 
 @needs_upstream
-@pytest.mark.slow
 def test_export_through_fbbev_code_runs_in_onnxruntime_like_its_pytorch(tmp_path: Path) -> None:
-    """~3 min on 2 cores: `fbocc export --fbbev` on the shrunk config, then `check-onnx --run` (our ORT ops)."""
+    """28 s on 2 idle cores: `fbocc export --fbbev` on the shrunk config, then `check-onnx --run` (our ORT ops)."""
     config = tmp_path / "small_trt.py"
     assert upstream_run("tools/fbbev_goldens.py", "--dump-config", str(config), timeout=600).returncode == 0
     from fbocc.export.onnx_graph import check_onnx
