@@ -77,7 +77,7 @@ def test_export_through_fbbev_code_runs_in_onnxruntime_like_its_pytorch(tmp_path
 @needs_upstream
 @pytest.mark.slow
 def test_upstreams_own_pth2onnx_graph_and_dat_folder_are_a_drop_in(tmp_path: Path) -> None:
-    """~15 min on 2 cores (full size): pth2onnx.py's graph passes check-onnx with every custom node as the
+    """103 s on 2 idle cores (full size): pth2onnx.py's graph passes check-onnx with every custom node as the
     plugins register it, its .dat folder becomes samples, and ONNX Runtime reproduces upstream's PyTorch."""
     run = upstream_run("tools/fbbev_onnx.py", "--out", str(tmp_path), timeout=3600)
     assert run.returncode == 0, run.stderr[-3000:]
