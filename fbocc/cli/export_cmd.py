@@ -37,6 +37,12 @@ def export_cmd(
         "--index-dtype", help="int32 (TensorRT 8.6) or int64 (TensorRT >= 10) index inputs.")] = "int32",
     profile_margin: Annotated[float, typer.Option(
         "--profile-margin", help="Min/max of dynamic shapes: sample range widened by this fraction.")] = 0.25,
+    fbbev: Annotated[Path | None, typer.Option(
+        "--fbbev", help="Export through this NVlabs/FB-BEV tree's own code (its --config, default its _trt "
+        "config) instead of fbocc's model.")] = None,
+    fbbev_python: Annotated[str | None, typer.Option(
+        "--fbbev-python", help="With --fbbev: python of the environment that imports it (mmcv 1.7.0).",
+        envvar="FBOCC_FBBEV_PYTHON")] = None,
     precision: Annotated[str, typer.Option(
         "--precision", help="Graphs to write, comma-separated: fp32 (always), fp16 (typed, fp32 islands by "
         "measured sensitivity), int8 (Q/DQ by NVIDIA Model Optimizer).")] = "fp32",
@@ -52,7 +58,8 @@ def export_cmd(
                             random_weights=random_weights, seed=seed, samples=samples, dataroot=dataroot,
                             scene=scene, start=start, info_file=info_file, occ_root=occ_root,
                             index_dtype=index_dtype, profile_margin=profile_margin,
-                            precisions=tuple(precision.split(",")), calib_frames=calib_frames)
+                            precisions=tuple(precision.split(",")), calib_frames=calib_frames,
+                            fbbev=fbbev, fbbev_python=fbbev_python)
     result = export(options, progress=lambda msg: err.print(f"export: {msg}"))
     if as_json:
         data = asdict(result)
@@ -99,12 +106,14 @@ def check_onnx_cmd(
     if as_json:
         emit_json({"onnx": str(report.onnx_path), "ok": report.ok, "problems": report.problems,
                    "precision": report.precision,
-                   "custom_ops": report.custom_ops,
+                   "custom_ops": report.custom_ops, "tensorrt_ops": report.tensorrt_ops,
                    "inputs": [asdict(v) for v in report.inputs], "outputs": [asdict(v) for v in report.outputs]}
                   | ({"run": ran.as_dict()} if ran else {}))
     else:
         ops = ", ".join(f"{k} x{v}" for k, v in report.custom_ops.items())
         out.print(f"{report.onnx_path} ({report.precision} graph): plugin ops {ops}")
+        if report.tensorrt_ops:
+            out.print("TensorRT's own plugins " + ", ".join(f"{k} x{v}" for k, v in report.tensorrt_ops.items()))
         for title, values in (("inputs", report.inputs), ("outputs", report.outputs)):
             out.print(f"{title} ({len(values)}): " + ", ".join(f"{v.name}:{v.dtype}{v.shape}" for v in values))
         for problem in report.problems:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fbocc.errors import ValidationError
-from fbocc.ops.contract import CUSTOM_OPS
+from fbocc.ops.contract import CUSTOM_OPS, TENSORRT_OPS
 
 _CHECK_DOMAIN = "fbocc.plugins"  # where custom nodes go for onnx.checker only
 _DTYPES = {1: "float32", 10: "float16", 6: "int32", 7: "int64", 9: "bool", 11: "float64", 3: "int8", 2: "uint8"}
@@ -88,6 +88,7 @@ class CheckReport:
     onnx_path: Path
     problems: list[str] = field(default_factory=list)
     custom_ops: dict[str, int] = field(default_factory=dict)
+    tensorrt_ops: dict[str, int] = field(default_factory=dict)  # TensorRT's own plugins the graph uses
     inputs: list[ValueInfo] = field(default_factory=list)
     outputs: list[ValueInfo] = field(default_factory=list)
     samples_dir: Path | None = None
@@ -154,13 +155,13 @@ def check_custom_nodes(model: Any, report: CheckReport, light: Any | None = None
     known = _known_types(model, light if light is not None else skeleton(model))
     for idx, node in enumerate(model.graph.node):
         label = f"node {node.name or '#' + str(idx)}"
-        contract = CUSTOM_OPS.get(node.op_type)
+        contract = CUSTOM_OPS.get(node.op_type) or TENSORRT_OPS.get(node.op_type)
         if contract is None:
             if not node.domain and not onnx.defs.has(node.op_type):
                 report.problems.append(f"{label}: op {node.op_type} is neither standard ONNX nor one of the "
                                        f"plugin ops ({', '.join(CUSTOM_OPS)})")
             continue
-        if node.domain != contract.domain:
+        if node.domain != contract.domain and not (node.op_type in TENSORRT_OPS and node.domain == ""):
             report.problems.append(f"{label}: {node.op_type} in domain {node.domain!r}, the plugin expects "
                                    f"{contract.domain!r}")
         if len(node.input) != len(contract.inputs):
@@ -224,7 +225,7 @@ def run_onnx_checker(model: Any, report: CheckReport) -> None:
 
     probe = copy.deepcopy(model)  # callers pass the skeleton: cheap
     for node in probe.graph.node:
-        if node.op_type in CUSTOM_OPS:
+        if node.op_type in CUSTOM_OPS or node.op_type in TENSORRT_OPS:
             node.domain = _CHECK_DOMAIN
     if not any(o.domain == _CHECK_DOMAIN for o in probe.opset_import):
         probe.opset_import.append(onnx.helper.make_opsetid(_CHECK_DOMAIN, 1))
@@ -288,6 +289,14 @@ def check_against_manifest(report: CheckReport, samples_dir: Path) -> None:
                                        f"{vi.shape}")
 
 
+def graph_io(onnx_path: Path) -> tuple[list[ValueInfo], list[ValueInfo]]:
+    """The graph's real inputs (initializers listed as inputs left out) and outputs."""
+    model = load_graph(onnx_path)
+    initializers = {i.name for i in model.graph.initializer}
+    return ([_value_info(v) for v in model.graph.input if v.name not in initializers],
+            [_value_info(v) for v in model.graph.output])
+
+
 def graph_precision(model: Any) -> str:
     """int8 when the graph holds QuantizeLinear, fp16 when it has fp16 tensors or weights, else fp32."""
     if any(n.op_type == "QuantizeLinear" for n in model.graph.node):
@@ -307,6 +316,8 @@ def check_onnx(onnx_path: Path, samples_dir: Path | None = None) -> CheckReport:
     report.inputs = [_value_info(v) for v in model.graph.input if v.name not in initializers]
     report.outputs = [_value_info(v) for v in model.graph.output]
     report.custom_ops = custom_op_counts(model)
+    report.tensorrt_ops = {op: n for op in TENSORRT_OPS
+                           if (n := sum(1 for node in model.graph.node if node.op_type == op))}
     report.precision = graph_precision(model)
     if not any(report.custom_ops.values()):
         report.problems.append("the graph contains none of the plugin ops "

@@ -55,6 +55,8 @@ class ExportOptions:
     index_dtype: str = "int32"  # int32 for TensorRT 8.6, int64 for TensorRT >= 10
     profile_margin: float = 0.25
     onnx_name: str | None = None
+    fbbev: Path | None = None  # export through this FB-BEV tree's own code (fbocc/export/fbbev_export.py)
+    fbbev_python: str | None = None  # the interpreter of that tree's environment (default: this one)
     precisions: tuple[str, ...] = ("fp32",)  # graphs to write: fp32 always, fp16 and int8 beside it
     calib_frames: int | None = None  # int8 calibration / sensitivity frames (default: every sample)
 
@@ -120,6 +122,10 @@ def _profile(shapes: list[list[int]], dynamic: dict[int, str], margin: float) ->
 
 def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: None) -> ExportResult:
     """Build the model, write the ONNX graph and the samples into `options.out` (replaced atomically)."""
+    if options.fbbev is not None:
+        from fbocc.export.fbbev_export import export_fbbev
+
+        return export_fbbev(options, progress)
     if options.index_dtype not in ("int32", "int64"):
         raise ConfigError(f"index dtype {options.index_dtype!r} is not int32 or int64",
                           fix="--index-dtype int32 (TensorRT 8.6) or int64 (TensorRT >= 10)")

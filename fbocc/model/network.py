@@ -29,6 +29,9 @@ HISTORY_PAIRS: tuple[tuple[str, str], ...] = (
 INDEX_INPUTS: tuple[str, ...] = (
     "ranks_depth", "ranks_feat", "ranks_bev", "interval_starts", "interval_lengths", "indexes",
 )
+# How history_sweep_time ages (docs/parity.md): "training" as FB-OCC's trained forward (default),
+# "deployment" as FB-BEV's TensorRT forward (fuse_history_trt: no +1, no reset, every age stays 0).
+HISTORY_AGES: tuple[str, ...] = ("training", "deployment")
 BACKWARD_INPUTS: tuple[str, ...] = (
     "ref_2d", "bev_query_depth", "reference_points_cam", "per_cam_mask_list", "indexes", "queries_rebatch",
     "reference_points_rebatch", "bev_query_depth_rebatch",
@@ -84,11 +87,15 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 class FBOCC(nn.Module):
     """FB-OCC (`FBOCCTRT.forward_trt`); parameter names match FB-BEV checkpoints."""
 
-    def __init__(self, cfg: ModelConfig | None = None, index_dtype: torch.dtype = torch.int32):
+    def __init__(self, cfg: ModelConfig | None = None, index_dtype: torch.dtype = torch.int32,
+                 history_age: str = "training"):
         super().__init__()
         cfg = cfg or ModelConfig()
+        if history_age not in HISTORY_AGES:
+            raise ValueError(f"history_age {history_age!r}: one of {', '.join(HISTORY_AGES)}")
         self.cfg = cfg
         self.index_dtype = index_dtype
+        self.history_age = history_age
         c = cfg.embed_dims
         self.img_backbone = ResNet(50, out_indices=(2, 3))
         self.img_neck = CustomFPN((1024, 2048), cfg.img_channels, out_ids=(0,))
@@ -118,9 +125,12 @@ class FBOCC(nn.Module):
         start = start_of_sequence.reshape(-1, 1, 1, 1, 1).to(curr_bev.dtype)
         history = start * curr_bev.repeat(1, t, 1, 1, 1) + (1.0 - start) * history_bev.to(curr_bev.dtype)
         sampled = self.history_sampler(history, 10.0 * grid.to(curr_bev.dtype).permute(0, 4, 3, 1, 2))
-        # FB-OCC's fuse_history: every stored frame ages by one step; a new sequence restarts at 0.
-        start_i = start_of_sequence.reshape(-1, 1).to(history_sweep_time.dtype)
-        sweep = (history_sweep_time + 1) * (1 - start_i)
+        if self.history_age == "training":
+            # FB-OCC's fuse_history: every stored frame ages by one step; a new sequence restarts at 0.
+            start_i = start_of_sequence.reshape(-1, 1).to(history_sweep_time.dtype)
+            sweep = (history_sweep_time + 1) * (1 - start_i)
+        else:  # "deployment": FBOCCTRT.fuse_history_trt carries the ages unchanged (all stay 0)
+            sweep = history_sweep_time
         sweep = torch.cat([torch.zeros_like(sweep[:, :1]), sweep], dim=1)  # [B, 1 + T]
         feats_cat = torch.cat([curr_bev, sampled], dim=1)
         feats = feats_cat.reshape(n, t + 1, c, z, h, w)
@@ -182,11 +192,11 @@ class TraceRecorder(nn.Module):
 
 
 def build_model(cfg: ModelConfig | None = None, *, index_dtype: torch.dtype = torch.int32,
-                seed: int | None = None) -> FBOCC:
+                seed: int | None = None, history_age: str = "training") -> FBOCC:
     """The network in eval mode; with `seed`, deterministic random weights (BN statistics included)."""
     if seed is not None:
         torch.manual_seed(seed)
-    model = FBOCC(cfg, index_dtype=index_dtype)
+    model = FBOCC(cfg, index_dtype=index_dtype, history_age=history_age)
     if seed is not None:
         _randomize(model, seed)
     return model.eval()

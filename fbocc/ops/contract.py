@@ -112,3 +112,18 @@ MULTI_SCALE_DEFORMABLE_ATTN = OpContract(
 CUSTOM_OPS: dict[str, OpContract] = {
     op.op_type: op for op in (GRID_SAMPLER_3D, BEV_POOL_V2, MULTI_SCALE_DEFORMABLE_ATTN)
 }
+
+# TensorRT's own MSDA plugin (libnvinfer_plugin, TensorRT >= 8.6; registered by initLibNvInferPlugins, which
+# trtexec and our create_engine.py call), not one of ours: NVlabs/FB-BEV's deployment graph (its patch of
+# BEVFormer_tensorrt's multi_scale_deformable_attn.py) emits `trt::MultiscaleDeformableAttnPlugin_TRT`. The
+# ONNX parser looks plugins up by op_type, version "1", namespace ""; the domain "trt" is not consulted.
+TENSORRT_MSDA = OpContract(
+    op_type="MultiscaleDeformableAttnPlugin_TRT",
+    domain="trt",
+    plugin_version="1",
+    plugin_namespace="",
+    inputs=MULTI_SCALE_DEFORMABLE_ATTN.inputs,
+    attributes=(),
+    outputs=(TensorSpec("output", 4, FLOAT_TYPES, "N,Lq,M,D"),),
+)
+TENSORRT_OPS: dict[str, OpContract] = {TENSORRT_MSDA.op_type: TENSORRT_MSDA}
