@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from deploy.manifest import sha256_file
+from fbocc.config import cache_dir
 from fbocc.errors import ValidationError
 
 SET_FORMAT = "fbocc-set/1"
@@ -77,8 +78,7 @@ class HashCache:
     """
 
     def __init__(self, path: Path | None = None) -> None:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        self.path = path or Path(base) / "fbocc" / "hash-cache.json"
+        self.path = path or cache_dir() / "hash-cache.json"
         self._lock = threading.Lock()
         self._dirty = False
         try:
