@@ -18,7 +18,7 @@ its module path (`/model/img_backbone/...`), so the retype works on the modules 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,38 @@ def run_frames(model: Any, frames: Sequence[dict[str, Any]]) -> list[Any]:
     return outs
 
 
+def module_sensitivity(model: Any, modules: dict[str, Any], frames: Sequence[dict[str, Any]],
+                       variant: Callable[[str, Any, tuple[Any, ...]], Any], *,
+                       variant_is_reference: bool = False) -> dict[str, ErrorStats]:
+    """Run the frames once; at each named module, also run `variant(name, module, args)` on the very inputs the
+    module got and accumulate how far the two outputs are apart. The module's own output is the reference unless
+    `variant_is_reference` (int8: the variant switches its quantizers off). Nested calls are not measured."""
+    stats = {name: ErrorStats() for name in modules}
+    busy = {"on": False}
+
+    def hook_for(name: str) -> Any:
+        def hook(module: Any, args: Any, out: Any) -> None:
+            if busy["on"]:
+                return
+            busy["on"] = True
+            try:
+                other = variant(name, module, args)
+            finally:
+                busy["on"] = False
+            ref, low = (other, out) if variant_is_reference else (out, other)
+            for ref_t, low_t in zip(_flat(ref), _flat(low), strict=True):
+                stats[name].add(ref_t, low_t)
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in modules.items()]
+    try:
+        run_frames(model, frames)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
 @dataclass
 class Fp16Sensitivity:
     """Per-stage fp16 error and the plan it leads to."""
@@ -229,31 +261,11 @@ class Fp16Sensitivity:
 
 def fp16_sensitivity(model: Any, frames: Sequence[dict[str, Any]], frame_ids: Sequence[str]) -> Fp16Sensitivity:
     """Measure every stage's fp16 error on the frames (in order) and choose the fp32 islands."""
-    stats = {name: ErrorStats() for name in STAGES}
-    busy = {"on": False}
-    handles = []
+    def fp16_run(name: str, module: Any, args: tuple[Any, ...]) -> Any:
+        with emulated_fp16(module, _KEEP_STAGE_ARGS_FP32.get(name, ())):
+            return module(*args)
 
-    def hook_for(name: str) -> Any:
-        def hook(module: Any, args: Any, out: Any) -> None:
-            if busy["on"]:
-                return
-            busy["on"] = True
-            try:
-                with emulated_fp16(module, _KEEP_STAGE_ARGS_FP32.get(name, ())):
-                    low = module(*args)
-            finally:
-                busy["on"] = False
-            for ref_t, low_t in zip(_flat(out), _flat(low), strict=True):
-                stats[name].add(ref_t, low_t)
-        return hook
-
-    for name in STAGES:
-        handles.append(getattr(model, name).register_forward_hook(hook_for(name)))
-    try:
-        run_frames(model, frames)
-    finally:
-        for h in handles:
-            h.remove()
+    stats = module_sensitivity(model, {name: getattr(model, name) for name in STAGES}, frames, fp16_run)
     result = Fp16Sensitivity(stages=stats, frames=list(frame_ids))
     for name, s in stats.items():
         if not s.finite or s.peak > FP16_MAX:

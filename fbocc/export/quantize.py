@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fbocc.errors import EnvironmentCheckError
-from fbocc.export.precision import ErrorStats, run_frames
+from fbocc.export.precision import ErrorStats, module_sensitivity, run_frames
 
 # The stages issue 19 names for INT8: image backbone, neck, depth net, BEV encoder (backbone + neck).
 INT8_STAGES: tuple[str, ...] = (
@@ -133,35 +133,19 @@ def quantize_int8(model: Any, frames: Sequence[dict[str, Any]], frame_ids: Seque
         if hasattr(m, "input_quantizer") and not hasattr(m, "weight_quantizer"):
             m.input_quantizer.disable()
     layers = _quantized_layers(qmodel)
-    stats = {name: ErrorStats() for name in layers}
-    busy = {"on": False}
-    handles = []
 
-    def hook_for(name: str) -> Any:
-        def hook(module: Any, args: Any, out: Any) -> None:
-            if busy["on"]:
-                return
-            busy["on"] = True
-            module.weight_quantizer.disable()
-            module.input_quantizer.disable()
-            try:
-                ref = module(*args)
-            finally:
-                module.weight_quantizer.enable()
-                module.input_quantizer.enable()
-                busy["on"] = False
-            stats[name].add(ref, out)
-        return hook
+    def fp32_run(name: str, module: Any, args: tuple[Any, ...]) -> Any:
+        module.weight_quantizer.disable()
+        module.input_quantizer.disable()
+        try:
+            return module(*args)
+        finally:
+            module.weight_quantizer.enable()
+            module.input_quantizer.enable()
 
-    for name, m in layers.items():
-        handles.append(m.register_forward_hook(hook_for(name)))
     t1 = time.monotonic()
     progress(f"int8: per-layer sensitivity of {len(layers)} quantized layers")
-    try:
-        run_frames(qmodel, frames)
-    finally:
-        for h in handles:
-            h.remove()
+    stats = module_sensitivity(qmodel, layers, frames, fp32_run, variant_is_reference=True)
     seconds["sensitivity"] = time.monotonic() - t1
     excluded = {}
     errors = sorted(s.rel_l2 for s in stats.values())
