@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from tests.sshd import SSHD, SshServer, make_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parents[1]
+
+
+# A suite started in the background by a non-interactive shell inherits SIGINT as ignored, and so would every
+# fbocc the Ctrl-C tests start (Python keeps an ignored SIGINT). A caught handler resets to the default on exec,
+# so the children get a real Ctrl-C, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _unavailable(reason: str) -> None:
