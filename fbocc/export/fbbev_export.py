@@ -144,7 +144,7 @@ def _export(options: Any, progress: Callable[[str], None]) -> dict[str, Any]:
     from fbocc.export.fbbev import activate, check_tree, cpu_as_cuda, tree_provenance
     from fbocc.export.onnx_graph import custom_op_counts, load_graph
     from fbocc.export.pipeline import DYNAMIC_AXES, ONNX_OPSET, _profile
-    from fbocc.export.samples import save_manifest, sha256_file, write_tensor
+    from fbocc.export.samples import publish_dir, save_manifest, sha256_file, write_tensor
     from fbocc.model.network import HISTORY_PAIRS, INDEX_INPUTS, INPUT_NAMES, OUTPUT_NAMES, _randomize
     from fbocc.model.synthetic import synthetic_sequence
 
@@ -238,13 +238,7 @@ def _export(options: Any, progress: Callable[[str], None]) -> dict[str, Any]:
                             "forward does (ages as output)"),
         }
         save_manifest(samples_dir, manifest)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(old / out.name)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
+        publish_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -131,7 +131,7 @@ def samples_from_fbbev_folder(folder: Path, onnx_path: Path, out: Path, *, profi
     """Write an fbocc samples directory at `out` (replaced atomically) from FB-BEV's .dat folder."""
     import numpy as np
 
-    from fbocc.export.samples import save_manifest, sha256_file, write_tensor
+    from fbocc.export.samples import publish_dir, save_manifest, sha256_file, write_tensor
 
     folder, onnx_path, out = Path(folder), Path(onnx_path), Path(out).resolve()
     layout, dirs = frame_dirs(folder)
@@ -217,13 +217,7 @@ def samples_from_fbbev_folder(folder: Path, onnx_path: Path, out: Path, *, profi
                             + "; ".join(result.supplied + result.notes)),
         }
         save_manifest(staging, manifest)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(old / out.name)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
+        publish_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

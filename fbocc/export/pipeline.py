@@ -161,7 +161,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
     import numpy as np
     import torch
 
-    from fbocc.export.samples import save_manifest, sha256_file, write_tensor
+    from fbocc.export.samples import publish_dir, save_manifest, sha256_file, write_tensor
     from fbocc.model.checkpoint import load_checkpoint
     from fbocc.model.network import HISTORY_PAIRS, INPUT_NAMES, OUTPUT_NAMES, TraceRecorder, build_model
     from fbocc.model.preprocess import SequencePreprocessor
@@ -288,13 +288,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
                              options.calib_frames, weights["kind"], torch.__version__, ONNX_OPSET, progress, timings)
         manifest["graphs"] = graphs
         save_manifest(samples_dir, manifest)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(old / out.name)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
+        publish_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

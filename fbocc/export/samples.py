@@ -6,6 +6,8 @@ directory is. This module wraps it and turns its `ManifestError` into our `Valid
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,15 @@ def read_tensor(samples_dir: Path, tensor: dict[str, Any]) -> Any:
         return manifest_format.read_tensor(str(samples_dir), tensor)
     except ManifestError as exc:
         raise ValidationError(exc.message, fix=exc.fix) from exc
+
+
+def publish_dir(staging: Path, out: Path) -> None:
+    """Put a finished `staging` folder at `out` (same filesystem): an older `out` is moved aside first and
+    removed only after the new one is in place, so `out` is never half-written."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(old / out.name)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
