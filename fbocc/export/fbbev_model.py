@@ -21,6 +21,7 @@ from fbocc.errors import ConfigError
 from fbocc.export.fbbev import TRT_CONFIG, FBBEVTree, activate, cpu_as_cuda
 from fbocc.model.config import ModelConfig
 from fbocc.model.preprocess import CameraFrame
+from fbocc.model.stages import detached, first_level
 
 
 def _grid(cfg: ModelConfig) -> dict[str, list[float]]:
@@ -214,9 +215,9 @@ def record_upstream_stages(model: Any) -> Iterator[dict[str, Any]]:
     handles = []
 
     def keep(name: str, pick: Any = lambda o: o) -> Any:
-        return lambda _m, _i, out: stages.__setitem__(name, _detach(pick(out)))
+        return lambda _m, _i, out: stages.__setitem__(name, detached(pick(out)))
 
-    handles.append(model.img_neck.register_forward_hook(keep("image_features", _first)))
+    handles.append(model.img_neck.register_forward_hook(keep("image_features", first_level)))
     handles.append(model.depth_net.register_forward_hook(keep("context", lambda o: o[0])))
     handles.append(model.depth_net.register_forward_hook(keep("depth", lambda o: o[1])))
     handles.append(model.img_bev_encoder_neck.register_forward_hook(keep("voxel_features")))
@@ -228,7 +229,7 @@ def record_upstream_stages(model: Any) -> Iterator[dict[str, Any]]:
         @functools.wraps(original)
         def call(*a: Any, **k: Any) -> Any:
             out = original(*a, **k)
-            stages[name] = _detach(out)
+            stages[name] = detached(out)
             return out
 
         setattr(model, attr, call)
@@ -248,19 +249,6 @@ def record_upstream_stages(model: Any) -> Iterator[dict[str, Any]]:
                 model.__dict__[n] = v
         if isinstance(stages.get("fused_bev"), tuple):
             stages["fused_bev"] = stages["fused_bev"][0]
-
-
-def _first(x: Any) -> Any:
-    """The FPN's output level (a list of one, or the tensor itself)."""
-    return x[0] if isinstance(x, (list, tuple)) else x
-
-
-def _detach(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, (list, tuple)):
-        return type(x)(_detach(v) for v in x)
-    return x
 
 
 def numpy_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

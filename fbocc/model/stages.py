@@ -23,10 +23,10 @@ def record_stages(model: FBOCC) -> Iterator[dict[str, Any]]:
     stages: dict[str, Any] = {}
 
     def keep(name: str, pick: Any = lambda o: o) -> Any:
-        return lambda _m, _i, out: stages.__setitem__(name, _detach(pick(out)))
+        return lambda _m, _i, out: stages.__setitem__(name, detached(pick(out)))
 
     handles = [
-        model.img_neck.register_forward_hook(keep("image_features", _first)),
+        model.img_neck.register_forward_hook(keep("image_features", first_level)),
         model.depth_net.register_forward_hook(keep("context", lambda o: o[0])),
         model.depth_net.register_forward_hook(keep("depth", lambda o: o[1])),
         model.bev_pool.register_forward_hook(keep("bev_pool")),
@@ -50,14 +50,14 @@ def record_stages(model: FBOCC) -> Iterator[dict[str, Any]]:
             h.remove()
 
 
-def _first(x: Any) -> Any:
+def first_level(x: Any) -> Any:
     """The FPN's output level (a list of one, or the tensor itself)."""
     return x[0] if isinstance(x, (list, tuple)) else x
 
 
-def _detach(x: Any) -> Any:
+def detached(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach().clone()
     if isinstance(x, (list, tuple)):
-        return type(x)(_detach(v) for v in x)
+        return type(x)(detached(v) for v in x)
     return x
