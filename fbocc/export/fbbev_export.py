@@ -143,9 +143,9 @@ def _export(options: Any, progress: Callable[[str], None]) -> dict[str, Any]:
     from fbocc.export import fbbev_model
     from fbocc.export.fbbev import activate, check_tree, cpu_as_cuda, tree_provenance
     from fbocc.export.onnx_graph import custom_op_counts, load_graph
-    from fbocc.export.pipeline import DYNAMIC_AXES, ONNX_OPSET, _profile
+    from fbocc.export.pipeline import DYNAMIC_AXES, ONNX_OPSET, manifest_tensors
     from fbocc.export.samples import publish_dir, save_manifest, sha256_file, write_tensor
-    from fbocc.model.network import HISTORY_PAIRS, INDEX_INPUTS, INPUT_NAMES, OUTPUT_NAMES, _randomize
+    from fbocc.model.network import INDEX_INPUTS, INPUT_NAMES, OUTPUT_NAMES, _randomize
     from fbocc.model.synthetic import synthetic_sequence
 
     t0 = time.monotonic()
@@ -220,12 +220,7 @@ def _export(options: Any, progress: Callable[[str], None]) -> dict[str, Any]:
         counts = custom_op_counts(load_graph(staging / onnx_name))
         provenance = tree_provenance(tree)
         manifest = {
-            "inputs": [{"name": n, "dtype": dtypes[n]} for n in INPUT_NAMES],
-            "outputs": [{"name": n, "dtype": out_dtypes[n]} for n in OUTPUT_NAMES],
-            "profile": {n: _profile(s, DYNAMIC_AXES[n], options.profile_margin) for n, s in shapes.items()},
-            "profile_margin": options.profile_margin,
-            "history": [{"input": a, "output": b} for a, b in HISTORY_PAIRS],
-            "frames": manifest_frames,
+            **manifest_tensors(dtypes, out_dtypes, shapes, options.profile_margin, manifest_frames),
             "model": {"name": name, "fbbev": provenance, "weights": weights,
                       "config": str(options.config_file or fbbev_model.TRT_CONFIG),
                       "onnx": {"file": f"../{onnx_name}", "sha256": sha256_file(staging / onnx_name)}},

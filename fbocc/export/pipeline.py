@@ -118,6 +118,22 @@ def _profile(shapes: list[list[int]], dynamic: dict[int, str], margin: float) ->
     return {"min": mn, "opt": opt, "max": mx}
 
 
+def manifest_tensors(dtypes: dict[str, str], out_dtypes: dict[str, str], shapes: dict[str, list[list[int]]],
+                     margin: float, frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tensor part of a samples manifest of the 20-input graph: inputs, outputs, optimization profile (min/opt/
+    max per dynamic input), history pairs and frames. Our export and `export --fbbev` share it."""
+    from fbocc.model.network import HISTORY_PAIRS, INPUT_NAMES, OUTPUT_NAMES
+
+    return {
+        "inputs": [{"name": n, "dtype": dtypes[n]} for n in INPUT_NAMES],
+        "outputs": [{"name": n, "dtype": out_dtypes[n]} for n in OUTPUT_NAMES],
+        "profile": {n: _profile(s, DYNAMIC_AXES[n], margin) for n, s in shapes.items()},
+        "profile_margin": margin,
+        "history": [{"input": i, "output": o} for i, o in HISTORY_PAIRS],
+        "frames": frames,
+    }
+
+
 
 
 def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: None) -> ExportResult:
@@ -252,12 +268,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _m: 
         counts = custom_op_counts(graph)
         del graph
         manifest = {
-            "inputs": [{"name": n, "dtype": dtypes[n]} for n in INPUT_NAMES],
-            "outputs": [{"name": n, "dtype": out_dtypes[n]} for n in OUTPUT_NAMES],
-            "profile": {n: _profile(s, DYNAMIC_AXES[n], options.profile_margin) for n, s in shapes.items()},
-            "profile_margin": options.profile_margin,
-            "history": [{"input": i, "output": o} for i, o in HISTORY_PAIRS],
-            "frames": manifest_frames,
+            **manifest_tensors(dtypes, out_dtypes, shapes, options.profile_margin, manifest_frames),
             "model": {"name": cfg.name, "preset": options.preset, "weights": weights,
                       "onnx": {"file": f"../{onnx_name}", "sha256": sha256_file(onnx_tmp)}},
             "export": {"fbocc": __version__, "torch": torch.__version__, "opset": ONNX_OPSET,
