@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -121,3 +122,23 @@ class PrivateDockerd:
             for mount in sorted(mounts, key=len, reverse=True):
                 subprocess.run(["umount", "-l", mount], check=False)
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def follow_stderr(proc: subprocess.Popen[str], until: str,
+                  seconds: float = 120) -> tuple[list[str], threading.Thread]:
+    """Collect `proc`'s stderr lines in a thread; return once a line contains `until` (fails after `seconds`).
+    The list keeps growing until the reader thread (returned, to join) sees the end of stderr."""
+    seen: list[str] = []
+    reached = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if until in line:
+                reached.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert reached.wait(seconds), "".join(seen)
+    return seen, reader

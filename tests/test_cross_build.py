@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +32,7 @@ from fbocc.build.profile_image import ensure_image
 from fbocc.cli import run
 from fbocc.config import load_config
 from fbocc.errors import ConfigError
+from tests.dockerd import follow_stderr
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -177,19 +177,7 @@ def test_ctrl_c_mid_build_removes_the_container_and_leaves_no_artefact(sim_profi
         [sys.executable, "-m", "fbocc", "cross-build", "--profile", "sim", "--sources", str(plugin_copy),
          "--out", str(out), "--jobs", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    seen: list[str] = []
-    compiling = threading.Event()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            seen.append(line)
-            if "nvcc" in line:
-                compiling.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert compiling.wait(120), "".join(seen)
+    seen, reader = follow_stderr(proc, until="nvcc")  # the build is compiling in its container
     assert bc.count_containers() == 1  # the build is really running in its container
     proc.send_signal(signum)
     assert proc.wait(60) == 130

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from fbocc.assets import asset_dir
 from fbocc.build import container as bc
 from fbocc.build.cross_build import ensure_image
 from fbocc.config import load_config
-from tests.dockerd import PrivateDockerd
+from tests.dockerd import PrivateDockerd, follow_stderr
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -74,19 +73,7 @@ def test_daemon_stopped_mid_build_is_one_environment_error_and_the_next_build_re
 
     proc = _cross_build(["--force", "--sources", str(sources), "--out", str(tmp_path / "out"), "--jobs", "1"],
                         env, tmp_path)
-    seen: list[str] = []
-    compiling = threading.Event()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            seen.append(line)
-            if "nvcc" in line:
-                compiling.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert compiling.wait(120), "".join(seen)
+    seen, reader = follow_stderr(proc, until="nvcc")  # the build is compiling in its container
     [box] = _labelled(private_dockerd)
     assert box.labels[bc.OWNER_PID] == str(proc.pid)  # the container names the run that owns it
 
